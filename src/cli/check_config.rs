@@ -1,0 +1,26 @@
+//! `moat check-config`: validate a configuration and say what it defines.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::config::Config;
+
+pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = Config::load(path)?;
+    println!(
+        "{}: OK, {} jail{}",
+        path.display(),
+        config.jails.len(),
+        if config.jails.len() == 1 { "" } else { "s" }
+    );
+    for j in &config.jails {
+        println!(
+            "  {}: filter {}, {} source{}",
+            j.name,
+            j.filter_label,
+            j.sources.len(),
+            if j.sources.len() == 1 { "" } else { "s" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,373 @@
+//! Configuration: the TOML schema, its defaults, and validation that points at the mistake.
+//!
+//! A file has a `[defaults]` table and `[jails.NAME]` tables with the same keys; a jail inherits
+//! every key it does not set. Everything is checked before anything runs: unknown keys (typos),
+//! regexes that do not compile, durations, networks, filter names. An error names the file, the
+//! line and the column, quotes the line, and gives a hint. `docs/config.md` documents each key.
+
+pub mod value;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use jiff::tz::TimeZone;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::detect::json::JsonSpec;
+use crate::detect::{library, Filter, FilterSpec};
+use crate::jail::{IgnoreList, JailParams, DEFAULT_MAX_CLIENTS};
+use value::{
+    Duration, FilterName, MaxRetry, Net, PatternText, PrefixLen, TimeFormatText, Zone, ZoneSpec,
+};
+
+/// The keys shared by `[defaults]` and `[jails.NAME]`; every one optional.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JailTable {
+    pub enabled: Option<bool>,
+    pub sources: Option<Vec<String>>,
+    pub filter: Option<FilterName>,
+    pub failregex: Option<Vec<PatternText>>,
+    pub ignoreregex: Option<Vec<PatternText>>,
+    pub prefregex: Option<PatternText>,
+    pub time: Option<TimeFormatText>,
+    pub json: Option<JsonSpec>,
+    pub timezone: Option<Zone>,
+    pub maxretry: Option<MaxRetry>,
+    pub findtime: Option<Duration>,
+    pub bantime: Option<Duration>,
+    pub ignore: Option<Vec<Net>>,
+    pub ipv6_prefix: Option<PrefixLen>,
+    pub max_clients: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    defaults: JailTable,
+    #[serde(default)]
+    jails: BTreeMap<String, Spanned<JailTable>>,
+}
+
+/// A jail ready to run: its merged filter and its parameters.
+#[derive(Debug, Clone)]
+pub struct JailConfig {
+    pub name: String,
+    /// Paths and globs, as written.
+    pub sources: Vec<String>,
+    /// How the filter was named: a built-in name, "inline", or "name + inline".
+    pub filter_label: String,
+    pub filter: FilterSpec,
+    pub params: JailParams,
+    pub zone: ZoneSpec,
+    /// The jail's table merged over the defaults, as written (for layering overrides).
+    pub table: JailTable,
+}
+
+impl JailConfig {
+    pub fn time_zone(&self) -> TimeZone {
+        self.zone.resolve().unwrap_or(TimeZone::UTC)
+    }
+}
+
+/// A whole validated configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub path: Option<PathBuf>,
+    pub defaults: JailTable,
+    pub jails: Vec<JailConfig>,
+}
+
+/// A configuration problem, located in its file.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub path: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+    /// The offending line of the file, for the report.
+    pub source_line: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.path, self.line, self.column, self.message
+        )?;
+        if !self.source_line.is_empty() {
+            let gutter = self.line.to_string().len();
+            write!(
+                f,
+                "\n{:gutter$} |\n{} | {}\n{:gutter$} | {:>col$}",
+                "",
+                self.line,
+                self.source_line,
+                "",
+                "^",
+                col = self.column
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    fn at(path: &str, text: &str, span: Option<Range<usize>>, message: String) -> ConfigError {
+        let offset = span.map(|s| s.start).unwrap_or(0).min(text.len());
+        let before = &text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+        let column = text[line_start..offset].chars().count() + 1;
+        let source_line = text[line_start..]
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        ConfigError {
+            path: path.to_string(),
+            line,
+            column,
+            message,
+            source_line,
+        }
+    }
+}
+
+/// Adds "did you mean" to serde's unknown-field message.
+fn with_hint(message: &str) -> String {
+    let message = message.trim_end();
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return message.to_string();
+    };
+    let Some((field, expected)) = rest.split_once('`') else {
+        return message.to_string();
+    };
+    let best = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|k| (strsim::jaro_winkler(k, field), k))
+        .filter(|(s, _)| *s > 0.75)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    match best {
+        Some((_, k)) => format!("{message}\nhint: did you mean `{k}`?"),
+        None => message.to_string(),
+    }
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: shown.clone(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read the configuration: {e}"),
+            source_line: String::new(),
+        })?;
+        let mut config = Config::parse(&text, &shown)?;
+        config.path = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// Validates configuration text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
+        let file: ConfigFile = toml::from_str(text)
+            .map_err(|e| ConfigError::at(path, text, e.span(), with_hint(e.message())))?;
+        let mut jails = Vec::new();
+        for (name, table) in &file.jails {
+            let span = table.span();
+            let merged = merge(&file.defaults, table.get_ref());
+            if merged.enabled == Some(false) {
+                continue;
+            }
+            let jail = resolve(name, &merged).map_err(|m| {
+                ConfigError::at(
+                    path,
+                    text,
+                    Some(span.clone()),
+                    format!("jail {name:?}: {m}"),
+                )
+            })?;
+            jails.push(jail);
+        }
+        Ok(Config {
+            path: None,
+            defaults: file.defaults,
+            jails,
+        })
+    }
+
+    pub fn jail(&self, name: &str) -> Option<&JailConfig> {
+        self.jails.iter().find(|j| j.name == name)
+    }
+}
+
+/// A jail's own keys over the defaults.
+pub fn merge(defaults: &JailTable, jail: &JailTable) -> JailTable {
+    macro_rules! pick {
+        ($($f:ident),*) => { JailTable { $($f: jail.$f.clone().or_else(|| defaults.$f.clone())),* } };
+    }
+    pick!(
+        enabled,
+        sources,
+        filter,
+        failregex,
+        ignoreregex,
+        prefregex,
+        time,
+        json,
+        timezone,
+        maxretry,
+        findtime,
+        bantime,
+        ignore,
+        ipv6_prefix,
+        max_clients
+    )
+}
+
+/// Turns a merged table into a runnable jail, compiling its filter once to prove it works.
+pub fn resolve(name: &str, t: &JailTable) -> Result<JailConfig, String> {
+    let (mut filter, label) = match &t.filter {
+        Some(FilterName(n)) => (
+            library::get(n).cloned().expect("validated filter name"),
+            n.clone(),
+        ),
+        None => (FilterSpec::default(), "inline".to_string()),
+    };
+    let strings = |v: &Option<Vec<PatternText>>| -> Vec<String> {
+        v.iter().flatten().map(|p| p.0.clone()).collect()
+    };
+    let extra_fail = strings(&t.failregex);
+    let label = match (&t.filter, extra_fail.is_empty()) {
+        (Some(_), false) => format!("{label} + inline failregex"),
+        _ => label,
+    };
+    // As in fail2ban, a jail's own failregex and ignoreregex add to its filter's.
+    filter.failregex.extend(extra_fail);
+    filter.ignoreregex.extend(strings(&t.ignoreregex));
+    if let Some(p) = &t.prefregex {
+        filter.prefregex = Some(p.0.clone());
+    }
+    if let Some(tf) = &t.time {
+        filter.time = Some(tf.0.clone());
+    }
+    if let Some(j) = &t.json {
+        filter.json = Some(j.clone());
+    }
+    filter.samples.clear();
+    if filter.failregex.is_empty() && filter.json.is_none() {
+        return Err(
+            "no filter: set `filter` to a built-in name (see `moat filters list`) or \
+                    write `failregex`"
+                .into(),
+        );
+    }
+    Filter::compile(&filter).map_err(|e| e.to_string())?;
+    let params = JailParams {
+        maxretry: t.maxretry.map_or(5, |m| m.0),
+        findtime: t
+            .findtime
+            .map_or(jiff::SignedDuration::from_mins(10), |d| d.0),
+        bantime: t
+            .bantime
+            .map_or(jiff::SignedDuration::from_hours(1), |d| d.0),
+        ipv6_prefix: t.ipv6_prefix.map_or(64, |p| p.0),
+        ignore: IgnoreList::new(t.ignore.iter().flatten().map(|n| n.0)),
+        max_clients: t.max_clients.unwrap_or(DEFAULT_MAX_CLIENTS).max(16),
+    };
+    Ok(JailConfig {
+        name: name.to_string(),
+        sources: t.sources.clone().unwrap_or_default(),
+        filter_label: label,
+        filter,
+        params,
+        zone: t.timezone.as_ref().map_or(ZoneSpec::Local, |z| z.0.clone()),
+        table: t.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, "moat.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_are_inherited_and_overridden() {
+        let c = Config::parse(
+            r#"
+[defaults]
+findtime = "30m"
+maxretry = 4
+ignore = ["192.0.2.0/24"]
+
+[jails.portainer]
+filter = "portainer"
+sources = ["/var/log/nginx/access.log"]
+maxretry = 3
+"#,
+            "moat.toml",
+        )
+        .unwrap();
+        let j = c.jail("portainer").unwrap();
+        assert_eq!(j.params.maxretry, 3);
+        assert_eq!(j.params.findtime.as_secs(), 1800);
+        assert_eq!(j.params.bantime.as_secs(), 3600);
+        assert!(j.params.ignore.contains("192.0.2.9".parse().unwrap()));
+    }
+
+    #[test]
+    fn typo_in_a_key_is_located_and_hinted() {
+        let e = err("[jails.x]\nfilter = \"portainer\"\nmaxretries = 3\n");
+        assert!(
+            e.starts_with("moat.toml:3:1: unknown field `maxretries`"),
+            "{e}"
+        );
+        assert!(e.contains("did you mean `maxretry`?"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_located() {
+        let e = err("[jails.x]\nfilter = \"portainer\"\nfindtime = \"10 parsecs\"\n");
+        assert!(e.starts_with("moat.toml:3:12:"), "{e}");
+        assert!(e.contains("hint:"), "{e}");
+        let e = err("[jails.x]\nfilter = \"portainer\"\nignore = [\"192.0.2.1/24\"]\n");
+        assert!(e.contains("192.0.2.0/24"), "{e}");
+        let e = err("[jails.x]\nfailregex = ['^<HOST> (unclosed']\n");
+        assert!(
+            e.starts_with("moat.toml:2:13: invalid regex: unclosed group"),
+            "{e}"
+        );
+        let e = err("[jails.x]\nfilter = \"portaner\"\n");
+        assert!(e.contains("did you mean \"portainer\""), "{e}");
+        let e = err("[jails.x]\nmaxretry = 3\n");
+        assert!(
+            e.starts_with("moat.toml:1:") && e.contains("no filter"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn filter_plus_inline_failregex_adds_up() {
+        let c = Config::parse(
+            "[jails.x]\nfilter = \"portainer\"\nfailregex = ['^<HOST> extra']\n",
+            "m",
+        )
+        .unwrap();
+        assert_eq!(c.jails[0].filter.failregex.len(), 2);
+        assert_eq!(c.jails[0].filter_label, "portainer + inline failregex");
+    }
+}

@@ -1,0 +1,402 @@
+//! A filter: what turns one log line into a failure `{client, time}` or into nothing.
+//!
+//! Two kinds share one [`Filter`] type. A regex filter has failregexes with `<HOST>`, optional
+//! ignoreregexes and prefregex (fail2ban's vocabulary, so an importer of `filter.d` fits), and a
+//! time format. A JSON filter reads JSON-lines logs (Traefik, Caddy, Docker's json-file): field
+//! conditions decide, and named fields hold the client and the time.
+//!
+//! The order of work is the order of cost: the caller's prefilter has already rejected lines
+//! without the required literals; then failregexes run in order (first match wins); only a
+//! matching line is checked against ignoreregexes; only then is the time parsed and the host
+//! text turned into an address.
+
+use std::net::IpAddr;
+
+use jiff::Timestamp;
+use serde::Deserialize;
+
+use super::json::{JsonFilter, JsonSpec};
+use super::pattern::{Pattern, PatternError};
+use super::time::{self, FoundFormat, TimeContext, TimeFormat};
+
+/// A filter as written in TOML: a built-in library file or a jail's inline definition.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterSpec {
+    /// One line saying what the filter catches.
+    #[serde(default)]
+    pub description: String,
+    /// The log format the filter expects, in words (shown by `moat filters show`).
+    #[serde(default)]
+    pub log_format: String,
+    /// Patterns with `<HOST>`; the first that matches decides.
+    #[serde(default)]
+    pub failregex: Vec<String>,
+    /// Patterns that veto a failregex match.
+    #[serde(default)]
+    pub ignoreregex: Vec<String>,
+    /// A pattern every line must match first; `<F-CONTENT>` marks what failregexes see.
+    #[serde(default)]
+    pub prefregex: Option<String>,
+    /// `auto`, `clf`, `iso8601`, `syslog`, `epoch` or a strftime pattern.
+    #[serde(default)]
+    pub time: Option<String>,
+    /// Field conditions for JSON-lines logs, instead of failregexes.
+    #[serde(default)]
+    pub json: Option<JsonSpec>,
+    /// Example lines with the expected verdict, checked by the test suite and
+    /// `moat filters test NAME`.
+    #[serde(default)]
+    pub samples: Vec<Sample>,
+}
+
+/// One example line of a filter's log format and what the filter must make of it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sample {
+    pub line: String,
+    /// The client the line must yield; absent for a line that must not match.
+    #[serde(default)]
+    pub host: Option<IpAddr>,
+    /// The time the line must yield, RFC 3339.
+    #[serde(default)]
+    pub time: Option<Timestamp>,
+    /// Why this sample is here (what look-alike it guards against).
+    #[serde(default)]
+    pub note: String,
+}
+
+/// What a filter made of a line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// No failregex matched (or the prefregex did not).
+    Miss,
+    /// A failregex matched but an ignoreregex vetoed it.
+    Ignored,
+    /// A failregex matched but the text at `<HOST>` is not an address.
+    BadHost,
+    /// A failregex matched but no time could be read.
+    NoTime { host: IpAddr },
+    /// A failure: the client at the filter's host position, and when.
+    Failure(Failure),
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Verdict::Miss => f.write_str("no match"),
+            Verdict::Ignored => f.write_str("matched, but an ignoreregex vetoes it"),
+            Verdict::BadHost => f.write_str("matched, but the text at <HOST> is not an address"),
+            Verdict::NoTime { host } => write!(f, "matched client {host}, but no readable time"),
+            Verdict::Failure(x) => write!(
+                f,
+                "failure: client {} at {} (rule #{})",
+                x.host,
+                x.time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                x.rule + 1
+            ),
+        }
+    }
+}
+
+/// A failure found in a line, before any jail looks at it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub host: IpAddr,
+    pub time: Timestamp,
+    /// Which failregex matched (0 for JSON filters).
+    pub rule: usize,
+    pub format: FoundFormat,
+}
+
+/// A compiled filter.
+#[derive(Debug)]
+pub struct Filter {
+    kind: Kind,
+    time_format: TimeFormat,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Regex {
+        prefregex: Option<Pattern>,
+        failregex: Vec<Pattern>,
+        ignoreregex: Vec<Pattern>,
+    },
+    Json(JsonFilter),
+}
+
+/// A filter definition that cannot be compiled; `what` names the offending entry.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct FilterError {
+    pub what: String,
+    #[source]
+    pub source: PatternError,
+}
+
+fn at(what: impl Into<String>) -> impl FnOnce(PatternError) -> FilterError {
+    let what = what.into();
+    move |source| FilterError { what, source }
+}
+
+impl Filter {
+    pub fn compile(spec: &FilterSpec) -> Result<Filter, FilterError> {
+        let time_format = match &spec.time {
+            None => TimeFormat::Auto,
+            Some(t) => TimeFormat::from_name(t).map_err(|m| FilterError {
+                what: "time".into(),
+                source: PatternError { message: m },
+            })?,
+        };
+        if let Some(json) = &spec.json {
+            if !spec.failregex.is_empty() || spec.prefregex.is_some() {
+                return Err(FilterError {
+                    what: "json".into(),
+                    source: PatternError {
+                        message: "a filter has either failregex or json conditions, not both"
+                            .into(),
+                    },
+                });
+            }
+            let kind = Kind::Json(JsonFilter::compile(json).map_err(at("json"))?);
+            return Ok(Filter { kind, time_format });
+        }
+        if spec.failregex.is_empty() {
+            return Err(FilterError {
+                what: "failregex".into(),
+                source: PatternError {
+                    message: "no failregex: a filter needs at least one pattern with <HOST>, \
+                              or json conditions"
+                        .into(),
+                },
+            });
+        }
+        let prefregex = match &spec.prefregex {
+            Some(p) => Some(Pattern::compile(p).map_err(at("prefregex"))?),
+            None => None,
+        };
+        let pref_host = prefregex.as_ref().is_some_and(|p| p.has_host);
+        let failregex = spec
+            .failregex
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let what = format!("failregex #{}", i + 1);
+                let pat = Pattern::compile(p).map_err(at(what.clone()))?;
+                if !pat.has_host && !pref_host {
+                    return Err(FilterError {
+                        what,
+                        source: PatternError {
+                            message: "no <HOST> in the pattern: moat takes the client only \
+                                      from the position <HOST> marks"
+                                .into(),
+                        },
+                    });
+                }
+                Ok(pat)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let ignoreregex = spec
+            .ignoreregex
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Pattern::compile(p).map_err(at(format!("ignoreregex #{}", i + 1))))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Filter {
+            kind: Kind::Regex {
+                prefregex,
+                failregex,
+                ignoreregex,
+            },
+            time_format,
+        })
+    }
+
+    /// The literals of which a line must contain at least one to possibly match; `None` when
+    /// some rule has no usable literal, so that every line is a candidate.
+    pub fn required_literals(&self) -> Option<Vec<Vec<u8>>> {
+        match &self.kind {
+            Kind::Regex {
+                prefregex,
+                failregex,
+                ..
+            } => {
+                if let Some(lit) = prefregex.as_ref().and_then(|p| p.required_literal.clone()) {
+                    return Some(vec![lit]);
+                }
+                failregex
+                    .iter()
+                    .map(|p| p.required_literal.clone())
+                    .collect()
+            }
+            Kind::Json(j) => j.required_literal().map(|l| vec![l]),
+        }
+    }
+
+    /// The failregexes as written, for reports; a JSON filter has one pseudo-rule.
+    pub fn rule_names(&self) -> Vec<String> {
+        match &self.kind {
+            Kind::Regex { failregex, .. } => failregex.iter().map(|p| p.source.clone()).collect(),
+            Kind::Json(j) => vec![j.describe()],
+        }
+    }
+
+    /// The compiled patterns, for `moat filters lint`.
+    pub fn patterns(&self) -> Vec<&Pattern> {
+        match &self.kind {
+            Kind::Regex {
+                prefregex,
+                failregex,
+                ignoreregex,
+            } => prefregex
+                .iter()
+                .chain(failregex)
+                .chain(ignoreregex)
+                .collect(),
+            Kind::Json(_) => Vec::new(),
+        }
+    }
+
+    pub fn is_json(&self) -> bool {
+        matches!(self.kind, Kind::Json(_))
+    }
+
+    /// Decides what `line` is. Pure: the context supplies zone and reference time.
+    pub fn check(&self, line: &[u8], ctx: &TimeContext) -> Verdict {
+        match &self.kind {
+            Kind::Json(j) => j.check(line, &self.time_format, ctx),
+            Kind::Regex {
+                prefregex,
+                failregex,
+                ignoreregex,
+            } => {
+                let mut text = line;
+                let mut pref_host = None;
+                let mut pref_time = None;
+                if let Some(pref) = prefregex {
+                    let Some(spans) = pref.find(line) else {
+                        return Verdict::Miss;
+                    };
+                    pref_host = spans.host.map(|r| &line[r]);
+                    pref_time = spans.time.map(|r| &line[r]);
+                    if let Some(content) = spans.content {
+                        text = &line[content];
+                    }
+                }
+                let Some((rule, spans)) = failregex
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, p)| p.find(text).map(|s| (i, s)))
+                else {
+                    return Verdict::Miss;
+                };
+                if ignoreregex.iter().any(|p| p.is_match(line)) {
+                    return Verdict::Ignored;
+                }
+                let host_text = spans.host.map(|r| &text[r]).or(pref_host);
+                let Some(host) = host_text.and_then(parse_host) else {
+                    return Verdict::BadHost;
+                };
+                // The time is read from the `time` capture when the pattern has one, else
+                // searched in the whole line.
+                let time_text = spans.time.map(|r| &text[r]).or(pref_time).unwrap_or(line);
+                match time::parse(time_text, &self.time_format, ctx) {
+                    Some((time, format)) => Verdict::Failure(Failure {
+                        host,
+                        time,
+                        rule,
+                        format,
+                    }),
+                    None => Verdict::NoTime { host },
+                }
+            }
+        }
+    }
+}
+
+/// Parses the text at the host position. It must be an address and nothing else; IPv4-mapped
+/// IPv6 is folded to IPv4 so one client has one key.
+pub fn parse_host(text: &[u8]) -> Option<IpAddr> {
+    let s = std::str::from_utf8(text).ok()?;
+    let s = s
+        .strip_prefix('[')
+        .and_then(|s| s.strip_suffix(']'))
+        .unwrap_or(s);
+    let ip: IpAddr = s.parse().ok()?;
+    Some(ip.to_canonical())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(fail: &[&str]) -> FilterSpec {
+        FilterSpec {
+            failregex: fail.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn ctx() -> TimeContext {
+        TimeContext::utc("2022-11-01T00:00:00Z".parse().unwrap())
+    }
+
+    #[test]
+    fn failure_with_time_and_host() {
+        let f =
+            Filter::compile(&spec(&[r#"^<HOST> \S+ \S+ \[[^\]]+\] "POST /api/auth "#])).unwrap();
+        let v = f.check(
+            br#"::ffff:198.51.100.7 - - [26/Oct/2022:20:55:11 +0200] "POST /api/auth HTTP/2.0" 422 59"#,
+            &ctx(),
+        );
+        let Verdict::Failure(fail) = v else {
+            panic!("{v:?}")
+        };
+        assert_eq!(fail.host.to_string(), "198.51.100.7");
+        assert_eq!(fail.time.to_string(), "2022-10-26T18:55:11Z");
+    }
+
+    #[test]
+    fn ignoreregex_and_bad_host_and_no_time() {
+        let mut s = spec(&[r"^<HOST> login failed"]);
+        s.ignoreregex = vec!["user=healthcheck".into()];
+        let f = Filter::compile(&s).unwrap();
+        assert_eq!(
+            f.check(
+                b"192.0.2.1 login failed user=healthcheck 2022-01-01T00:00:00Z",
+                &ctx()
+            ),
+            Verdict::Ignored
+        );
+        assert_eq!(
+            f.check(b"999.0.2.1 login failed 2022-01-01T00:00:00Z", &ctx()),
+            Verdict::BadHost
+        );
+        assert_eq!(
+            f.check(b"192.0.2.1 login failed", &ctx()),
+            Verdict::NoTime {
+                host: "192.0.2.1".parse().unwrap()
+            }
+        );
+        assert_eq!(f.check(b"192.0.2.1 login ok", &ctx()), Verdict::Miss);
+    }
+
+    #[test]
+    fn prefregex_content_is_what_failregexes_see() {
+        let mut s = spec(&[r"^Invalid user \S+ from <HOST>$"]);
+        s.prefregex = Some(r"^\S+ \S+ \S+ \S+ sshd\[\d+\]: <F-CONTENT>.+</F-CONTENT>$".into());
+        let f = Filter::compile(&s).unwrap();
+        let v = f.check(
+            b"Oct 26 20:55:11 host sshd[12]: Invalid user admin from 203.0.113.5",
+            &ctx(),
+        );
+        assert!(matches!(v, Verdict::Failure(f) if f.host.to_string() == "203.0.113.5"));
+    }
+
+    #[test]
+    fn missing_host_is_refused() {
+        let e = Filter::compile(&spec(&["login failed"])).unwrap_err();
+        assert!(e.to_string().contains("<HOST>"), "{e}");
+    }
+}

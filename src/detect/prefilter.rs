@@ -1,0 +1,136 @@
+//! The cheap first look at every line: which filters could possibly match it.
+//!
+//! Each filter contributes the literals its rules require (`"POST /api/auth "`, `sshd[`); a line
+//! that contains none of a filter's literals cannot match that filter, so its regexes never run.
+//! One search serves every filter reading the same source: with one literal it is a `memmem`
+//! search, with several an Aho-Corasick automaton that reports every literal present
+//! (overlapping matches included, so no literal can hide another). On an access log where a
+//! few percent of lines are failed logins, almost every line ends here.
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use memchr::memmem;
+
+use super::filter::Filter;
+
+#[derive(Debug)]
+enum Search {
+    /// No filter has a literal: nothing to search.
+    Nothing,
+    One(memmem::Finder<'static>),
+    Many(AhoCorasick),
+}
+
+/// Candidate selection for a fixed list of filters (indices into that list).
+#[derive(Debug)]
+pub struct Prefilter {
+    search: Search,
+    /// For each literal, the filters that require it.
+    owners: Vec<Vec<usize>>,
+    /// Filters without literals: candidates for every line.
+    always: Vec<usize>,
+    filters: usize,
+}
+
+impl Prefilter {
+    pub fn new(filters: &[&Filter]) -> Prefilter {
+        let mut literals: Vec<Vec<u8>> = Vec::new();
+        let mut owners: Vec<Vec<usize>> = Vec::new();
+        let mut always = Vec::new();
+        for (i, f) in filters.iter().enumerate() {
+            match f.required_literals() {
+                None => always.push(i),
+                Some(lits) => {
+                    for lit in lits {
+                        match literals.iter().position(|l| *l == lit) {
+                            Some(k) => owners[k].push(i),
+                            None => {
+                                literals.push(lit);
+                                owners.push(vec![i]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let search = match literals.len() {
+            0 => Search::Nothing,
+            1 => Search::One(memmem::Finder::new(&literals[0]).into_owned()),
+            _ => Search::Many(
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::Standard)
+                    .kind(Some(AhoCorasickKind::DFA))
+                    .build(&literals)
+                    .expect("literal automaton within limits"),
+            ),
+        };
+        Prefilter {
+            search,
+            owners,
+            always,
+            filters: filters.len(),
+        }
+    }
+
+    /// Writes into `out` the indices of the filters that may match `line`, in ascending order.
+    pub fn candidates(&self, line: &[u8], out: &mut Vec<usize>) {
+        out.clear();
+        out.extend_from_slice(&self.always);
+        match &self.search {
+            Search::Nothing => {}
+            Search::One(finder) => {
+                if finder.find(line).is_some() {
+                    out.extend_from_slice(&self.owners[0]);
+                }
+            }
+            Search::Many(ac) => {
+                for m in ac.find_overlapping_iter(line) {
+                    out.extend_from_slice(&self.owners[m.pattern().as_usize()]);
+                    if out.len() >= self.filters && self.always.is_empty() {
+                        break;
+                    }
+                }
+            }
+        }
+        if out.len() > 1 {
+            out.sort_unstable();
+            out.dedup();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::filter::FilterSpec;
+
+    fn filter(re: &str) -> Filter {
+        Filter::compile(&FilterSpec {
+            failregex: vec![re.into()],
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn selects_only_filters_whose_literal_is_present() {
+        let a = filter(r"^<HOST> .*POST /api/auth");
+        let b = filter(r"^<HOST> .*GET /wp-login.php");
+        let c = filter(r"(?i)^<HOST> x");
+        let p = Prefilter::new(&[&a, &b, &c]);
+        let mut out = Vec::new();
+        p.candidates(b"192.0.2.1 GET /wp-login.php", &mut out);
+        assert_eq!(out, vec![1, 2]);
+        p.candidates(b"192.0.2.1 nothing", &mut out);
+        assert_eq!(out, vec![2]);
+    }
+
+    #[test]
+    fn overlapping_literals_are_all_found() {
+        let a = filter(r"^<HOST> abcd");
+        let b = filter(r"^<HOST> .*bcde");
+        let p = Prefilter::new(&[&a, &b]);
+        let mut out = Vec::new();
+        p.candidates(b"192.0.2.1 abcde", &mut out);
+        assert_eq!(out, vec![0, 1]);
+    }
+}

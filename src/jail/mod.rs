@@ -1,0 +1,383 @@
+//! Jails: per-client sliding windows that turn failures into ban decisions. Pure: the time of
+//! each failure comes with it, nothing here reads a clock.
+//!
+//! The semantics, the same offline (`moat scan`) and live:
+//! - a failure of client key `k` at time `t` counts the failures of `k` with times in
+//!   `[t − findtime, t]`, itself included;
+//! - when that count reaches `maxretry`, `k` is banned at `t` until `t + bantime`, and its
+//!   window is emptied;
+//! - failures of a banned key before its ban ends are not counted;
+//! - failures from addresses in the jail's ignore list are never counted.
+//!
+//! Times normally arrive in order. When they do not (access logs are written when a response
+//! ends, not when the request began), a key keeps its failures within `findtime` of the newest
+//! it has seen, at most `2 × maxretry` of them.
+//!
+//! Memory is bounded: a jail tracks at most `max_clients` keys. Past that, it first forgets
+//! windows and bans that have ended, then the windows that saw their last failure longest ago;
+//! active bans are forgotten only when nothing else is left. Each sweep frees an eighth of the
+//! cap, so the cost stays constant per failure under a flood of distinct clients.
+
+pub mod key;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use jiff::{SignedDuration, Timestamp};
+
+pub use key::{ClientKey, IgnoreList};
+
+/// The default bound on tracked client keys per jail.
+pub const DEFAULT_MAX_CLIENTS: usize = 50_000;
+
+/// A jail's settings, already validated.
+#[derive(Clone, Debug)]
+pub struct JailParams {
+    pub maxretry: u32,
+    pub findtime: SignedDuration,
+    pub bantime: SignedDuration,
+    pub ipv6_prefix: u8,
+    pub ignore: IgnoreList,
+    pub max_clients: usize,
+}
+
+impl Default for JailParams {
+    fn default() -> Self {
+        JailParams {
+            maxretry: 5,
+            findtime: SignedDuration::from_mins(10),
+            bantime: SignedDuration::from_hours(1),
+            ipv6_prefix: 64,
+            ignore: IgnoreList::default(),
+            max_clients: DEFAULT_MAX_CLIENTS,
+        }
+    }
+}
+
+/// The decision to ban a client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BanDecision {
+    pub key: ClientKey,
+    pub at: Timestamp,
+    pub until: Timestamp,
+    /// Failures counted in the window when the ban was decided.
+    pub failures: u32,
+}
+
+/// What a jail did with one failure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Counted; the window now holds this many failures.
+    Counted { failures: u32 },
+    /// This failure completed a window: ban.
+    Banned(BanDecision),
+    /// The key is banned at this time; not counted.
+    WhileBanned,
+    /// The address is in the ignore list; not counted.
+    Ignored,
+}
+
+#[derive(Debug)]
+enum ClientState {
+    /// Failure times in milliseconds, ascending.
+    Counting(Vec<i64>),
+    Banned {
+        until: i64,
+    },
+}
+
+/// One jail's windows and active bans.
+#[derive(Debug)]
+pub struct Jail {
+    params: JailParams,
+    clients: HashMap<ClientKey, ClientState>,
+    /// The newest failure time seen, in milliseconds: "now" for expiry during eviction.
+    newest: i64,
+    evicted: u64,
+}
+
+impl Jail {
+    pub fn new(params: JailParams) -> Jail {
+        Jail {
+            params,
+            clients: HashMap::new(),
+            newest: i64::MIN,
+            evicted: 0,
+        }
+    }
+
+    pub fn params(&self) -> &JailParams {
+        &self.params
+    }
+
+    /// Keys currently tracked (windows and bans).
+    pub fn tracked(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Keys with failures in their window and no ban.
+    pub fn failing(&self) -> usize {
+        self.clients
+            .values()
+            .filter(|s| matches!(s, ClientState::Counting(t) if !t.is_empty()))
+            .count()
+    }
+
+    /// Keys forgotten to keep memory bounded.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// Feeds one failure of `addr` at `at`.
+    pub fn observe(&mut self, addr: IpAddr, at: Timestamp) -> Outcome {
+        if self.params.ignore.contains(addr) {
+            return Outcome::Ignored;
+        }
+        let key = ClientKey::new(addr, self.params.ipv6_prefix);
+        let t = at.as_millisecond();
+        self.newest = self.newest.max(t);
+        let findtime = self.params.findtime.as_millis() as i64;
+        let maxretry = self.params.maxretry.max(1) as usize;
+        let state = self
+            .clients
+            .entry(key)
+            .or_insert_with(|| ClientState::Counting(Vec::with_capacity(maxretry.min(8))));
+        if let ClientState::Banned { until } = *state {
+            if t < until {
+                return Outcome::WhileBanned;
+            }
+            *state = ClientState::Counting(Vec::with_capacity(maxretry.min(8)));
+        }
+        let ClientState::Counting(times) = state else {
+            unreachable!("banned state replaced above")
+        };
+        let pos = times.partition_point(|&x| x <= t);
+        times.insert(pos, t);
+        let newest = *times.last().expect("just inserted");
+        let stale = times.partition_point(|&x| x < newest.saturating_sub(findtime));
+        times.drain(..stale);
+        if times.len() > 2 * maxretry {
+            let extra = times.len() - 2 * maxretry;
+            times.drain(..extra);
+        }
+        let from = t.saturating_sub(findtime);
+        let lo = times.partition_point(|&x| x < from);
+        let hi = times.partition_point(|&x| x <= t);
+        let failures = (hi - lo) as u32;
+        let outcome = if failures as usize >= maxretry {
+            let until = at
+                .checked_add(self.params.bantime)
+                .unwrap_or(Timestamp::MAX);
+            *state = ClientState::Banned {
+                until: until.as_millisecond(),
+            };
+            Outcome::Banned(BanDecision {
+                key,
+                at,
+                until,
+                failures,
+            })
+        } else {
+            Outcome::Counted { failures }
+        };
+        if self.clients.len() > self.params.max_clients {
+            self.evict();
+        }
+        outcome
+    }
+
+    /// Frees at least an eighth of the cap, stalest first.
+    fn evict(&mut self) {
+        let target = self.params.max_clients - self.params.max_clients / 8;
+        let findtime = self.params.findtime.as_millis() as i64;
+        let now = self.newest;
+        let before = self.clients.len();
+        self.clients.retain(|_, s| match s {
+            ClientState::Counting(times) => times
+                .last()
+                .is_some_and(|&last| last.saturating_add(findtime) >= now),
+            ClientState::Banned { until } => *until > now,
+        });
+        if self.clients.len() > target {
+            // Order: counting windows by their last failure, then bans by their end; forget
+            // from the front of that order.
+            let mut ages: Vec<(u8, i64)> = self
+                .clients
+                .values()
+                .map(|s| match s {
+                    ClientState::Counting(t) => (0, t.last().copied().unwrap_or(i64::MIN)),
+                    ClientState::Banned { until } => (1, *until),
+                })
+                .collect();
+            let excess = self.clients.len() - target;
+            let (_, cut, _) = ages.select_nth_unstable(excess - 1);
+            let cut = *cut;
+            let mut removed = 0;
+            self.clients.retain(|_, s| {
+                if removed >= excess {
+                    return true;
+                }
+                let age = match s {
+                    ClientState::Counting(t) => (0, t.last().copied().unwrap_or(i64::MIN)),
+                    ClientState::Banned { until } => (1, *until),
+                };
+                let keep = age > cut;
+                if !keep {
+                    removed += 1;
+                }
+                keep
+            });
+        }
+        self.evicted += (before - self.clients.len()) as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + secs).unwrap()
+    }
+
+    fn ip(n: u8) -> IpAddr {
+        IpAddr::from([192, 0, 2, n])
+    }
+
+    fn params(maxretry: u32, findtime: i64, bantime: i64) -> JailParams {
+        JailParams {
+            maxretry,
+            findtime: SignedDuration::from_secs(findtime),
+            bantime: SignedDuration::from_secs(bantime),
+            ..JailParams::default()
+        }
+    }
+
+    #[test]
+    fn bans_at_maxretry_within_findtime() {
+        let mut j = Jail::new(params(3, 60, 600));
+        assert_eq!(j.observe(ip(1), at(0)), Outcome::Counted { failures: 1 });
+        assert_eq!(j.observe(ip(1), at(30)), Outcome::Counted { failures: 2 });
+        let Outcome::Banned(d) = j.observe(ip(1), at(60)) else {
+            panic!()
+        };
+        assert_eq!((d.failures, d.until), (3, at(660)));
+        assert_eq!(j.observe(ip(1), at(100)), Outcome::WhileBanned);
+        // The window was emptied by the ban.
+        assert_eq!(j.observe(ip(1), at(660)), Outcome::Counted { failures: 1 });
+    }
+
+    #[test]
+    fn window_slides() {
+        let mut j = Jail::new(params(3, 60, 600));
+        j.observe(ip(1), at(0));
+        j.observe(ip(1), at(50));
+        // 0 is outside [61 - 60, 61].
+        assert_eq!(j.observe(ip(1), at(61)), Outcome::Counted { failures: 2 });
+        assert!(matches!(j.observe(ip(1), at(62)), Outcome::Banned(_)));
+    }
+
+    #[test]
+    fn ignored_addresses_are_never_counted() {
+        let mut p = params(1, 60, 60);
+        p.ignore = IgnoreList::new(["192.0.2.0/28".parse().unwrap()]);
+        let mut j = Jail::new(p);
+        assert_eq!(j.observe(ip(3), at(0)), Outcome::Ignored);
+        assert!(matches!(j.observe(ip(30), at(0)), Outcome::Banned(_)));
+    }
+
+    #[test]
+    fn ipv6_counts_per_prefix() {
+        let mut j = Jail::new(params(2, 60, 60));
+        j.observe("2001:db8:1:2::1".parse().unwrap(), at(0));
+        let Outcome::Banned(d) = j.observe("2001:db8:1:2:aaaa::9".parse().unwrap(), at(1)) else {
+            panic!()
+        };
+        assert_eq!(d.key.to_string(), "2001:db8:1:2::/64");
+    }
+
+    #[test]
+    fn memory_is_bounded_under_a_flood() {
+        let mut p = params(5, 600, 3600);
+        p.max_clients = 1000;
+        let mut j = Jail::new(p);
+        for i in 0..100_000u32 {
+            j.observe(IpAddr::from(i.to_be_bytes()), at(i64::from(i / 100)));
+            assert!(j.tracked() <= 1000);
+        }
+        assert!(j.evicted() >= 99_000);
+        // A client failing now is still counted correctly after the flood.
+        for k in 0..4 {
+            j.observe(ip(200), at(2000 + k));
+        }
+        assert!(matches!(j.observe(ip(200), at(2005)), Outcome::Banned(_)));
+    }
+
+    /// The specification, executed naively: all failures kept, counted from scratch.
+    fn model(events: &[(u8, i64)], maxretry: u32, findtime: i64, bantime: i64) -> Vec<Outcome> {
+        let mut since_ban: HashMap<u8, Vec<i64>> = HashMap::new();
+        let mut banned_until: HashMap<u8, i64> = HashMap::new();
+        let mut out = Vec::new();
+        for &(who, t) in events {
+            if banned_until.get(&who).is_some_and(|&u| t < u) {
+                out.push(Outcome::WhileBanned);
+                continue;
+            }
+            let times = since_ban.entry(who).or_default();
+            times.push(t);
+            let n = times
+                .iter()
+                .filter(|&&x| x >= t - findtime && x <= t)
+                .count() as u32;
+            if n >= maxretry {
+                times.clear();
+                banned_until.insert(who, t + bantime);
+                out.push(Outcome::Banned(BanDecision {
+                    key: ClientKey::new(ip(who), 64),
+                    at: at(t),
+                    until: at(t + bantime),
+                    failures: n,
+                }));
+            } else {
+                out.push(Outcome::Counted { failures: n });
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_the_model_on_ordered_input(
+            gaps in prop::collection::vec((0u8..4, 0i64..40), 1..300),
+            maxretry in 1u32..6,
+            findtime in 1i64..120,
+            bantime in 1i64..300,
+        ) {
+            let mut t = 0;
+            let events: Vec<(u8, i64)> = gaps.iter().map(|&(who, gap)| { t += gap; (who, t) }).collect();
+            let mut j = Jail::new(params(maxretry, findtime, bantime));
+            let got: Vec<Outcome> = events.iter().map(|&(who, t)| j.observe(ip(who), at(t))).collect();
+            prop_assert_eq!(got, model(&events, maxretry, findtime, bantime));
+        }
+
+        #[test]
+        fn disordered_input_never_bans_without_maxretry_in_window(
+            events in prop::collection::vec((0u8..3, 0i64..500), 1..300),
+            maxretry in 1u32..6,
+            findtime in 1i64..120,
+        ) {
+            let mut j = Jail::new(params(maxretry, findtime, 1000));
+            let mut seen: HashMap<u8, Vec<i64>> = HashMap::new();
+            for &(who, t) in &events {
+                seen.entry(who).or_default().push(t);
+                if let Outcome::Banned(d) = j.observe(ip(who), at(t)) {
+                    let n = seen[&who].iter().filter(|&&x| x >= t - findtime && x <= t).count();
+                    prop_assert!(n as u32 >= maxretry);
+                    prop_assert_eq!(d.failures as usize <= n, true);
+                    seen.get_mut(&who).unwrap().clear();
+                }
+            }
+        }
+    }
+}

@@ -35,7 +35,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Analyse logs offline: what each jail would have matched and banned.
-    Scan(scan::ScanArgs),
+    Scan(Box<scan::ScanArgs>),
     /// List, show, test and lint filters.
     Filters {
         #[command(subcommand)]
@@ -53,7 +53,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Scan(args) => scan::run(args),
+        Command::Scan(args) => scan::run(*args),
         Command::Filters { command } => filters::run(command),
         Command::CheckConfig { config } => check_config::run(&config),
     };

@@ -69,7 +69,8 @@ pub struct ScanArgs {
     /// No progress bar, even on a terminal.
     #[arg(long)]
     no_progress: bool,
-    /// Log files to read; `-` is standard input; gzip is undone. Default: the jails' sources.
+    /// Log files to read, oldest first whatever the order given; `-` is standard input; gzip is
+    /// undone. Default: the jails' sources.
     #[arg(value_name = "LOG")]
     logs: Vec<String>,
 }
@@ -278,6 +279,14 @@ fn plan_inputs(
                 seen.push(input);
             }
         }
+        // Oldest first, so `access.log*` (which the shell lists newest first: access.log,
+        // access.log.1, access.log.2.gz) is read in the order it was written; gzip keeps the
+        // original file's time. Standard input goes last. The sort is stable, so files whose
+        // times cannot be read keep their order.
+        seen.sort_by_key(|i| match i {
+            Input::File(p) => (0, modified(p)),
+            Input::Stdin => (1, std::time::UNIX_EPOCH),
+        });
         let all: Vec<usize> = (0..jails.len()).collect();
         let reads = vec![all; seen.len()];
         return Ok((seen, reads));
@@ -317,16 +326,17 @@ fn expand(source: &str) -> anyhow::Result<Vec<PathBuf>> {
         .with_context(|| format!("bad glob {source:?}"))?
         .filter_map(Result::ok)
         .filter(|p| p.is_file())
-        .map(|p| {
-            let m = std::fs::metadata(&p)
-                .and_then(|m| m.modified())
-                .unwrap_or(std::time::UNIX_EPOCH);
-            (m, p)
-        })
+        .map(|p| (modified(&p), p))
         .collect();
     if found.is_empty() {
         bail!("no file matches {source:?}");
     }
     found.sort();
     Ok(found.into_iter().map(|(_, p)| p).collect())
+}
+
+fn modified(path: &std::path::Path) -> std::time::SystemTime {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .unwrap_or(std::time::UNIX_EPOCH)
 }

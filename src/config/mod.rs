@@ -175,6 +175,17 @@ impl Config {
             source_line: String::new(),
         })?;
         let mut config = Config::parse(&text, &shown)?;
+        // Relative sources are relative to the configuration file, not to wherever moat was
+        // started from.
+        let dir = path.parent().unwrap_or(Path::new(""));
+        for jail in &mut config.jails {
+            for src in jail.sources.iter_mut() {
+                if Path::new(src.as_str()).is_relative() {
+                    *src = dir.join(&*src).display().to_string();
+                }
+            }
+            jail.table.sources = Some(jail.sources.clone());
+        }
         config.path = Some(path.to_path_buf());
         Ok(config)
     }

@@ -217,7 +217,7 @@ pub fn run(
                 if !any && missed.len() < options.missed_samples {
                     missed.push(String::from_utf8_lossy(line.bytes).into_owned());
                 }
-                if lines % 65_536 == 0 {
+                if lines.is_multiple_of(65_536) {
                     if let Some(p) = options.progress.as_mut() {
                         p(consumed_before + consumed.load(std::sync::atomic::Ordering::Relaxed));
                     }

@@ -15,12 +15,12 @@ pub fn utc(t: Timestamp) -> String {
 }
 
 fn human_duration(d: jiff::SignedDuration) -> String {
-    let s = d.as_secs();
+    let s = d.as_secs().unsigned_abs();
     match s {
-        s if s % 604_800 == 0 => format!("{}w", s / 604_800),
-        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
-        s if s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s % 60 == 0 => format!("{}m", s / 60),
+        s if s.is_multiple_of(604_800) => format!("{}w", s / 604_800),
+        s if s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
+        s if s.is_multiple_of(3600) => format!("{}h", s / 3600),
+        s if s.is_multiple_of(60) => format!("{}m", s / 60),
         s => format!("{s}s"),
     }
 }
@@ -30,7 +30,7 @@ fn n(v: u64) -> String {
     let s = v.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -64,7 +64,7 @@ pub fn text(r: &ScanReport, opts: &TextOptions) -> String {
         } else {
             0.0
         };
-        let _ = write!(o, " in {secs:.2} s ({:.1} M lines/s)", rate / 1e6);
+        let _ = write!(o, " in {secs:.2} s ({} lines/s)", n(rate as u64));
     }
     o.push('\n');
     for i in &r.inputs {

@@ -1,0 +1,409 @@
+//! `moat scan` and friends run as a user runs them: the real binary, real files, exit codes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn moat() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_moat"))
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(args: &[&str]) -> Output {
+    moat().args(args).output().expect("moat runs")
+}
+
+fn json(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "status {:?}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
+}
+
+fn bans(v: &Value) -> Vec<(String, String, String, u64)> {
+    v["bans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["jail"].as_str().unwrap().to_string(),
+                b["ip"].as_str().unwrap().to_string(),
+                b["at"].as_str().unwrap().to_string(),
+                b["failures"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn example_bans() -> Vec<(String, String, String, u64)> {
+    vec![
+        (
+            "portainer".into(),
+            "203.0.113.66".into(),
+            "2026-03-28T22:24:12Z".into(),
+            5,
+        ),
+        (
+            "portainer".into(),
+            "2001:db8:dead:beef::/64".into(),
+            "2026-03-28T22:26:20Z".into(),
+            5,
+        ),
+    ]
+}
+
+#[test]
+fn the_bundled_example_bans_exactly_the_two_bots() {
+    let config = root().join("examples/moat.toml");
+    let v = json(&run(&["scan", "--json", "-c", config.to_str().unwrap()]));
+    assert_eq!(bans(&v), example_bans());
+    assert_eq!(v["lines"], 91);
+    assert_eq!(v["matched"], 28);
+    assert_eq!(v["unparsed_time"], 0);
+    assert_eq!(v["truncated"], 0);
+    // The monitor in `ignore` failed 7 times and was never counted.
+    assert_eq!(v["jails"][0]["ignored_clients"], 7);
+}
+
+#[test]
+fn text_report_names_the_bans() {
+    let config = root().join("examples/moat.toml");
+    let out = run(&["scan", "-c", config.to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("Bans that would have happened: 2"), "{text}");
+    assert!(text.contains("2001:db8:dead:beef::/64"), "{text}");
+    assert!(text.contains("28 matched"), "{text}");
+}
+
+#[test]
+fn gzip_and_stdin_give_the_same_bans() {
+    let log = std::fs::read(root().join("examples/access.log")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // A rotated file keeps its gzip magic whatever its name.
+    let gz = dir.path().join("access.log.2");
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(&gz).unwrap(),
+        flate2::Compression::default(),
+    );
+    enc.write_all(&log).unwrap();
+    enc.finish().unwrap();
+    let args = [
+        "scan",
+        "--json",
+        "--filter",
+        "portainer",
+        "--ignore",
+        "192.0.2.10",
+        "--maxretry",
+        "5",
+    ];
+    let v = json(&run(&[&args[..], &[gz.to_str().unwrap()]].concat()));
+    let expected: Vec<_> = example_bans()
+        .into_iter()
+        .map(|(_, ip, at, n)| ("portainer".to_string(), ip, at, n))
+        .collect();
+    assert_eq!(bans(&v), expected);
+
+    let mut child = moat()
+        .args(args)
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&log).unwrap();
+    let v = json(&child.wait_with_output().unwrap());
+    assert_eq!(bans(&v), expected);
+}
+
+#[test]
+fn a_missing_file_is_named_exit_2_and_nothing_on_stdout() {
+    let good = root().join("examples/access.log");
+    let out = run(&[
+        "scan",
+        "--filter",
+        "portainer",
+        good.to_str().unwrap(),
+        "/nonexistent/access.log",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/access.log"), "{err}");
+}
+
+#[test]
+fn a_directory_or_corrupt_gzip_is_an_error_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&[
+        "scan",
+        "--filter",
+        "portainer",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let bad = dir.path().join("bad.gz");
+    std::fs::write(&bad, b"\x1f\x8b\x08\x00garbage-not-deflate").unwrap();
+    let out = run(&["scan", "--filter", "portainer", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.gz"));
+}
+
+fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("moat.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn config_errors_point_at_file_line_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[defaults]\nbantime = \"1h\"\n\n[jails.portainer]\nfilter = \"portainer\"\nfindtim = \"10m\"\n",
+    );
+    let out = run(&["check-config", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("moat.toml:6:1: unknown field `findtim`"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `findtime`?"), "{err}");
+
+    let cfg = write_config(
+        dir.path(),
+        "[jails.x]\nfilter = \"portainer\"\nignore = [\"10.0.0.0/33\"]\n",
+    );
+    let out = run(&["scan", "-c", cfg.to_str().unwrap(), "/dev/null"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("moat.toml:3:"));
+
+    let cfg = write_config(dir.path(), "[jails.x]\nfilter = \"portainer\"\n");
+    let out = run(&["check-config", "-c", cfg.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK, 1 jail"));
+}
+
+#[test]
+fn usage_errors_are_exit_2() {
+    assert_eq!(run(&["scan", "/dev/null"]).status.code(), Some(2));
+    assert_eq!(
+        run(&["scan", "--filter", "portaner", "/dev/null"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        run(&["scan", "--regex", "^(<HOST>", "/dev/null"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        run(&["scan", "--regex", "no host", "/dev/null"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        run(&[
+            "scan",
+            "--filter",
+            "portainer",
+            "--findtime",
+            "10 parsecs",
+            "/dev/null"
+        ])
+        .status
+        .code(),
+        Some(2)
+    );
+}
+
+/// Lines built to fool a matcher: attacker-controlled fields carrying addresses and failure
+/// text, invalid UTF-8, NUL, CRLF, a 2 MiB line, unreadable times.
+#[test]
+fn hostile_lines_neither_hide_failures_nor_frame_anyone() {
+    let mut log: Vec<u8> = Vec::new();
+    let fail = |ip: &str, sec: u32| {
+        format!("{ip} - - [28/Mar/2026:10:00:{sec:02} +0000] \"POST /api/auth HTTP/1.1\" 422 59 \"-\" \"bot\"")
+    };
+    // 1. Real failures with CRLF endings, a NUL and invalid UTF-8 in the user agent: counted.
+    for s in 0..3 {
+        let l = fail("203.0.113.5", s);
+        log.extend(l.strip_suffix("ot\"").unwrap().as_bytes());
+        log.extend(b"\xff\xfe\x00ot\"\r\n");
+    }
+    // ... and in the remote-user field the pattern must step over with \S+.
+    for s in 3..5 {
+        let l = fail("203.0.113.5", s)
+            .replacen(" - - ", " - \u{1}user ", 1)
+            .into_bytes();
+        let l: Vec<u8> = l
+            .into_iter()
+            .flat_map(|b| {
+                if b == 1 {
+                    vec![0xff, 0x00, 0xc3]
+                } else {
+                    vec![b]
+                }
+            })
+            .collect();
+        log.extend(l);
+        log.extend(b"\r\n");
+    }
+    // 2. A victim's address in the path, referer and user agent of someone else's requests.
+    for s in 10..20 {
+        log.extend(format!(
+            "203.0.113.77 - - [28/Mar/2026:10:00:{s:02} +0000] \"GET /?198.51.100.1%20\\\"POST%20/api/auth\\\"%20422 HTTP/1.1\" 404 1 \"198.51.100.1\" \"198.51.100.1 - - [28/Mar/2026:10:00:{s:02} +0000] \\\"POST /api/auth HTTP/1.1\\\" 422 59\"\n"
+        ).as_bytes());
+    }
+    // 3. A forged failure line smuggled after a newline-looking escape stays in its line.
+    for s in 20..26 {
+        log.extend(format!(
+            "203.0.113.78 - - [28/Mar/2026:10:00:{s:02} +0000] \"GET /x\\n198.51.100.2 - - [28/Mar/2026:10:00:{s:02} +0000] \\\"POST /api/auth HTTP/1.1\\\" 422  HTTP/1.1\" 400 0 \"-\" \"-\"\n"
+        ).as_bytes());
+    }
+    // 4. A 2 MiB line whose start is a real failure: matched on its first MiB, counted truncated.
+    let mut huge = fail("198.51.100.200", 30).into_bytes();
+    huge.extend(std::iter::repeat_n(b'A', 2 << 20));
+    log.extend(&huge);
+    log.push(b'\n');
+    // 5. A failure whose time cannot be read: reported, not counted.
+    log.extend(b"198.51.100.201 - - [99/Foo/2026:10:00:00 +0000] \"POST /api/auth HTTP/1.1\" 422 59 \"-\" \"-\"\n");
+    // 6. Not an address at the client position.
+    log.extend(b"999.1.2.3 - - [28/Mar/2026:10:00:40 +0000] \"POST /api/auth HTTP/1.1\" 422 59 \"-\" \"-\"\n");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hostile.log");
+    std::fs::write(&path, &log).unwrap();
+    let v = json(&run(&[
+        "scan",
+        "--json",
+        "--filter",
+        "portainer",
+        "--maxretry",
+        "5",
+        path.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        bans(&v),
+        vec![(
+            "portainer".to_string(),
+            "203.0.113.5".to_string(),
+            "2026-03-28T10:00:04Z".to_string(),
+            5
+        )]
+    );
+    assert_eq!(v["lines"], 24);
+    assert_eq!(v["truncated"], 1);
+    assert_eq!(v["unparsed_time"], 1);
+    assert_eq!(v["jails"][0]["bad_host"], 1);
+    // 5 real + the truncated one + the unreadable time + the bad host.
+    assert_eq!(v["matched"], 8);
+}
+
+#[test]
+fn filters_commands() {
+    let out = run(&["filters", "list"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("portainer"));
+
+    let out = run(&["filters", "show", "portainer"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("[[samples]]"));
+
+    let out = run(&["filters", "test", "portainer"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    let line =
+        r#"2001:db8::5 - - [26/Oct/2022:20:55:11 +0200] "POST /api/auth HTTP/2.0" 422 59 "-" "-""#;
+    let out = run(&["filters", "test", "portainer", line]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("client 2001:db8::5 at 2022-10-26T18:55:11Z")
+    );
+    let out = run(&["filters", "test", "portainer", "nothing here"]);
+    assert_eq!(out.status.code(), Some(1));
+
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("greedy.toml");
+    std::fs::write(&f, "failregex = ['.*POST /login.* <HOST>']\n").unwrap();
+    let out = run(&["filters", "lint", "--file", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("not anchored") && text.contains("greedy .*"),
+        "{text}"
+    );
+    let out = run(&["filters", "lint"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn rotated_files_are_read_oldest_first_whatever_the_argument_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let line = |s: u32| {
+        format!("203.0.113.8 - - [28/Mar/2026:10:{s:02}:00 +0000] \"POST /api/auth HTTP/1.1\" 422 59 \"-\" \"-\"\n")
+    };
+    // Three failures in the rotated file, two in the current one, 1 minute apart.
+    let old = dir.path().join("access.log.1");
+    let new = dir.path().join("access.log");
+    std::fs::write(&old, (0..3).map(line).collect::<String>()).unwrap();
+    std::fs::write(&new, (3..5).map(line).collect::<String>()).unwrap();
+    let t = std::time::SystemTime::now();
+    let set = |p: &Path, age: u64| {
+        std::fs::File::options()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_modified(t - std::time::Duration::from_secs(age))
+            .unwrap()
+    };
+    set(&old, 3600);
+    set(&new, 0);
+    // As the shell lists `access.log*`: newest first.
+    let v = json(&run(&[
+        "scan",
+        "--json",
+        "--filter",
+        "portainer",
+        "--maxretry",
+        "5",
+        new.to_str().unwrap(),
+        old.to_str().unwrap(),
+    ]));
+    assert_eq!(v["inputs"][0]["name"], old.to_str().unwrap());
+    assert_eq!(
+        bans(&v),
+        vec![(
+            "portainer".to_string(),
+            "203.0.113.8".to_string(),
+            "2026-03-28T10:04:00Z".to_string(),
+            5
+        )]
+    );
+}

@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use jiff::{SignedDuration, Timestamp};
+use smallvec::SmallVec;
 
 pub use key::{ClientKey, IgnoreList};
 
@@ -77,13 +78,14 @@ pub enum Outcome {
     Ignored,
 }
 
+/// Failure times in milliseconds, ascending. Under a flood most keys hold one or two failures;
+/// keeping three inline spares each of them a heap allocation.
+type Window = SmallVec<[i64; 3]>;
+
 #[derive(Debug)]
 enum ClientState {
-    /// Failure times in milliseconds, ascending.
-    Counting(Vec<i64>),
-    Banned {
-        until: i64,
-    },
+    Counting(Window),
+    Banned { until: i64 },
 }
 
 /// One jail's windows and active bans.
@@ -141,12 +143,12 @@ impl Jail {
         let state = self
             .clients
             .entry(key)
-            .or_insert_with(|| ClientState::Counting(Vec::with_capacity(maxretry.min(8))));
+            .or_insert_with(|| ClientState::Counting(Window::new()));
         if let ClientState::Banned { until } = *state {
             if t < until {
                 return Outcome::WhileBanned;
             }
-            *state = ClientState::Counting(Vec::with_capacity(maxretry.min(8)));
+            *state = ClientState::Counting(Window::new());
         }
         let ClientState::Counting(times) = state else {
             unreachable!("banned state replaced above")
@@ -187,47 +189,45 @@ impl Jail {
     }
 
     /// Frees at least an eighth of the cap, stalest first.
+    ///
+    /// The survivors move to a fresh table rather than being removed in place: removal leaves
+    /// tombstones, and a table full of them grows to twice its size at the next rehash. The
+    /// rebuild is O(n) once per `max_clients / 8` new keys, the same order as the sweep.
     fn evict(&mut self) {
-        let target = self.params.max_clients - self.params.max_clients / 8;
+        let max = self.params.max_clients;
+        let target = max - max / 8;
         let findtime = self.params.findtime.as_millis() as i64;
         let now = self.newest;
-        let before = self.clients.len();
-        self.clients.retain(|_, s| match s {
-            ClientState::Counting(times) => times
-                .last()
-                .is_some_and(|&last| last.saturating_add(findtime) >= now),
+        let live = |s: &ClientState| match s {
+            ClientState::Counting(times) => {
+                times.last().is_some_and(|&last| last.saturating_add(findtime) >= now)
+            }
             ClientState::Banned { until } => *until > now,
-        });
-        if self.clients.len() > target {
-            // Order: counting windows by their last failure, then bans by their end; forget
-            // from the front of that order.
-            let mut ages: Vec<(u8, i64)> = self
-                .clients
-                .values()
-                .map(|s| match s {
-                    ClientState::Counting(t) => (0, t.last().copied().unwrap_or(i64::MIN)),
-                    ClientState::Banned { until } => (1, *until),
-                })
-                .collect();
-            let excess = self.clients.len() - target;
-            let (_, cut, _) = ages.select_nth_unstable(excess - 1);
-            let cut = *cut;
-            let mut removed = 0;
-            self.clients.retain(|_, s| {
-                if removed >= excess {
-                    return true;
-                }
-                let age = match s {
-                    ClientState::Counting(t) => (0, t.last().copied().unwrap_or(i64::MIN)),
-                    ClientState::Banned { until } => (1, *until),
-                };
-                let keep = age > cut;
-                if !keep {
-                    removed += 1;
-                }
-                keep
-            });
+        };
+        // Counting windows by their last failure, then bans by their end: forget from the
+        // front of that order.
+        let age = |s: &ClientState| match s {
+            ClientState::Counting(t) => (0u8, t.last().copied().unwrap_or(i64::MIN)),
+            ClientState::Banned { until } => (1u8, *until),
+        };
+        let mut ages: Vec<(u8, i64)> = self.clients.values().filter(|s| live(s)).map(age).collect();
+        let excess = ages.len().saturating_sub(target);
+        let cut = (excess > 0).then(|| *ages.select_nth_unstable(excess - 1).1);
+        drop(ages);
+        let before = self.clients.len();
+        let mut fresh = HashMap::with_capacity(max + 1);
+        let mut dropped = 0;
+        for (key, state) in self.clients.drain() {
+            if !live(&state) {
+                continue;
+            }
+            if cut.is_some_and(|cut| age(&state) <= cut) && dropped < excess {
+                dropped += 1;
+                continue;
+            }
+            fresh.insert(key, state);
         }
+        self.clients = fresh;
         self.evicted += (before - self.clients.len()) as u64;
     }
 }

@@ -80,8 +80,10 @@ impl Scalar {
         }
     }
 
-    /// The raw bytes this value must appear as in the serialised line, when that is certain:
-    /// JSON encoders do not escape plain ASCII letters, digits and `/ -_.:`.
+    /// Bytes that must appear verbatim in the serialised line when the field has this value.
+    /// JSON encoders leave ASCII letters, digits and ` -_.:` alone, but some (PHP's
+    /// `json_encode`) write `/` as `\/`: a string with slashes contributes its longest
+    /// slash-free piece; a string with anything else contributes nothing.
     fn raw_literal(&self) -> Option<Vec<u8>> {
         match self {
             Scalar::Int(i) => Some(i.to_string().into_bytes()),
@@ -89,7 +91,9 @@ impl Scalar {
                 if s.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b" /-_.:".contains(&b)) =>
             {
-                Some(s.as_bytes().to_vec())
+                s.split('/')
+                    .max_by_key(|piece| piece.len())
+                    .map(|piece| piece.as_bytes().to_vec())
             }
             _ => None,
         }
@@ -272,7 +276,8 @@ mod tests {
             panic!()
         };
         assert_eq!(fail.host.to_string(), "198.51.100.7");
-        assert_eq!(f.required_literals(), Some(vec![b"/api/auth".to_vec()]));
+        // "/api/auth" may be written "\/api\/auth": the longest piece without a slash is sure.
+        assert_eq!(f.required_literals(), Some(vec![b"auth".to_vec()]));
     }
 
     #[test]

@@ -74,6 +74,45 @@ impl Prefilter {
         }
     }
 
+    /// Whether [`Prefilter::for_each_candidate_line`] can stand in for a per-line loop: false
+    /// when some filter has no literal, since every line is then a candidate.
+    pub fn can_skip_lines(&self) -> bool {
+        self.always.is_empty()
+    }
+
+    /// For a block of complete lines (each ending with `\n`), calls `each` with every line that
+    /// contains a literal, and that line's candidate filters. The block is searched as a whole;
+    /// line boundaries are looked for only around the hits. Lines without any literal are not
+    /// visited at all, so only use this when [`Prefilter::can_skip_lines`].
+    pub fn for_each_candidate_line(
+        &self,
+        block: &[u8],
+        out: &mut Vec<usize>,
+        mut each: impl FnMut(&[u8], &[usize]),
+    ) {
+        let mut pos = 0;
+        while pos < block.len() {
+            let hit = match &self.search {
+                Search::Nothing => None,
+                Search::One(finder) => finder.find(&block[pos..]).map(|i| pos + i),
+                Search::Many(ac) => ac
+                    .find(aho_corasick::Input::new(block).range(pos..))
+                    .map(|m| m.start()),
+            };
+            let Some(at) = hit else {
+                return;
+            };
+            let start = memchr::memrchr(b'\n', &block[pos..at]).map_or(pos, |i| pos + i + 1);
+            let end = memchr::memchr(b'\n', &block[at..]).map_or(block.len(), |i| at + i);
+            let line = crate::source::trim_cr(&block[start..end]);
+            self.candidates(line, out);
+            if !out.is_empty() {
+                each(line, out);
+            }
+            pos = end + 1;
+        }
+    }
+
     /// Writes into `out` the indices of the filters that may match `line`, in ascending order.
     pub fn candidates(&self, line: &[u8], out: &mut Vec<usize>) {
         out.clear();
@@ -125,6 +164,30 @@ mod tests {
         assert_eq!(out, vec![1, 2]);
         p.candidates(b"192.0.2.1 nothing", &mut out);
         assert_eq!(out, vec![2]);
+    }
+
+    #[test]
+    fn block_search_visits_exactly_the_candidate_lines() {
+        let a = filter(r"^<HOST> POST /api/auth");
+        let b = filter(r"^<HOST> .*GET /wp-login.php");
+        let block = b"1 a\r\n2 POST /api/auth GET /wp-login.php\n3 b\n4 GET /wp-login.php\r\n";
+        for filters in [vec![&a], vec![&a, &b]] {
+            let p = Prefilter::new(&filters);
+            let mut seen = Vec::new();
+            let mut per_line = Vec::new();
+            p.for_each_candidate_line(block, &mut Vec::new(), |line, c| {
+                seen.push((line.to_vec(), c.to_vec()))
+            });
+            crate::source::split_lines(block, &mut |l| {
+                let mut c = Vec::new();
+                p.candidates(l.bytes, &mut c);
+                if !c.is_empty() {
+                    per_line.push((l.bytes.to_vec(), c));
+                }
+            });
+            assert_eq!(seen, per_line);
+            assert!(!seen.is_empty());
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::config::JailConfig;
 use crate::detect::time::FoundFormat;
 use crate::detect::{Filter, Prefilter, TimeContext, Verdict};
 use crate::jail::{BanDecision, Jail, Outcome};
-use crate::source::{self, Input, LineReader};
+use crate::source::{self, Chunk, Input, LineReader};
 
 /// Per-jail counts, the numbers fail2ban-regex prints and a few it does not.
 #[derive(Debug, Default, Clone)]
@@ -120,6 +120,50 @@ pub struct ScanOptions {
 
 const UNPARSED_SAMPLES: usize = 5;
 
+/// One jail's running state during a scan.
+struct JailRun {
+    filter: Filter,
+    window: Jail,
+    stats: JailStats,
+    bans: Vec<BanDecision>,
+}
+
+impl JailRun {
+    /// Runs the filter on a line and feeds a failure to the window; true when the filter
+    /// matched (whatever became of the match).
+    fn line(&mut self, line: &[u8], ctx: &TimeContext) -> bool {
+        let st = &mut self.stats;
+        match self.filter.check(line, ctx) {
+            Verdict::Miss => return false,
+            Verdict::Ignored => st.ignored += 1,
+            Verdict::BadHost => {
+                st.matched += 1;
+                st.bad_host += 1;
+            }
+            Verdict::NoTime { .. } => {
+                st.matched += 1;
+                st.unparsed_time += 1;
+                if st.unparsed_samples.len() < UNPARSED_SAMPLES {
+                    st.unparsed_samples
+                        .push(String::from_utf8_lossy(line).into_owned());
+                }
+            }
+            Verdict::Failure(f) => {
+                st.matched += 1;
+                st.rule_hits[f.rule] += 1;
+                *st.formats.entry(f.format).or_default() += 1;
+                match self.window.observe(f.host, f.time) {
+                    Outcome::Counted { .. } => {}
+                    Outcome::Banned(d) => self.bans.push(d),
+                    Outcome::WhileBanned => st.while_banned += 1,
+                    Outcome::Ignored => st.ignored_clients += 1,
+                }
+            }
+        }
+        true
+    }
+}
+
 /// Runs `jails` over `inputs`: `reads[i]` lists the jails (indices) that read input `i`.
 pub fn run(
     jails: Vec<JailConfig>,
@@ -128,20 +172,22 @@ pub fn run(
     mut options: ScanOptions,
 ) -> Result<ScanReport, ScanError> {
     let started = Instant::now();
-    let filters: Vec<Filter> = jails
+    let zones: Vec<_> = jails.iter().map(JailConfig::time_zone).collect();
+    let mut runs: Vec<JailRun> = jails
         .iter()
-        .map(|j| Filter::compile(&j.filter).expect("filters are validated with the config"))
-        .collect();
-    let mut windows: Vec<Jail> = jails.iter().map(|j| Jail::new(j.params.clone())).collect();
-    let mut stats: Vec<JailStats> = filters
-        .iter()
-        .map(|f| JailStats {
-            rule_hits: vec![0; f.rule_names().len()],
-            ..JailStats::default()
+        .map(|j| {
+            let filter = Filter::compile(&j.filter).expect("filters are validated with the config");
+            JailRun {
+                stats: JailStats {
+                    rule_hits: vec![0; filter.rule_names().len()],
+                    ..JailStats::default()
+                },
+                filter,
+                window: Jail::new(j.params.clone()),
+                bans: Vec::new(),
+            }
         })
         .collect();
-    let mut bans: Vec<Vec<BanDecision>> = vec![Vec::new(); jails.len()];
-    let zones: Vec<_> = jails.iter().map(JailConfig::time_zone).collect();
     let mut report_inputs = Vec::new();
     let mut total_lines = 0;
     let mut truncated = 0;
@@ -165,59 +211,54 @@ pub fn run(
                 reference,
             })
             .collect();
-        let local: Vec<&Filter> = readers.iter().map(|&j| &filters[j]).collect();
-        let prefilter = Prefilter::new(&local);
+        let prefilter = {
+            let local: Vec<&Filter> = readers.iter().map(|&j| &runs[j].filter).collect();
+            Prefilter::new(&local)
+        };
+        // Searching whole blocks and visiting only the lines that contain a literal is the
+        // fast path; sampling missed lines needs to see every line.
+        let skim = prefilter.can_skip_lines() && options.missed_samples == 0;
         let consumed = opened.consumed.clone();
         let mut candidates = Vec::with_capacity(readers.len());
         let mut lines = 0u64;
+        let mut since_progress = 0u64;
+        let one_line = |line: &[u8], cands: &[usize], runs: &mut [JailRun]| -> bool {
+            let mut any = false;
+            for &c in cands {
+                any |= runs[readers[c]].line(line, &ctxs[c]);
+            }
+            any
+        };
         let mut reader = LineReader::new(opened.reader);
         let bytes = reader
-            .for_each_line(|line| {
-                lines += 1;
-                truncated += u64::from(line.truncated);
-                prefilter.candidates(line.bytes, &mut candidates);
-                let mut any = false;
-                for &c in &candidates {
-                    let j = readers[c];
-                    let st = &mut stats[j];
-                    match local[c].check(line.bytes, &ctxs[c]) {
-                        Verdict::Miss => {}
-                        Verdict::Ignored => {
-                            any = true;
-                            st.ignored += 1;
+            .for_each_chunk(|chunk| {
+                match chunk {
+                    Chunk::Lines(block) if skim => {
+                        lines += memchr::memchr_iter(b'\n', block).count() as u64;
+                        prefilter.for_each_candidate_line(block, &mut candidates, |line, c| {
+                            one_line(line, c, &mut runs);
+                        });
+                    }
+                    Chunk::Lines(block) => source::split_lines(block, &mut |line| {
+                        lines += 1;
+                        prefilter.candidates(line.bytes, &mut candidates);
+                        let any = one_line(line.bytes, &candidates, &mut runs);
+                        if !any && missed.len() < options.missed_samples {
+                            missed.push(String::from_utf8_lossy(line.bytes).into_owned());
                         }
-                        Verdict::BadHost => {
-                            any = true;
-                            st.matched += 1;
-                            st.bad_host += 1;
-                        }
-                        Verdict::NoTime { .. } => {
-                            any = true;
-                            st.matched += 1;
-                            st.unparsed_time += 1;
-                            if st.unparsed_samples.len() < UNPARSED_SAMPLES {
-                                st.unparsed_samples
-                                    .push(String::from_utf8_lossy(line.bytes).into_owned());
-                            }
-                        }
-                        Verdict::Failure(f) => {
-                            any = true;
-                            st.matched += 1;
-                            st.rule_hits[f.rule] += 1;
-                            *st.formats.entry(f.format).or_default() += 1;
-                            match windows[j].observe(f.host, f.time) {
-                                Outcome::Counted { .. } => {}
-                                Outcome::Banned(d) => bans[j].push(d),
-                                Outcome::WhileBanned => st.while_banned += 1,
-                                Outcome::Ignored => st.ignored_clients += 1,
-                            }
+                    }),
+                    Chunk::Line(line) => {
+                        lines += 1;
+                        truncated += u64::from(line.truncated);
+                        prefilter.candidates(line.bytes, &mut candidates);
+                        let any = one_line(line.bytes, &candidates, &mut runs);
+                        if !any && missed.len() < options.missed_samples {
+                            missed.push(String::from_utf8_lossy(line.bytes).into_owned());
                         }
                     }
                 }
-                if !any && missed.len() < options.missed_samples {
-                    missed.push(String::from_utf8_lossy(line.bytes).into_owned());
-                }
-                if lines.is_multiple_of(65_536) {
+                if lines - since_progress >= 65_536 {
+                    since_progress = lines;
                     if let Some(p) = options.progress.as_mut() {
                         p(consumed_before + consumed.load(std::sync::atomic::Ordering::Relaxed));
                     }
@@ -239,17 +280,14 @@ pub fn run(
 
     let jails = jails
         .into_iter()
-        .zip(filters)
-        .zip(stats)
-        .zip(bans)
-        .zip(windows)
-        .map(|((((config, filter), stats), bans), window)| JailScan {
-            rules: filter.rule_names(),
-            still_failing: window.failing(),
-            evicted: window.evicted(),
+        .zip(runs)
+        .map(|(config, run)| JailScan {
+            rules: run.filter.rule_names(),
+            still_failing: run.window.failing(),
+            evicted: run.window.evicted(),
             config,
-            stats,
-            bans,
+            stats: run.stats,
+            bans: run.bans,
         })
         .collect();
     Ok(ScanReport {

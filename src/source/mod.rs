@@ -7,7 +7,7 @@
 //! truncated, and the rest of it skipped, so one hostile line cannot grow memory without bound.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,12 +23,29 @@ pub struct Line<'a> {
     pub truncated: bool,
 }
 
+/// What the reader hands out: many complete lines at once when it can, one line otherwise.
+///
+/// Handing out whole blocks lets a caller search a block for what interests it and look at line
+/// boundaries only around the hits, instead of paying a call per line: on an access log where
+/// a few percent of lines matter, that is most of the work saved.
+#[derive(Debug, Clone, Copy)]
+pub enum Chunk<'a> {
+    /// Complete lines, each ending with `\n` (so the block does too), none longer than the
+    /// reader's maximum. Lines may end with `\r\n`.
+    Lines(&'a [u8]),
+    /// One line assembled across reads, cut at the maximum, or last in the stream without a
+    /// newline; its line ending is already removed.
+    Line(Line<'a>),
+}
+
 /// Splits a byte stream into lines without copying them when it can.
 pub struct LineReader<R> {
     inner: R,
     /// Holds a line that spans buffer refills, or the head of an overlong line.
     carry: Vec<u8>,
     max: usize,
+    /// Inside the tail of an overlong line, which is skipped up to its newline.
+    skipping: bool,
 }
 
 impl<R: BufRead> LineReader<R> {
@@ -41,74 +58,102 @@ impl<R: BufRead> LineReader<R> {
             inner,
             carry: Vec::new(),
             max,
+            skipping: false,
         }
     }
 
     /// Calls `each` for every line until the end of the stream. A last line without a newline
     /// is delivered too (offline reading; live followers wait for the newline instead).
     pub fn for_each_line(&mut self, mut each: impl FnMut(Line<'_>)) -> io::Result<u64> {
+        self.for_each_chunk(|chunk| match chunk {
+            Chunk::Lines(block) => split_lines(block, &mut each),
+            Chunk::Line(line) => each(line),
+        })
+    }
+
+    /// Calls `each` with blocks of complete lines, or single lines, until the end of the
+    /// stream; returns the number of bytes read.
+    pub fn for_each_chunk(&mut self, mut each: impl FnMut(Chunk<'_>)) -> io::Result<u64> {
         let mut bytes_read = 0u64;
-        let mut skipping = false; // inside the tail of an overlong line
         loop {
             let buf = match self.inner.fill_buf() {
                 Ok(b) => b,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            if buf.is_empty() {
-                if !self.carry.is_empty() && !skipping {
+            let len = buf.len();
+            if len == 0 {
+                if !self.carry.is_empty() && !self.skipping {
                     let truncated = self.carry.len() > self.max;
                     self.carry.truncate(self.max);
-                    each(Line {
+                    each(Chunk::Line(Line {
                         bytes: trim_cr(&self.carry),
                         truncated,
-                    });
+                    }));
                 }
                 self.carry.clear();
+                self.skipping = false;
                 return Ok(bytes_read);
             }
-            let len = buf.len();
             let mut start = 0;
-            while let Some(nl) = memchr::memchr(b'\n', &buf[start..]) {
-                let end = start + nl;
-                if skipping {
-                    skipping = false;
-                } else if self.carry.is_empty() {
-                    let line = &buf[start..end];
-                    let truncated = line.len() > self.max;
-                    each(Line {
-                        bytes: trim_cr(&line[..line.len().min(self.max)]),
-                        truncated,
-                    });
-                } else {
-                    let room = (self.max + 1).saturating_sub(self.carry.len());
-                    self.carry
-                        .extend_from_slice(&buf[start..end.min(start + room)]);
-                    let truncated = self.carry.len() > self.max;
-                    self.carry.truncate(self.max);
-                    each(Line {
-                        bytes: trim_cr(&self.carry),
-                        truncated,
-                    });
-                    self.carry.clear();
+            if self.skipping || !self.carry.is_empty() {
+                // Finish the line begun in an earlier read (or skip the rest of a long one).
+                match memchr::memchr(b'\n', buf) {
+                    Some(nl) => {
+                        if self.skipping {
+                            self.skipping = false;
+                        } else {
+                            extend_carry(&mut self.carry, self.max, &buf[..nl]);
+                            let truncated = self.carry.len() > self.max;
+                            self.carry.truncate(self.max);
+                            each(Chunk::Line(Line {
+                                bytes: trim_cr(&self.carry),
+                                truncated,
+                            }));
+                            self.carry.clear();
+                        }
+                        start = nl + 1;
+                    }
+                    None => {
+                        if !self.skipping {
+                            extend_carry(&mut self.carry, self.max, buf);
+                            cut_if_overlong(
+                                &mut self.carry,
+                                self.max,
+                                &mut self.skipping,
+                                &mut each,
+                            );
+                        }
+                        self.inner.consume(len);
+                        bytes_read += len as u64;
+                        continue;
+                    }
                 }
-                start = end + 1;
             }
-            if !skipping && start < len {
-                // A partial line: keep at most max+1 bytes of it (the +1 tells "too long").
-                let room = (self.max + 1).saturating_sub(self.carry.len());
-                let take = (len - start).min(room);
-                self.carry.extend_from_slice(&buf[start..start + take]);
-                if self.carry.len() > self.max {
-                    // Deliver the head now and skip the rest up to the next newline.
-                    self.carry.truncate(self.max);
-                    each(Line {
-                        bytes: trim_cr(&self.carry),
-                        truncated: true,
-                    });
-                    self.carry.clear();
-                    skipping = true;
+            let rest = &buf[start..];
+            let tail = match memchr::memrchr(b'\n', rest) {
+                Some(last) => {
+                    let block = &rest[..=last];
+                    if block.len() <= self.max {
+                        each(Chunk::Lines(block));
+                    } else {
+                        // Only when the read buffer is larger than the line limit: go line by
+                        // line so that an overlong line is cut like any other.
+                        for line in block[..block.len() - 1].split(|&b| b == b'\n') {
+                            let truncated = line.len() > self.max;
+                            each(Chunk::Line(Line {
+                                bytes: trim_cr(&line[..line.len().min(self.max)]),
+                                truncated,
+                            }));
+                        }
+                    }
+                    &rest[last + 1..]
                 }
+                None => rest,
+            };
+            if !tail.is_empty() {
+                extend_carry(&mut self.carry, self.max, tail);
+                cut_if_overlong(&mut self.carry, self.max, &mut self.skipping, &mut each);
             }
             self.inner.consume(len);
             bytes_read += len as u64;
@@ -116,7 +161,44 @@ impl<R: BufRead> LineReader<R> {
     }
 }
 
-fn trim_cr(line: &[u8]) -> &[u8] {
+/// Appends to a carried line, keeping at most max+1 bytes (the +1 says "too long").
+fn extend_carry(carry: &mut Vec<u8>, max: usize, bytes: &[u8]) {
+    let room = (max + 1).saturating_sub(carry.len());
+    carry.extend_from_slice(&bytes[..bytes.len().min(room)]);
+}
+
+/// Delivers the head of a carried line that is already too long; the rest is to be skipped.
+fn cut_if_overlong(
+    carry: &mut Vec<u8>,
+    max: usize,
+    skipping: &mut bool,
+    each: &mut impl FnMut(Chunk<'_>),
+) {
+    if carry.len() > max {
+        carry.truncate(max);
+        each(Chunk::Line(Line {
+            bytes: trim_cr(carry),
+            truncated: true,
+        }));
+        carry.clear();
+        *skipping = true;
+    }
+}
+
+/// Calls `each` for every line of a [`Chunk::Lines`] block.
+pub fn split_lines(block: &[u8], each: &mut impl FnMut(Line<'_>)) {
+    let mut start = 0;
+    for nl in memchr::memchr_iter(b'\n', block) {
+        each(Line {
+            bytes: trim_cr(&block[start..nl]),
+            truncated: false,
+        });
+        start = nl + 1;
+    }
+}
+
+/// Strips the `\r` of a CRLF line ending.
+pub fn trim_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
@@ -155,15 +237,70 @@ pub struct Opened {
 }
 
 /// Read-buffer size: big enough that the per-refill cost disappears, small enough for the
-/// memory budget.
+/// memory budget, and below [`MAX_LINE`] so a block of lines never holds an overlong one.
 const BUF: usize = 256 * 1024;
+
+/// A buffered reader whose buffer starts on a 64-byte boundary.
+///
+/// `std::io::BufReader` cannot be given its buffer, and the allocator hands out large blocks
+/// 16 bytes past a page boundary; the kernel's copy into such a destination runs at a third
+/// of its speed. Measured on a 179 MB access log in the page cache: 75 ms of `read` time with
+/// `BufReader`, 21 ms with this. For a scan that is otherwise a memchr and a memmem over the
+/// bytes, that is most of the cost.
+pub struct AlignedReader<R> {
+    inner: R,
+    storage: Vec<u8>,
+    start: usize,
+    pos: usize,
+    filled: usize,
+}
+
+impl<R: Read> AlignedReader<R> {
+    pub fn new(inner: R) -> Self {
+        const ALIGN: usize = 64;
+        let storage = vec![0u8; BUF + ALIGN];
+        let start = storage.as_ptr().align_offset(ALIGN).min(ALIGN);
+        AlignedReader {
+            inner,
+            storage,
+            start,
+            pos: 0,
+            filled: 0,
+        }
+    }
+}
+
+impl<R: Read> Read for AlignedReader<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(out.len());
+        out[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: Read> BufRead for AlignedReader<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.pos >= self.filled {
+            let buf = &mut self.storage[self.start..self.start + BUF];
+            self.filled = self.inner.read(buf)?;
+            self.pos = 0;
+        }
+        Ok(&self.storage[self.start + self.pos..self.start + self.filled])
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.pos = (self.pos + amt).min(self.filled);
+    }
+}
 
 /// Opens `input`; a file that starts with the gzip magic is decompressed (rotated
 /// `access.log.2.gz`), whatever its name.
 pub fn open(input: &Input) -> io::Result<Opened> {
     match input {
         Input::Stdin => Ok(Opened {
-            reader: Box::new(BufReader::with_capacity(BUF, io::stdin())),
+            reader: Box::new(AlignedReader::new(io::stdin())),
             size: None,
             modified: None,
             consumed: Arc::default(),
@@ -186,10 +323,10 @@ fn open_file(path: &Path) -> io::Result<Opened> {
         inner: file,
         count: consumed.clone(),
     };
-    let mut reader = BufReader::with_capacity(BUF, counted);
+    let mut reader = AlignedReader::new(counted);
     let gz = reader.fill_buf()?.starts_with(&[0x1f, 0x8b]);
     let reader: Box<dyn BufRead> = if gz {
-        Box::new(BufReader::with_capacity(BUF, MultiGzDecoder::new(reader)))
+        Box::new(AlignedReader::new(MultiGzDecoder::new(reader)))
     } else {
         Box::new(reader)
     };
@@ -218,6 +355,7 @@ impl<R: Read> Read for Counted<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::BufReader;
 
     fn lines(input: &[u8], max: usize, buf: usize) -> Vec<(Vec<u8>, bool)> {
         let mut out = Vec::new();
@@ -259,6 +397,36 @@ mod tests {
         }
         // Exactly max bytes is not truncated.
         assert_eq!(lines(b"0123\n", 4, 2), vec![(b"0123".to_vec(), false)]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn lines_match_a_naive_split(
+            input in proptest::collection::vec(proptest::sample::select(vec![b'a', b'\r', b'\n', 0xff]), 0..200),
+            max in 1usize..20,
+            buf in 1usize..40,
+        ) {
+            let mut want: Vec<(Vec<u8>, bool)> = Vec::new();
+            let mut parts: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
+            if parts.last().is_some_and(|l| l.is_empty()) {
+                parts.pop();
+            }
+            for p in parts {
+                let cut = &p[..p.len().min(max)];
+                want.push((trim_cr(cut).to_vec(), p.len() > max));
+            }
+            proptest::prop_assert_eq!(lines(&input, max, buf), want);
+        }
+    }
+
+    #[test]
+    fn aligned_reader_reads_everything_in_order() {
+        let data: Vec<u8> = (0..(3 * BUF + 17)).map(|i| (i % 251) as u8).collect();
+        let mut r = AlignedReader::new(&data[..]);
+        assert_eq!(r.fill_buf().unwrap().as_ptr() as usize % 64, 0);
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).unwrap();
+        assert_eq!(out, data);
     }
 
     #[test]

@@ -315,15 +315,20 @@ impl Filter {
     }
 }
 
-/// Parses the text at the host position. It must be an address and nothing else; IPv4-mapped
-/// IPv6 is folded to IPv4 so one client has one key.
+/// Parses the text at the host position: an address and nothing else, except that a port
+/// (`198.51.100.7:51234`, `[2001:db8::1]:443`) or sentence punctuation after it (`from
+/// 198.51.100.7.`) is not part of it. Never a prefix search: `198.51.100.71` is not
+/// `198.51.100.7`. IPv4-mapped IPv6 is folded to IPv4 so one client has one key.
 pub fn parse_host(text: &[u8]) -> Option<IpAddr> {
     let s = std::str::from_utf8(text).ok()?;
-    let s = s
+    let ip = s
         .strip_prefix('[')
         .and_then(|s| s.strip_suffix(']'))
-        .unwrap_or(s);
-    let ip: IpAddr = s.parse().ok()?;
+        .unwrap_or(s)
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| s.parse::<std::net::SocketAddr>().ok().map(|sa| sa.ip()))
+        .or_else(|| s.trim_end_matches(['.', ':']).parse::<IpAddr>().ok())?;
     Some(ip.to_canonical())
 }
 
@@ -392,6 +397,21 @@ mod tests {
             &ctx(),
         );
         assert!(matches!(v, Verdict::Failure(f) if f.host.to_string() == "203.0.113.5"));
+    }
+
+    #[test]
+    fn host_text_is_an_address_and_nothing_else() {
+        let p = |s: &str| parse_host(s.as_bytes()).map(|a| a.to_string());
+        assert_eq!(p("198.51.100.7"), Some("198.51.100.7".into()));
+        assert_eq!(p("198.51.100.7:51234"), Some("198.51.100.7".into()));
+        assert_eq!(p("198.51.100.7."), Some("198.51.100.7".into()));
+        assert_eq!(p("[2001:db8::1]:443"), Some("2001:db8::1".into()));
+        assert_eq!(p("2001:db8::"), Some("2001:db8::".into()));
+        assert_eq!(p("::ffff:198.51.100.7"), Some("198.51.100.7".into()));
+        assert_eq!(p("198.51.100.7.1"), None);
+        assert_eq!(p("198.51.100"), None);
+        assert_eq!(p("dead"), None);
+        assert_eq!(p("999.1.1.1"), None);
     }
 
     #[test]

@@ -17,20 +17,22 @@ use std::ops::Range;
 
 use regex_syntax::hir::{Hir, HirKind};
 
-/// An IPv4 address, or an IPv6 address (optionally with an embedded IPv4 tail, which covers
-/// `::ffff:198.51.100.7`), optionally in brackets. The shape is permissive on purpose: the
-/// captured text is then parsed by the standard library, and text that is not an address is
-/// refused there, never "repaired".
-const IP4: &str = r"(?:\d{1,3}\.){3}\d{1,3}";
-const IP6: &str = r"(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?";
-
+/// The text at `<HOST>`: a run of the characters addresses are written with, optionally in
+/// brackets. The run is then parsed by the standard library ([`super::filter::parse_host`]),
+/// and text that is not an address is refused there; the regex only delimits.
+///
+/// One character class rather than the structured IPv4|IPv6 alternation fail2ban uses: an
+/// alternation whose branches both start with a digit stops the pattern from being "one-pass",
+/// and then the regex crate captures with its bounded backtracker instead of its one-pass DFA.
+/// Measured on the benchmark log: 20 ms of 110 ms went to that.
 fn host_group(ip4: bool, ip6: bool) -> String {
-    let inner = match (ip4, ip6) {
-        (true, true) => format!("{IP4}|{IP6}"),
-        (true, false) => IP4.to_string(),
-        _ => IP6.to_string(),
+    let class = match (ip4, ip6) {
+        (true, true) => "[0-9A-Fa-f:.]+",
+        (true, false) => "[0-9.]+",
+        // At least one colon: an IPv6 address (or an IPv4-mapped one).
+        _ => "[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*",
     };
-    format!(r"\[?(?P<host>{inner})\]?")
+    format!(r"\[?(?P<host>{class})\]?")
 }
 
 /// Where in a pattern a problem is, for messages that quote the pattern.

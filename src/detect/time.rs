@@ -123,9 +123,11 @@ pub fn parse(
 ) -> Option<(Timestamp, FoundFormat)> {
     match format {
         TimeFormat::Auto => find_any(text, ctx),
-        TimeFormat::Clf => find_any(text, ctx).filter(|(_, f)| *f == FoundFormat::Clf),
-        TimeFormat::Iso8601 => find_any(text, ctx).filter(|(_, f)| *f == FoundFormat::Iso8601),
-        TimeFormat::Syslog => find_any(text, ctx).filter(|(_, f)| *f == FoundFormat::Syslog),
+        // A filter that names its format and captures exactly the time (the usual case) is
+        // read directly; a search only when the text has more around the time.
+        TimeFormat::Clf => exact(text, ctx, FoundFormat::Clf, parse_clf),
+        TimeFormat::Iso8601 => exact(text, ctx, FoundFormat::Iso8601, parse_iso),
+        TimeFormat::Syslog => exact(text, ctx, FoundFormat::Syslog, parse_syslog),
         TimeFormat::Epoch => {
             let caps = EPOCH.captures(text)?;
             Some((parse_epoch(&caps["epoch"])?, FoundFormat::Epoch))
@@ -142,6 +144,22 @@ pub fn from_epoch_f64(secs: f64) -> Option<Timestamp> {
     let whole = secs.trunc() as i64;
     let nanos = ((secs - secs.trunc()) * 1e9).round() as i32;
     Timestamp::new(whole, nanos.clamp(0, 999_999_999)).ok()
+}
+
+fn exact(
+    text: &[u8],
+    ctx: &TimeContext,
+    format: FoundFormat,
+    direct: fn(&[u8], &TimeContext) -> Option<Timestamp>,
+) -> Option<(Timestamp, FoundFormat)> {
+    let whole = text.trim_ascii();
+    let is_whole = TEXT_TIMES
+        .find(whole)
+        .is_some_and(|m| m.start() == 0 && m.end() == whole.len());
+    if is_whole {
+        return direct(whole, ctx).map(|t| (t, format));
+    }
+    find_any(text, ctx).filter(|(_, f)| *f == format)
 }
 
 fn find_any(text: &[u8], ctx: &TimeContext) -> Option<(Timestamp, FoundFormat)> {

@@ -199,9 +199,9 @@ impl Jail {
         let findtime = self.params.findtime.as_millis() as i64;
         let now = self.newest;
         let live = |s: &ClientState| match s {
-            ClientState::Counting(times) => {
-                times.last().is_some_and(|&last| last.saturating_add(findtime) >= now)
-            }
+            ClientState::Counting(times) => times
+                .last()
+                .is_some_and(|&last| last.saturating_add(findtime) >= now),
             ClientState::Banned { until } => *until > now,
         };
         // Counting windows by their last failure, then bans by their end: forget from the

@@ -215,9 +215,10 @@ impl JsonFilter {
         let when = self.time.iter().find_map(|p| lookup(&doc, p));
         let parsed = match when {
             Some(Value::String(s)) => time::parse(s.as_bytes(), format, ctx),
-            Some(Value::Number(n)) => n
-                .as_f64()
-                .and_then(time::from_epoch_f64)
+            // From the number's text, not its f64 value: 1774692000.123 as an f64 is
+            // 1774692000.12299990654.
+            Some(Value::Number(n)) => time::parse_epoch(n.to_string().as_bytes())
+                .or_else(|| n.as_f64().and_then(time::from_epoch_f64))
                 .map(|t| (t, FoundFormat::Epoch)),
             _ => None,
         };

@@ -17,7 +17,26 @@ macro_rules! builtin {
 }
 
 /// Name and TOML text of every built-in filter, in alphabetical order.
-const SOURCES: &[(&str, &str)] = builtin!["portainer",];
+const SOURCES: &[(&str, &str)] = builtin![
+    "apache-auth",
+    "authelia",
+    "caddy-auth",
+    "gitea",
+    "grafana",
+    "home-assistant",
+    "jellyfin",
+    "nextcloud",
+    "nginx-botsearch",
+    "nginx-http-auth",
+    "nginx-limit-req",
+    "portainer",
+    "portainer-json",
+    "proxmox",
+    "sshd",
+    "traefik-auth",
+    "vaultwarden",
+    "wordpress",
+];
 
 static PARSED: LazyLock<Vec<(&'static str, FilterSpec)>> = LazyLock::new(|| {
     SOURCES

@@ -16,7 +16,8 @@ pub fn lint(spec: &FilterSpec) -> Vec<Warning> {
     let mut out = Vec::new();
     let host_in_pref = spec.prefregex.as_deref().is_some_and(has_host_tag);
     if let Some(p) = &spec.prefregex {
-        check(&mut out, "prefregex".into(), p, true);
+        // A prefregex need not name the client: its failregexes usually do.
+        check(&mut out, "prefregex".into(), p, false);
     }
     for (i, p) in spec.failregex.iter().enumerate() {
         check(&mut out, format!("failregex #{}", i + 1), p, !host_in_pref);
@@ -58,12 +59,17 @@ fn check(out: &mut Vec<Warning>, rule: String, p: &str, expect_host: bool) {
         .iter()
         .filter_map(|t| p.find(t))
         .min();
+    // A greedy wildcard before <HOST> is safe only when the pattern is anchored at the end:
+    // then the client is the last thing of its shape in the line, where the server wrote it
+    // (sshd's "for invalid user ANYTHING from <HOST> port N$").
+    let end_anchored = p.ends_with('$') && !p.ends_with("\\$");
     if let Some(at) = host_at {
-        if let Some(greedy) = greedy_wildcard(&p[..at]) {
+        if let Some(greedy) = greedy_wildcard(&p[..at]).filter(|_| !end_anchored) {
             warn(format!(
-                "greedy {greedy} before <HOST>: it can skip over the real client to an address \
-                 the attacker wrote later in the line; hint: match the fields before the \
-                 client explicitly (\\S+, [^\"]*) or anchor the pattern at both ends"
+                "greedy {greedy} before <HOST> and no $ at the end: it can skip over the real \
+                 client to an address the attacker wrote later in the line; hint: match the \
+                 fields before the client explicitly (\\S+, [^\"]*) or anchor the pattern at \
+                 both ends"
             ));
         }
     } else if expect_host {
@@ -140,5 +146,7 @@ mod tests {
             "escaped dot is literal"
         );
         assert!(lint_one(r"^x .*? <HOST>").is_empty(), "lazy is not greedy");
+        assert!(lint_one(r"^user .* from <HOST> port \d+$").is_empty(), "end-anchored");
+        assert!(!lint_one(r"^user .* from <HOST> port \d+\$").is_empty(), "escaped $");
     }
 }

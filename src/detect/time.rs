@@ -360,10 +360,15 @@ fn parse_syslog(s: &[u8], ctx: &TimeContext) -> Option<Timestamp> {
     None
 }
 
-fn parse_epoch(s: &[u8]) -> Option<Timestamp> {
+/// Reads `1666810511` or `1666810511.25` exactly (no floating point); the whole text must be
+/// the number.
+pub fn parse_epoch(s: &[u8]) -> Option<Timestamp> {
     let mut d = Digits::new(s);
     let secs = d.number()?;
     let nanos = d.fraction();
+    if !d.rest().is_empty() {
+        return None;
+    }
     Timestamp::new(secs, nanos).ok()
 }
 

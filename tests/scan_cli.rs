@@ -44,7 +44,7 @@ fn bans(v: &Value) -> Vec<(String, String, String, u64)> {
         .collect()
 }
 
-fn example_bans() -> Vec<(String, String, String, u64)> {
+fn portainer_bans() -> Vec<(String, String, String, u64)> {
     vec![
         (
             "portainer".into(),
@@ -62,12 +62,21 @@ fn example_bans() -> Vec<(String, String, String, u64)> {
 }
 
 #[test]
-fn the_bundled_example_bans_exactly_the_two_bots() {
+fn the_bundled_example_bans_exactly_the_two_bots_and_the_scanner() {
     let config = root().join("examples/moat.toml");
     let v = json(&run(&["scan", "--json", "-c", config.to_str().unwrap()]));
-    assert_eq!(bans(&v), example_bans());
+    let mut want = portainer_bans();
+    want.push((
+        "scanners".into(),
+        "203.0.113.150".into(),
+        "2026-03-28T22:30:08Z".into(),
+        5,
+    ));
+    assert_eq!(bans(&v), want);
+    // Both jails read the one file, once.
+    assert_eq!(v["inputs"].as_array().unwrap().len(), 1);
     assert_eq!(v["lines"], 91);
-    assert_eq!(v["matched"], 28);
+    assert_eq!(v["matched"], 28 + 5);
     assert_eq!(v["unparsed_time"], 0);
     assert_eq!(v["truncated"], 0);
     // The monitor in `ignore` failed 7 times and was never counted.
@@ -80,9 +89,9 @@ fn text_report_names_the_bans() {
     let out = run(&["scan", "-c", config.to_str().unwrap()]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("Bans that would have happened: 2"), "{text}");
+    assert!(text.contains("Bans that would have happened: 3"), "{text}");
     assert!(text.contains("2001:db8:dead:beef::/64"), "{text}");
-    assert!(text.contains("28 matched"), "{text}");
+    assert!(text.contains("33 matched"), "{text}");
 }
 
 #[test]
@@ -108,7 +117,7 @@ fn gzip_and_stdin_give_the_same_bans() {
         "5",
     ];
     let v = json(&run(&[&args[..], &[gz.to_str().unwrap()]].concat()));
-    let expected: Vec<_> = example_bans()
+    let expected: Vec<_> = portainer_bans()
         .into_iter()
         .map(|(_, ip, at, n)| ("portainer".to_string(), ip, at, n))
         .collect();

@@ -16,7 +16,7 @@ fn example_report() -> scan::ScanReport {
         j.zone = moat::config::value::ZoneSpec::Named("UTC".into());
     }
     let inputs = vec![Input::File(PathBuf::from("examples/access.log"))];
-    let reads = vec![vec![0]];
+    let reads = vec![vec![0, 1]];
     std::env::set_current_dir(&root).unwrap();
     scan::run(
         config.jails,

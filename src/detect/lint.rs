@@ -146,7 +146,13 @@ mod tests {
             "escaped dot is literal"
         );
         assert!(lint_one(r"^x .*? <HOST>").is_empty(), "lazy is not greedy");
-        assert!(lint_one(r"^user .* from <HOST> port \d+$").is_empty(), "end-anchored");
-        assert!(!lint_one(r"^user .* from <HOST> port \d+\$").is_empty(), "escaped $");
+        assert!(
+            lint_one(r"^user .* from <HOST> port \d+$").is_empty(),
+            "end-anchored"
+        );
+        assert!(
+            !lint_one(r"^user .* from <HOST> port \d+\$").is_empty(),
+            "escaped $"
+        );
     }
 }

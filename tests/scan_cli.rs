@@ -416,3 +416,30 @@ fn rotated_files_are_read_oldest_first_whatever_the_argument_order() {
         )]
     );
 }
+
+#[test]
+fn docker_json_file_logs_give_the_same_bans() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root().join("examples/access.log")).unwrap();
+    let wrapped: String = text
+        .lines()
+        .map(|l| {
+            serde_json::json!({"log": format!("{l}\n"), "stream": "stdout", "time": "2026-03-28T22:00:00Z"})
+                .to_string()
+                + "\n"
+        })
+        .collect();
+    let log = dir.path().join("abc-json.log");
+    std::fs::write(&log, wrapped).unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[jails.portainer]\nfilter = \"portainer\"\nsources = [\"*-json.log\"]\nignore = [\"192.0.2.10\"]\nunwrap = { field = \"log\", time = \"time\" }\n",
+    );
+    // A glob relative to the configuration's directory.
+    let out = moat()
+        .args(["scan", "--json", "-c", cfg.to_str().unwrap()])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(bans(&json(&out)), portainer_bans());
+}

@@ -16,6 +16,7 @@ use jiff::tz::TimeZone;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::detect::filter::UnwrapSpec;
 use crate::detect::json::JsonSpec;
 use crate::detect::{library, Filter, FilterSpec};
 use crate::jail::{IgnoreList, JailParams, DEFAULT_MAX_CLIENTS};
@@ -35,6 +36,7 @@ pub struct JailTable {
     pub prefregex: Option<PatternText>,
     pub time: Option<TimeFormatText>,
     pub json: Option<JsonSpec>,
+    pub unwrap: Option<UnwrapSpec>,
     pub timezone: Option<Zone>,
     pub maxretry: Option<MaxRetry>,
     pub findtime: Option<Duration>,
@@ -237,6 +239,7 @@ pub fn merge(defaults: &JailTable, jail: &JailTable) -> JailTable {
         prefregex,
         time,
         json,
+        unwrap,
         timezone,
         maxretry,
         findtime,
@@ -275,6 +278,9 @@ pub fn resolve(name: &str, t: &JailTable) -> Result<JailConfig, String> {
     }
     if let Some(j) = &t.json {
         filter.json = Some(j.clone());
+    }
+    if let Some(u) = &t.unwrap {
+        filter.unwrap = Some(u.clone());
     }
     filter.samples.clear();
     if filter.failregex.is_empty() && filter.json.is_none() {

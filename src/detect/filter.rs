@@ -44,10 +44,26 @@ pub struct FilterSpec {
     /// Field conditions for JSON-lines logs, instead of failregexes.
     #[serde(default)]
     pub json: Option<JsonSpec>,
+    /// For text lines wrapped in JSON (Docker's json-file): the failregexes run on this field.
+    #[serde(default)]
+    pub unwrap: Option<UnwrapSpec>,
     /// Example lines with the expected verdict, checked by the test suite and
     /// `moat filters test NAME`.
     #[serde(default)]
     pub samples: Vec<Sample>,
+}
+
+/// Where the application's own line is, when each log line is a JSON object wrapping it, as
+/// Docker's json-file driver writes a container's output:
+/// `{"log":"198.51.100.7 - - [...] \"POST /api/auth HTTP/1.1\" 422 ...\n","stream":"stdout","time":"..."}`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnwrapSpec {
+    /// Dotted path of the string field holding the line (`log` for Docker).
+    pub field: String,
+    /// Dotted path of a field with the time, used when the line itself has none readable.
+    #[serde(default)]
+    pub time: Option<String>,
 }
 
 /// One example line of a filter's log format and what the filter must make of it.
@@ -114,6 +130,8 @@ pub struct Failure {
 pub struct Filter {
     kind: Kind,
     time_format: TimeFormat,
+    /// The field paths of [`UnwrapSpec`]: the line, and the fallback time.
+    unwrap: Option<(Vec<String>, Option<Vec<String>>)>,
 }
 
 #[derive(Debug)]
@@ -159,8 +177,22 @@ impl Filter {
                     },
                 });
             }
+            if spec.unwrap.is_some() {
+                return Err(FilterError {
+                    what: "unwrap".into(),
+                    source: PatternError {
+                        message: "unwrap applies to failregex filters; a json filter already \
+                                  reads fields"
+                            .into(),
+                    },
+                });
+            }
             let kind = Kind::Json(JsonFilter::compile(json).map_err(at("json"))?);
-            return Ok(Filter { kind, time_format });
+            return Ok(Filter {
+                kind,
+                time_format,
+                unwrap: None,
+            });
         }
         if spec.failregex.is_empty() {
             return Err(FilterError {
@@ -210,6 +242,12 @@ impl Filter {
                 ignoreregex,
             },
             time_format,
+            unwrap: spec.unwrap.as_ref().map(|u| {
+                (
+                    super::json::path(&u.field),
+                    u.time.as_deref().map(super::json::path),
+                )
+            }),
         })
     }
 
@@ -222,12 +260,21 @@ impl Filter {
                 failregex,
                 ..
             } => {
-                if let Some(lit) = prefregex.as_ref().and_then(|p| p.required_literal.clone()) {
+                let wrapped = self.unwrap.is_some();
+                let usable = |lit: &Option<Vec<u8>>| -> Option<Vec<u8>> {
+                    let lit = lit.as_ref()?;
+                    if wrapped {
+                        as_in_json(lit)
+                    } else {
+                        Some(lit.clone())
+                    }
+                };
+                if let Some(lit) = prefregex.as_ref().and_then(|p| usable(&p.required_literal)) {
                     return Some(vec![lit]);
                 }
                 failregex
                     .iter()
-                    .map(|p| p.required_literal.clone())
+                    .map(|p| usable(&p.required_literal))
                     .collect()
             }
             Kind::Json(j) => j.required_literal().map(|l| vec![l]),
@@ -264,6 +311,39 @@ impl Filter {
 
     /// Decides what `line` is. Pure: the context supplies zone and reference time.
     pub fn check(&self, line: &[u8], ctx: &TimeContext) -> Verdict {
+        let Some((field, time_field)) = &self.unwrap else {
+            return self.check_text(line, ctx);
+        };
+        let Ok(doc) = serde_json::from_slice::<serde_json::Value>(line) else {
+            return Verdict::Miss;
+        };
+        let Some(inner) = super::json::lookup(&doc, field).and_then(|v| v.as_str()) else {
+            return Verdict::Miss;
+        };
+        let inner = inner.strip_suffix('\n').unwrap_or(inner);
+        let inner = inner.strip_suffix('\r').unwrap_or(inner);
+        match self.check_text(inner.as_bytes(), ctx) {
+            Verdict::NoTime { host } => {
+                let outer = time_field
+                    .as_ref()
+                    .and_then(|p| super::json::lookup(&doc, p))
+                    .and_then(|v| v.as_str())
+                    .and_then(|t| time::parse(t.as_bytes(), &TimeFormat::Auto, ctx));
+                match outer {
+                    Some((time, format)) => Verdict::Failure(Failure {
+                        host,
+                        time,
+                        rule: 0,
+                        format,
+                    }),
+                    None => Verdict::NoTime { host },
+                }
+            }
+            v => v,
+        }
+    }
+
+    fn check_text(&self, line: &[u8], ctx: &TimeContext) -> Verdict {
         match &self.kind {
             Kind::Json(j) => j.check(line, &self.time_format, ctx),
             Kind::Regex {
@@ -313,6 +393,17 @@ impl Filter {
             }
         }
     }
+}
+
+/// The part of a required literal that is sure to appear verbatim once the line has been
+/// written as a JSON string: encoders escape `"`, `\\` and control characters, Go's (Docker's)
+/// also `<`, `>` and `&`, PHP's `/`. The longest piece without any of those, if it is long enough
+/// to be worth a search.
+fn as_in_json(lit: &[u8]) -> Option<Vec<u8>> {
+    lit.split(|&b| b < 0x20 || b"\"\\<>&/".contains(&b))
+        .max_by_key(|piece| piece.len())
+        .filter(|piece| piece.len() >= 3)
+        .map(<[u8]>::to_vec)
 }
 
 /// Parses the text at the host position: an address and nothing else, except that a port
@@ -412,6 +503,31 @@ mod tests {
         assert_eq!(p("198.51.100"), None);
         assert_eq!(p("dead"), None);
         assert_eq!(p("999.1.1.1"), None);
+    }
+
+    #[test]
+    fn docker_json_file_lines_are_unwrapped() {
+        let mut s = spec(&[r#"^<HOST> \S+ \S+ \[[^\]]+\] "POST /api/auth HTTP/[0-9.]+" 422 "#]);
+        s.unwrap = Some(UnwrapSpec {
+            field: "log".into(),
+            time: Some("time".into()),
+        });
+        let f = Filter::compile(&s).unwrap();
+        let line = br#"{"log":"198.51.100.7 - - [28/Mar/2026:10:00:00 +0000] \"POST /api/auth HTTP/1.1\" 422 59 \"-\" \"-\"\n","stream":"stdout","time":"2026-03-28T10:00:00.5Z"}"#;
+        let Verdict::Failure(fail) = f.check(line, &ctx()) else {
+            panic!("{:?}", f.check(line, &ctx()))
+        };
+        assert_eq!(fail.host.to_string(), "198.51.100.7");
+        assert_eq!(fail.time.to_string(), "2026-03-28T10:00:00Z");
+        // The literal the prefilter looks for is one the JSON encoding leaves alone.
+        let lits = f.required_literals().unwrap();
+        assert!(
+            lits.iter().all(|l| memchr::memmem::find(line, l).is_some()),
+            "{lits:?}"
+        );
+        // A line that is not JSON, or JSON without the field, is no failure.
+        assert_eq!(f.check(&line[1..], &ctx()), Verdict::Miss);
+        assert_eq!(f.check(br#"{"msg":"x"}"#, &ctx()), Verdict::Miss);
     }
 
     #[test]

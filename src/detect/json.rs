@@ -113,11 +113,11 @@ pub struct JsonFilter {
     conditions: Vec<(Vec<String>, Test)>,
 }
 
-fn path(p: &str) -> Vec<String> {
+pub(crate) fn path(p: &str) -> Vec<String> {
     p.split('.').map(str::to_string).collect()
 }
 
-fn lookup<'v>(v: &'v Value, path: &[String]) -> Option<&'v Value> {
+pub(crate) fn lookup<'v>(v: &'v Value, path: &[String]) -> Option<&'v Value> {
     path.iter().try_fold(v, |v, k| v.get(k.as_str()))
 }
 

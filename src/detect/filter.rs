@@ -312,7 +312,7 @@ impl Filter {
     /// Decides what `line` is. Pure: the context supplies zone and reference time.
     pub fn check(&self, line: &[u8], ctx: &TimeContext) -> Verdict {
         let Some((field, time_field)) = &self.unwrap else {
-            return self.check_text(line, ctx);
+            return self.check_text(line, ctx, None);
         };
         let Ok(doc) = serde_json::from_slice::<serde_json::Value>(line) else {
             return Verdict::Miss;
@@ -322,28 +322,15 @@ impl Filter {
         };
         let inner = inner.strip_suffix('\n').unwrap_or(inner);
         let inner = inner.strip_suffix('\r').unwrap_or(inner);
-        match self.check_text(inner.as_bytes(), ctx) {
-            Verdict::NoTime { host } => {
-                let outer = time_field
-                    .as_ref()
-                    .and_then(|p| super::json::lookup(&doc, p))
-                    .and_then(|v| v.as_str())
-                    .and_then(|t| time::parse(t.as_bytes(), &TimeFormat::Auto, ctx));
-                match outer {
-                    Some((time, format)) => Verdict::Failure(Failure {
-                        host,
-                        time,
-                        rule: 0,
-                        format,
-                    }),
-                    None => Verdict::NoTime { host },
-                }
-            }
-            v => v,
-        }
+        let outer_time = time_field
+            .as_ref()
+            .and_then(|p| super::json::lookup(&doc, p))
+            .and_then(|v| v.as_str());
+        self.check_text(inner.as_bytes(), ctx, outer_time.map(str::as_bytes))
     }
 
-    fn check_text(&self, line: &[u8], ctx: &TimeContext) -> Verdict {
+    /// `fallback_time` is text to read the time from when the line has none (the wrapper's).
+    fn check_text(&self, line: &[u8], ctx: &TimeContext, fallback_time: Option<&[u8]>) -> Verdict {
         match &self.kind {
             Kind::Json(j) => j.check(line, &self.time_format, ctx),
             Kind::Regex {
@@ -381,7 +368,9 @@ impl Filter {
                 // The time is read from the `time` capture when the pattern has one, else
                 // searched in the whole line.
                 let time_text = spans.time.map(|r| &text[r]).or(pref_time).unwrap_or(line);
-                match time::parse(time_text, &self.time_format, ctx) {
+                let parsed = time::parse(time_text, &self.time_format, ctx)
+                    .or_else(|| fallback_time.and_then(|t| time::parse(t, &TimeFormat::Auto, ctx)));
+                match parsed {
                     Some((time, format)) => Verdict::Failure(Failure {
                         host,
                         time,

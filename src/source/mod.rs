@@ -84,12 +84,7 @@ impl<R: BufRead> LineReader<R> {
             let len = buf.len();
             if len == 0 {
                 if !self.carry.is_empty() && !self.skipping {
-                    let truncated = self.carry.len() > self.max;
-                    self.carry.truncate(self.max);
-                    each(Chunk::Line(Line {
-                        bytes: trim_cr(&self.carry),
-                        truncated,
-                    }));
+                    emit_carry(&mut self.carry, self.max, &mut each);
                 }
                 self.carry.clear();
                 self.skipping = false;
@@ -104,13 +99,7 @@ impl<R: BufRead> LineReader<R> {
                             self.skipping = false;
                         } else {
                             extend_carry(&mut self.carry, self.max, &buf[..nl]);
-                            let truncated = self.carry.len() > self.max;
-                            self.carry.truncate(self.max);
-                            each(Chunk::Line(Line {
-                                bytes: trim_cr(&self.carry),
-                                truncated,
-                            }));
-                            self.carry.clear();
+                            emit_carry(&mut self.carry, self.max, &mut each);
                         }
                         start = nl + 1;
                     }
@@ -167,6 +156,17 @@ fn extend_carry(carry: &mut Vec<u8>, max: usize, bytes: &[u8]) {
     carry.extend_from_slice(&bytes[..bytes.len().min(room)]);
 }
 
+/// Delivers a carried line (cut at max, flagged when it was longer) and empties the carry.
+fn emit_carry(carry: &mut Vec<u8>, max: usize, each: &mut impl FnMut(Chunk<'_>)) {
+    let truncated = carry.len() > max;
+    carry.truncate(max);
+    each(Chunk::Line(Line {
+        bytes: trim_cr(carry),
+        truncated,
+    }));
+    carry.clear();
+}
+
 /// Delivers the head of a carried line that is already too long; the rest is to be skipped.
 fn cut_if_overlong(
     carry: &mut Vec<u8>,
@@ -175,12 +175,7 @@ fn cut_if_overlong(
     each: &mut impl FnMut(Chunk<'_>),
 ) {
     if carry.len() > max {
-        carry.truncate(max);
-        each(Chunk::Line(Line {
-            bytes: trim_cr(carry),
-            truncated: true,
-        }));
-        carry.clear();
+        emit_carry(carry, max, each);
         *skipping = true;
     }
 }

@@ -289,26 +289,6 @@ impl Filter {
         }
     }
 
-    /// The compiled patterns, for `moat filters lint`.
-    pub fn patterns(&self) -> Vec<&Pattern> {
-        match &self.kind {
-            Kind::Regex {
-                prefregex,
-                failregex,
-                ignoreregex,
-            } => prefregex
-                .iter()
-                .chain(failregex)
-                .chain(ignoreregex)
-                .collect(),
-            Kind::Json(_) => Vec::new(),
-        }
-    }
-
-    pub fn is_json(&self) -> bool {
-        matches!(self.kind, Kind::Json(_))
-    }
-
     /// Decides what `line` is. Pure: the context supplies zone and reference time.
     pub fn check(&self, line: &[u8], ctx: &TimeContext) -> Verdict {
         let Some((field, time_field)) = &self.unwrap else {

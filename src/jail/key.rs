@@ -30,14 +30,6 @@ impl ClientKey {
             }
         }
     }
-
-    /// The key as a network (a /32 for IPv4), as enforcers will want it.
-    pub fn net(&self) -> IpNet {
-        match *self {
-            ClientKey::V4(a) => IpNet::from(IpAddr::V4(a)),
-            ClientKey::V6(n) => IpNet::V6(n),
-        }
-    }
 }
 
 impl fmt::Display for ClientKey {

@@ -108,10 +108,6 @@ impl Jail {
         }
     }
 
-    pub fn params(&self) -> &JailParams {
-        &self.params
-    }
-
     /// Keys currently tracked (windows and bans).
     pub fn tracked(&self) -> usize {
         self.clients.len()

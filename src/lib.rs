@@ -19,7 +19,10 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod detect;
+pub mod enforce;
 pub mod jail;
+pub mod ledger;
 pub mod scan;
 pub mod source;

@@ -4,7 +4,9 @@
 //! 2 bad usage, a bad configuration or an unreadable input.
 
 mod check_config;
+mod control;
 mod filters;
+mod run;
 mod scan;
 
 use std::path::PathBuf;
@@ -47,6 +49,66 @@ enum Command {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Run the daemon in the foreground: follow logs, ban, answer the commands below.
+    Run {
+        /// Configuration file (drop-ins in conf.d/*.toml beside it are merged in).
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Show the jails (or one jail) of the running daemon: failing, failed, banned.
+    Status {
+        /// Only this jail, in detail.
+        jail: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        socket: control::SocketArgs,
+    },
+    /// List the active bans (and past ones with --history).
+    Bans {
+        /// Also show up to N past bans, newest first.
+        #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "50")]
+        history: Option<u32>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        socket: control::SocketArgs,
+    },
+    /// Ban an address or network by hand.
+    Ban {
+        /// An address (192.0.2.7, 2001:db8::1) or network (198.51.100.0/24).
+        target: String,
+        /// Count the ban in this jail (its bantime applies unless --for is given).
+        #[arg(long)]
+        jail: Option<String>,
+        /// How long: "90m", "1d", "forever".
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: Option<String>,
+        /// Why, for the ledger and the status.
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        socket: control::SocketArgs,
+    },
+    /// Lift the bans of an address or network (or all bans).
+    Unban {
+        /// The address or network; bans of networks containing it are lifted too.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        target: Option<String>,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        socket: control::SocketArgs,
+    },
+    /// Make the running daemon read its configuration again (like SIGHUP).
+    Reload {
+        #[command(flatten)]
+        socket: control::SocketArgs,
+    },
 }
 
 /// Entry point used by `main`.
@@ -56,6 +118,28 @@ pub fn main() -> ExitCode {
         Command::Scan(args) => scan::run(*args),
         Command::Filters { command } => filters::run(command),
         Command::CheckConfig { config } => check_config::run(&config),
+        Command::Run { config } => run::run(&config),
+        Command::Status { jail, json, socket } => control::status(&socket, jail, json),
+        Command::Bans {
+            history,
+            json,
+            socket,
+        } => control::bans(&socket, history, json),
+        Command::Ban {
+            target,
+            jail,
+            duration,
+            reason,
+            json,
+            socket,
+        } => control::ban(&socket, target, jail, duration, reason, json),
+        Command::Unban {
+            target,
+            all,
+            json,
+            socket,
+        } => control::unban(&socket, target, all, json),
+        Command::Reload { socket } => control::reload(&socket),
     };
     match result {
         Ok(code) => code,

@@ -5,6 +5,7 @@
 //! regexes that do not compile, durations, networks, filter names. An error names the file, the
 //! line and the column, quotes the line, and gives a hint. `docs/config.md` documents each key.
 
+pub mod daemon;
 pub mod value;
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ use crate::detect::filter::UnwrapSpec;
 use crate::detect::json::JsonSpec;
 use crate::detect::{library, Filter, FilterSpec};
 use crate::jail::{IgnoreList, JailParams, DEFAULT_MAX_CLIENTS};
+use daemon::{DaemonTable, EnforceTable, EnforcerName, EscalateTable, Escalation};
 use value::{
     Duration, FilterName, MaxRetry, Net, PatternText, PrefixLen, TimeFormatText, Zone, ZoneSpec,
 };
@@ -44,6 +46,7 @@ pub struct JailTable {
     pub ignore: Option<Vec<Net>>,
     pub ipv6_prefix: Option<PrefixLen>,
     pub max_clients: Option<usize>,
+    pub escalate: Option<EscalateTable>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -53,6 +56,10 @@ struct ConfigFile {
     defaults: JailTable,
     #[serde(default)]
     jails: BTreeMap<String, Spanned<JailTable>>,
+    #[serde(default)]
+    daemon: DaemonTable,
+    #[serde(default)]
+    enforce: EnforceTable,
 }
 
 /// A jail ready to run: its merged filter and its parameters.
@@ -66,6 +73,8 @@ pub struct JailConfig {
     pub filter: FilterSpec,
     pub params: JailParams,
     pub zone: ZoneSpec,
+    /// Longer bans for repeat offenders, when configured.
+    pub escalation: Option<Escalation>,
     /// The jail's table merged over the defaults, as written (for layering overrides).
     pub table: JailTable,
 }
@@ -80,8 +89,12 @@ impl JailConfig {
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     pub path: Option<PathBuf>,
+    /// The files read, main file first, then `conf.d/*.toml` in name order.
+    pub files: Vec<PathBuf>,
     pub defaults: JailTable,
     pub jails: Vec<JailConfig>,
+    pub daemon: DaemonTable,
+    pub enforce: EnforceTable,
 }
 
 /// A configuration problem, located in its file.
@@ -166,20 +179,37 @@ fn with_hint(message: &str) -> String {
 }
 
 impl Config {
-    /// Reads and validates a configuration file.
+    /// Reads and validates a configuration file and the drop-ins in `conf.d/*.toml` beside
+    /// it, merged in name order: a drop-in's `[defaults]` and `[daemon]` keys override the
+    /// main file's, and a jail it names is added or has the keys it sets overridden.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            path: shown.clone(),
-            line: 0,
-            column: 0,
-            message: format!("cannot read the configuration: {e}"),
-            source_line: String::new(),
-        })?;
-        let mut config = Config::parse(&text, &shown)?;
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).map_err(|e| ConfigError {
+                path: p.display().to_string(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read the configuration: {e}"),
+                source_line: String::new(),
+            })
+        };
+        let dir = path.parent().unwrap_or(Path::new(""));
+        let mut files = vec![(path.to_path_buf(), read(path)?)];
+        let pattern = dir.join("conf.d").join("*.toml");
+        if let Ok(paths) = glob::glob(&pattern.display().to_string()) {
+            let mut dropins: Vec<PathBuf> = paths.filter_map(Result::ok).collect();
+            dropins.sort();
+            for p in dropins {
+                let text = read(&p)?;
+                files.push((p, text));
+            }
+        }
+        let shown: Vec<(String, &str)> = files
+            .iter()
+            .map(|(p, t)| (p.display().to_string(), t.as_str()))
+            .collect();
+        let mut config = Config::from_texts(&shown)?;
         // Relative sources are relative to the configuration file, not to wherever moat was
         // started from.
-        let dir = path.parent().unwrap_or(Path::new(""));
         for jail in &mut config.jails {
             for src in jail.sources.iter_mut() {
                 if Path::new(src.as_str()).is_relative() {
@@ -188,22 +218,70 @@ impl Config {
             }
             jail.table.sources = Some(jail.sources.clone());
         }
+        for p in [&mut config.daemon.state_dir, &mut config.daemon.socket]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        }
         config.path = Some(path.to_path_buf());
+        config.files = files.into_iter().map(|(p, _)| p).collect();
         Ok(config)
     }
 
     /// Validates configuration text; `path` is only used in messages.
     pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
-        let file: ConfigFile = toml::from_str(text)
-            .map_err(|e| ConfigError::at(path, text, e.span(), with_hint(e.message())))?;
+        Config::from_texts(&[(path.to_string(), text)])
+    }
+
+    /// Validates and merges configuration texts, each named by its path for messages.
+    fn from_texts(texts: &[(String, &str)]) -> Result<Config, ConfigError> {
+        let mut defaults = JailTable::default();
+        let mut daemon = DaemonTable::default();
+        let mut enforce = EnforceTable::default();
+        // Each jail's merged table and where it was last written, for messages.
+        let mut tables: BTreeMap<String, (JailTable, usize, Range<usize>)> = BTreeMap::new();
+        for (i, (path, text)) in texts.iter().enumerate() {
+            let file: ConfigFile = toml::from_str(text)
+                .map_err(|e| ConfigError::at(path, text, e.span(), with_hint(e.message())))?;
+            defaults = merge(&defaults, &file.defaults);
+            daemon = overlay_daemon(daemon, file.daemon);
+            enforce = EnforceTable {
+                uses: file.enforce.uses.or(enforce.uses),
+                exec: file.enforce.exec.or(enforce.exec),
+            };
+            for (name, table) in file.jails {
+                let span = table.span();
+                let entry = tables
+                    .entry(name)
+                    .or_insert_with(|| (JailTable::default(), i, span.clone()));
+                entry.0 = merge(&entry.0, table.get_ref());
+                entry.1 = i;
+                entry.2 = span;
+            }
+        }
+        let (last_path, last_text) = &texts[texts.len() - 1];
+        let uses = enforce.uses.clone().unwrap_or_default();
+        if uses.contains(&EnforcerName::Exec) && enforce.exec.is_none() {
+            return Err(ConfigError::at(
+                last_path,
+                last_text,
+                None,
+                "[enforce] uses \"exec\" but there is no [enforce.exec] table; hint: add \
+                 [enforce.exec] with ban = [\"/path/to/program\", \"{ip}\"]"
+                    .into(),
+            ));
+        }
         let mut jails = Vec::new();
-        for (name, table) in &file.jails {
-            let span = table.span();
-            let merged = merge(&file.defaults, table.get_ref());
+        for (name, (table, file, span)) in &tables {
+            let merged = merge(&defaults, table);
             if merged.enabled == Some(false) {
                 continue;
             }
             let jail = resolve(name, &merged).map_err(|m| {
+                let (path, text) = &texts[*file];
                 ConfigError::at(
                     path,
                     text,
@@ -215,8 +293,11 @@ impl Config {
         }
         Ok(Config {
             path: None,
-            defaults: file.defaults,
+            files: Vec::new(),
+            defaults,
             jails,
+            daemon,
+            enforce,
         })
     }
 
@@ -246,8 +327,21 @@ pub fn merge(defaults: &JailTable, jail: &JailTable) -> JailTable {
         bantime,
         ignore,
         ipv6_prefix,
-        max_clients
+        max_clients,
+        escalate
     )
+}
+
+/// A drop-in's `[daemon]` keys over the earlier files'.
+fn overlay_daemon(base: DaemonTable, over: DaemonTable) -> DaemonTable {
+    DaemonTable {
+        state_dir: over.state_dir.or(base.state_dir),
+        socket: over.socket.or(base.socket),
+        socket_group: over.socket_group.or(base.socket_group),
+        follow_from: over.follow_from.or(base.follow_from),
+        metrics: over.metrics.or(base.metrics),
+        checkpoint: over.checkpoint.or(base.checkpoint),
+    }
 }
 
 /// Turns a merged table into a runnable jail, compiling its filter once to prove it works.
@@ -291,6 +385,10 @@ pub fn resolve(name: &str, t: &JailTable) -> Result<JailConfig, String> {
         );
     }
     Filter::compile(&filter).map_err(|e| e.to_string())?;
+    if t.findtime.is_some_and(|d| d.0 == jiff::SignedDuration::MAX) {
+        return Err("findtime cannot be \"forever\"; hint: a window such as \"1d\"".into());
+    }
+    let escalation = t.escalate.as_ref().map(|e| e.resolve()).transpose()?;
     let params = JailParams {
         maxretry: t.maxretry.map_or(5, |m| m.0),
         findtime: t
@@ -310,6 +408,7 @@ pub fn resolve(name: &str, t: &JailTable) -> Result<JailConfig, String> {
         filter,
         params,
         zone: t.timezone.as_ref().map_or(ZoneSpec::Local, |z| z.0.clone()),
+        escalation,
         table: t.clone(),
     })
 }

@@ -12,7 +12,8 @@ use serde::Deserialize;
 
 use crate::detect::{library, pattern::Pattern, TimeFormat};
 
-/// A duration: `"90s"`, `"10m"`, `"1h30m"`, `"7d"`, `"2w"`, or an integer number of seconds.
+/// A duration: `"90s"`, `"10m"`, `"1h30m"`, `"7d"`, `"2w"`, or an integer number of seconds;
+/// `"forever"` where a ban may be permanent (it reads as [`SignedDuration::MAX`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Duration(pub SignedDuration);
 
@@ -82,6 +83,9 @@ impl<'de> Deserialize<'de> for Duration {
                 Ok(Duration(SignedDuration::from_secs(v)))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+                if matches!(v.trim(), "forever" | "permanent") {
+                    return Ok(Duration(SignedDuration::MAX));
+                }
                 let d = parse_duration(v).map_err(E::custom)?;
                 if d.is_zero() || d.is_negative() {
                     return Err(E::custom(format!(

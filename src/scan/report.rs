@@ -14,7 +14,7 @@ pub fn utc(t: Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-fn human_duration(d: jiff::SignedDuration) -> String {
+pub fn human_duration(d: jiff::SignedDuration) -> String {
     let s = d.as_secs().unsigned_abs();
     match s {
         s if s.is_multiple_of(604_800) => format!("{}w", s / 604_800),

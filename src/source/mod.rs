@@ -6,6 +6,8 @@
 //! a trailing `\r` is dropped; a line longer than [`MAX_LINE`] is cut there, flagged as
 //! truncated, and the rest of it skipped, so one hostile line cannot grow memory without bound.
 
+pub mod follow;
+
 use std::fs::File;
 use std::io::{self, BufRead, Read};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,355 @@
+//! The commands that talk to a running daemon: `status`, `bans`, `ban`, `unban`, `reload`.
+//! Each sends one request over the control socket and prints the reply for people, or as
+//! JSON with `--json`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use comfy_table::{presets, ContentArrangement, Table};
+use jiff::{SignedDuration, Timestamp};
+
+use crate::config::Config;
+use crate::daemon::control::request;
+use crate::daemon::protocol::{ActiveBan, Bans, Reply, Request, Status};
+use crate::enforce::Target;
+use crate::scan::report::{human_duration, utc};
+
+/// Where to find the daemon.
+#[derive(Args, Debug, Clone)]
+pub struct SocketArgs {
+    /// The daemon's configuration, to find its socket.
+    #[arg(short, long, default_value = super::DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// The control socket (overrides the configuration's).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+}
+
+impl SocketArgs {
+    fn path(&self) -> PathBuf {
+        if let Some(s) = &self.socket {
+            return s.clone();
+        }
+        match Config::load(&self.config) {
+            Ok(c) => crate::daemon::paths(&c).1,
+            // A configuration being edited may not validate (that is what `moat reload` will
+            // report); its socket is still where it says.
+            Err(_) => loose_socket(&self.config)
+                .unwrap_or_else(|| crate::config::daemon::DEFAULT_SOCKET.into()),
+        }
+    }
+}
+
+/// `[daemon] socket` read from a file that may not validate as a whole.
+fn loose_socket(config: &std::path::Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(config).ok()?;
+    let table: toml::Table = text.parse().ok()?;
+    let socket = PathBuf::from(table.get("daemon")?.get("socket")?.as_str()?);
+    Some(match config.parent() {
+        Some(dir) if socket.is_relative() => dir.join(socket),
+        _ => socket,
+    })
+}
+
+fn call(socket: &SocketArgs, req: Request) -> anyhow::Result<serde_json::Value> {
+    match request(&socket.path(), &req)? {
+        Reply::Ok { result, .. } => Ok(result),
+        Reply::Err { error, .. } => Err(anyhow::anyhow!("{error}")),
+    }
+}
+
+fn until_text(until: Option<Timestamp>) -> String {
+    until.map_or("forever".into(), utc)
+}
+
+fn remaining(until: Option<Timestamp>, now: Timestamp) -> String {
+    match until {
+        None => "forever".into(),
+        Some(u) => {
+            let secs = now.duration_until(u).as_secs().max(0);
+            human_duration(SignedDuration::from_secs(secs.max(1)))
+        }
+    }
+}
+
+fn table() -> Table {
+    let mut t = Table::new();
+    t.load_preset(presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Disabled);
+    t
+}
+
+fn ban_table(bans: &[ActiveBan], now: Timestamp) -> Table {
+    let mut t = table();
+    t.set_header([
+        "client",
+        "jail",
+        "since (UTC)",
+        "until (UTC)",
+        "left",
+        "failures",
+        "reason",
+    ]);
+    for b in bans {
+        t.add_row([
+            Target(b.target).to_string(),
+            b.jail.clone(),
+            utc(b.started),
+            until_text(b.until),
+            remaining(b.until, now),
+            b.failures.to_string(),
+            b.reason.clone(),
+        ]);
+    }
+    t
+}
+
+pub fn status(socket: &SocketArgs, jail: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
+    let value = call(socket, Request::Status { jail: jail.clone() })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let s: Status = serde_json::from_value(value)?;
+    let now = Timestamp::now();
+    if let Some(name) = jail {
+        let Some(j) = s.jails.iter().find(|j| j.name == name) else {
+            anyhow::bail!("no jail named {name:?}");
+        };
+        println!("Jail {}", j.name);
+        println!("|- Filter:            {}", j.filter);
+        if j.maxretry > 0 {
+            println!(
+                "|- Rule:              {} failures within {} -> ban for {}",
+                j.maxretry,
+                human_duration(SignedDuration::from_secs(j.findtime_secs)),
+                j.bantime_secs.map_or("ever".into(), |b| human_duration(
+                    SignedDuration::from_secs(b)
+                ))
+            );
+        }
+        println!("|- Sources:");
+        for src in &j.sources {
+            let files = s.sources.iter().find(|x| &x.source == src);
+            match files {
+                Some(f) if !f.files.is_empty() => {
+                    for file in &f.files {
+                        println!(
+                            "|    {} (read to byte {}, {} behind, {} lines)",
+                            file.path, file.offset, file.lag, file.lines
+                        );
+                    }
+                }
+                _ => println!("|    {src} (no file yet)"),
+            }
+            if let Some(e) = files.and_then(|f| f.error.as_ref()) {
+                println!("|    error: {e}");
+            }
+        }
+        println!("|- Currently failing: {}", j.currently_failing);
+        println!("|- Total failed:      {}", j.total_failed);
+        if j.stale > 0 {
+            println!("|- Too old to count:  {}", j.stale);
+        }
+        if j.unparsed_time > 0 {
+            println!("|- Unreadable time:   {}", j.unparsed_time);
+        }
+        println!("|- Currently banned:  {}", j.currently_banned);
+        println!("|- Total banned:      {}", j.total_banned);
+        println!(
+            "`- Banned:            {}",
+            j.banned
+                .iter()
+                .map(|b| Target(b.target).to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        if !j.banned.is_empty() {
+            println!("{}", ban_table(&j.banned, now));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "moat {} running since {} (pid {}), {} jail{}",
+        s.version,
+        utc(s.started),
+        s.pid,
+        s.jails.len(),
+        if s.jails.len() == 1 { "" } else { "s" }
+    );
+    println!("config: {}\nledger: {}", s.config, s.ledger);
+    for w in &s.warnings {
+        println!("warning: {w}");
+    }
+    let mut t = table();
+    t.set_header([
+        "jail",
+        "filter",
+        "failing",
+        "failed (total)",
+        "banned",
+        "banned (total)",
+        "sources",
+    ]);
+    for j in &s.jails {
+        t.add_row([
+            j.name.clone(),
+            j.filter.clone(),
+            j.currently_failing.to_string(),
+            j.total_failed.to_string(),
+            j.currently_banned.to_string(),
+            j.total_banned.to_string(),
+            j.sources.join("\n"),
+        ]);
+    }
+    println!("{t}");
+    let mut t = table();
+    t.set_header([
+        "enforcer",
+        "applied",
+        "failed",
+        "queued",
+        "gave up",
+        "last error",
+    ]);
+    for e in &s.enforcers {
+        let last = match (&e.last_error, e.last_error_at) {
+            (Some(m), Some(at)) => format!("{} at {}", m, utc(at)),
+            (Some(m), None) => m.clone(),
+            _ => "-".into(),
+        };
+        let last = match e.next_retry {
+            Some(n) => format!("{last} (next try {})", utc(n)),
+            None => last,
+        };
+        t.add_row([
+            e.name.clone(),
+            e.applied.to_string(),
+            e.failed.to_string(),
+            e.queued.to_string(),
+            e.gave_up.to_string(),
+            last,
+        ]);
+    }
+    println!("{t}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn bans(socket: &SocketArgs, history: Option<u32>, json: bool) -> anyhow::Result<ExitCode> {
+    let value = call(socket, Request::Bans { history })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let b: Bans = serde_json::from_value(value)?;
+    let now = Timestamp::now();
+    if b.active.is_empty() {
+        println!("No active bans.");
+    } else {
+        println!(
+            "{} active ban{}:",
+            b.active.len(),
+            if b.active.len() == 1 { "" } else { "s" }
+        );
+        println!("{}", ban_table(&b.active, now));
+    }
+    if history.is_some() {
+        let mut t = table();
+        t.set_header([
+            "client",
+            "jail",
+            "since (UTC)",
+            "until (UTC)",
+            "ended (UTC)",
+            "how",
+            "failures",
+        ]);
+        for r in &b.history {
+            t.add_row([
+                Target(r.target).to_string(),
+                r.jail.clone(),
+                utc(r.started),
+                until_text(r.until),
+                r.ended.map_or("-".into(), utc),
+                r.end_reason.clone().unwrap_or_else(|| "active".into()),
+                r.failures.to_string(),
+            ]);
+        }
+        println!("History (newest first):\n{t}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn ban(
+    socket: &SocketArgs,
+    target: String,
+    jail: Option<String>,
+    duration: Option<String>,
+    reason: Option<String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    // Refuse what is not an address before bothering the daemon.
+    crate::enforce::parse_target(&target).map_err(|e| anyhow::anyhow!(e))?;
+    let value = call(
+        socket,
+        Request::Ban {
+            target,
+            jail,
+            duration,
+            reason,
+        },
+    )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let b: ActiveBan = serde_json::from_value(value)?;
+    println!(
+        "Banned {} in jail {} until {}",
+        Target(b.target),
+        b.jail,
+        until_text(b.until)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn unban(
+    socket: &SocketArgs,
+    target: Option<String>,
+    all: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    if let Some(t) = &target {
+        crate::enforce::parse_target(t).map_err(|e| anyhow::anyhow!(e))?;
+    }
+    let value = call(
+        socket,
+        Request::Unban {
+            target: target.clone(),
+            all,
+        },
+    )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let ended: Vec<ActiveBan> = serde_json::from_value(value)?;
+    if ended.is_empty() {
+        println!(
+            "Nothing to unban: {} is not banned.",
+            target.as_deref().unwrap_or("nothing")
+        );
+        return Ok(ExitCode::from(super::EXIT_FINDINGS));
+    }
+    for b in &ended {
+        println!("Unbanned {} (jail {})", Target(b.target), b.jail);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn reload(socket: &SocketArgs) -> anyhow::Result<ExitCode> {
+    let value = call(socket, Request::Reload)?;
+    println!("Reloaded: {}", value.as_str().unwrap_or_default());
+    Ok(ExitCode::SUCCESS)
+}

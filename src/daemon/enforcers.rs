@@ -1,0 +1,267 @@
+//! Running the enforcers: one thread each, so a slow command or a remote API never delays
+//! detection or another enforcer.
+//!
+//! Each thread takes every change queued since its last batch and applies them as one batch.
+//! A change that fails is retried with exponential backoff, up to the configured number of
+//! attempts; what failed, when, and when the next try is, shows in `moat status`.
+
+use std::collections::VecDeque;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+
+use super::protocol::EnforcerStatus;
+use crate::enforce::{reconcile, BanOrder, Change, Enforcer};
+
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const LAST_RETRY: Duration = Duration::from_secs(60);
+
+enum Msg {
+    Apply(Vec<Change>),
+    Reconcile(Vec<BanOrder>),
+    Stop,
+}
+
+struct Runner {
+    name: &'static str,
+    tx: mpsc::Sender<Msg>,
+    status: Arc<Mutex<EnforcerStatus>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The running enforcers.
+#[derive(Default)]
+pub struct Enforcers {
+    runners: Vec<Runner>,
+}
+
+impl Enforcers {
+    /// Starts a thread for `enforcer`; a change is attempted at most `attempts` times.
+    pub fn add(&mut self, mut enforcer: Box<dyn Enforcer>, attempts: u32) {
+        let (tx, rx) = mpsc::channel();
+        let name = enforcer.name();
+        let status = Arc::new(Mutex::new(EnforcerStatus {
+            name: name.to_string(),
+            ..EnforcerStatus::default()
+        }));
+        let st = status.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("enforce-{name}"))
+            .spawn(move || run(enforcer.as_mut(), rx, &st, attempts.max(1)))
+            .expect("spawn an enforcer thread");
+        self.runners.push(Runner {
+            name,
+            tx,
+            status,
+            thread: Some(thread),
+        });
+    }
+
+    pub fn apply(&self, changes: Vec<Change>) {
+        for r in &self.runners {
+            r.status.lock().unwrap().queued += changes.len();
+            let _ = r.tx.send(Msg::Apply(changes.clone()));
+        }
+    }
+
+    /// Brings every enforcer to exactly `wanted`.
+    pub fn reconcile(&self, wanted: Vec<BanOrder>) {
+        for r in &self.runners {
+            let _ = r.tx.send(Msg::Reconcile(wanted.clone()));
+        }
+    }
+
+    pub fn status(&self) -> Vec<EnforcerStatus> {
+        self.runners
+            .iter()
+            .map(|r| r.status.lock().unwrap().clone())
+            .collect()
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.runners.iter().map(|r| r.name).collect()
+    }
+
+    /// Lets each enforcer finish what is queued (retries are abandoned), then joins it.
+    pub fn stop(&mut self) {
+        for r in &self.runners {
+            let _ = r.tx.send(Msg::Stop);
+        }
+        for r in &mut self.runners {
+            if let Some(t) = r.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+struct Retry {
+    change: Change,
+    attempts: u32,
+    at: Instant,
+}
+
+fn backoff(attempts: u32) -> Duration {
+    FIRST_RETRY
+        .saturating_mul(1 << attempts.saturating_sub(1).min(10))
+        .min(LAST_RETRY)
+}
+
+fn run(
+    enforcer: &mut dyn Enforcer,
+    rx: mpsc::Receiver<Msg>,
+    status: &Mutex<EnforcerStatus>,
+    attempts: u32,
+) {
+    let mut retries: VecDeque<Retry> = VecDeque::new();
+    let mut stopping = false;
+    loop {
+        let wait = retries
+            .iter()
+            .map(|r| r.at.saturating_duration_since(Instant::now()))
+            .min();
+        let first = match wait {
+            _ if stopping => None,
+            Some(w) => match rx.recv_timeout(w) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            },
+            None => match rx.recv() {
+                Ok(m) => Some(m),
+                Err(_) => break,
+            },
+        };
+        // Everything queued goes in one batch.
+        let mut batch: Vec<(Change, u32)> = Vec::new();
+        let mut take = |m: Msg, batch: &mut Vec<(Change, u32)>, stopping: &mut bool| match m {
+            Msg::Apply(c) => batch.extend(c.into_iter().map(|c| (c, 0))),
+            Msg::Reconcile(wanted) => match enforcer.held() {
+                Ok(held) => batch.extend(reconcile(&wanted, &held).into_iter().map(|c| (c, 0))),
+                Err(e) => {
+                    tracing::error!(enforcer = enforcer.name(), "cannot list what is held: {e}");
+                    note_error(status, &e);
+                    batch.extend(wanted.into_iter().map(|b| (Change::Ban(b), 0)));
+                }
+            },
+            Msg::Stop => *stopping = true,
+        };
+        if let Some(m) = first {
+            take(m, &mut batch, &mut stopping);
+        }
+        while let Ok(m) = rx.try_recv() {
+            take(m, &mut batch, &mut stopping);
+        }
+        let now = Instant::now();
+        while retries.front().is_some_and(|r| r.at <= now) {
+            let r = retries.pop_front().unwrap();
+            batch.push((r.change, r.attempts));
+        }
+        if !batch.is_empty() {
+            let changes: Vec<Change> = batch.iter().map(|(c, _)| c.clone()).collect();
+            let failed = enforcer.apply(&changes);
+            let mut st = status.lock().unwrap();
+            st.applied += (changes.len() - failed.len()) as u64;
+            for f in &failed {
+                let (change, tried) = &batch[f.index];
+                let tried = tried + 1;
+                st.failed += 1;
+                st.last_error = Some(format!("{change}: {}", f.error));
+                st.last_error_at = Some(Timestamp::now());
+                if tried >= attempts || stopping {
+                    st.gave_up += 1;
+                    tracing::error!(enforcer = enforcer.name(), %change, tried, "giving up: {}", f.error);
+                } else {
+                    let delay = backoff(tried);
+                    tracing::warn!(enforcer = enforcer.name(), %change, tried, "failed, retrying in {delay:?}: {}", f.error);
+                    retries.push_back(Retry {
+                        change: change.clone(),
+                        attempts: tried,
+                        at: Instant::now() + delay,
+                    });
+                }
+            }
+            drop(st);
+        }
+        retries.make_contiguous().sort_by_key(|r| r.at);
+        let mut st = status.lock().unwrap();
+        st.queued = retries.len();
+        st.next_retry = retries.front().map(|r| {
+            Timestamp::now()
+                .checked_add(r.at.saturating_duration_since(Instant::now()))
+                .unwrap_or(Timestamp::MAX)
+        });
+        drop(st);
+        if stopping {
+            break;
+        }
+    }
+}
+
+fn note_error(status: &Mutex<EnforcerStatus>, e: &str) {
+    let mut st = status.lock().unwrap();
+    st.last_error = Some(e.to_string());
+    st.last_error_at = Some(Timestamp::now());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::enforce::Failed;
+    use std::collections::HashSet;
+
+    /// Fails every change the first `fail` times it is applied.
+    struct Flaky {
+        fail: u32,
+        calls: Arc<Mutex<Vec<usize>>>,
+    }
+
+    impl Enforcer for Flaky {
+        fn name(&self) -> &'static str {
+            "flaky"
+        }
+        fn apply(&mut self, batch: &[Change]) -> Vec<Failed> {
+            self.calls.lock().unwrap().push(batch.len());
+            if self.fail > 0 {
+                self.fail -= 1;
+                return (0..batch.len())
+                    .map(|index| Failed {
+                        index,
+                        error: "down".into(),
+                    })
+                    .collect();
+            }
+            Vec::new()
+        }
+        fn held(&mut self) -> Result<HashSet<ipnet::IpNet>, String> {
+            Ok(HashSet::new())
+        }
+    }
+
+    #[test]
+    fn failures_are_retried_and_shown() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let mut e = Enforcers::default();
+        e.add(
+            Box::new(Flaky {
+                fail: 1,
+                calls: calls.clone(),
+            }),
+            3,
+        );
+        e.apply(vec![Change::Unban("192.0.2.1/32".parse().unwrap())]);
+        std::thread::sleep(Duration::from_millis(200));
+        let st = &e.status()[0];
+        assert_eq!((st.failed, st.queued, st.applied), (1, 1, 0));
+        assert!(st.last_error.as_deref().unwrap().contains("down"));
+        assert!(st.next_retry.is_some());
+        std::thread::sleep(Duration::from_millis(1200));
+        let st = &e.status()[0];
+        assert_eq!((st.applied, st.queued), (1, 0));
+        e.stop();
+        assert_eq!(*calls.lock().unwrap(), vec![1, 1]);
+    }
+}

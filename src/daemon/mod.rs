@@ -1,0 +1,346 @@
+//! `moat run`: the daemon's wiring, one task per concern and channels between them.
+//!
+//! ```text
+//!  sources task ──Lines──▶ ┌────────────┐ ──changes──▶ enforcer threads (log, exec, ...)
+//!  control socket ─Control─▶│ engine     │
+//!  ticker ────────Tick─────▶│ (thread:   │──▶ ledger (SQLite)
+//!  reload (SIGHUP, socket) ─▶│ jails +    │
+//!                           │ ledger)    │
+//!                           └────────────┘
+//! ```
+//!
+//! - [`sources`] follows files (inotify) and standard input;
+//! - [`engine`] owns the jails and the ledger and decides;
+//! - [`enforcers`] applies decisions, one thread per enforcer, with retries;
+//! - [`control`] is the Unix socket the `moat` commands use; [`protocol`] its messages.
+//!
+//! Start-up: the ledger is opened (a damaged one moved aside), the engine re-applies the active
+//! bans to every enforcer in one batch, the sources resume from their saved cursors, and
+//! systemd is told READY. Shutdown happens in one place, [`run`]'s end: stop reading, let
+//! the engine checkpoint, let the enforcers finish their queue, remove the socket.
+
+pub mod control;
+pub mod enforcers;
+pub mod engine;
+pub mod protocol;
+pub mod sources;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::daemon::{EnforcerName, DEFAULT_SOCKET, DEFAULT_STATE_DIR};
+use crate::config::Config;
+use crate::enforce::exec::ExecEnforcer;
+use crate::enforce::log::LogEnforcer;
+use crate::ledger::Ledger;
+use control::{Access, DaemonRequest};
+use enforcers::Enforcers;
+use engine::{Engine, EngineMsg};
+use protocol::{EnforcerStatus, JailStatus, Reply, SourceStatus, Status};
+use sources::Sources;
+
+/// What the tasks share for `moat status`.
+pub struct Shared {
+    pub started: Timestamp,
+    pub config: String,
+    pub warnings: Mutex<Vec<String>>,
+    pub sources: Mutex<Vec<SourceStatus>>,
+}
+
+impl Shared {
+    /// Adds a problem for `moat status` (the same text once; at most 20 kept).
+    pub fn warn(&self, w: String) {
+        let mut ws = self.warnings.lock().unwrap();
+        if !ws.contains(&w) {
+            if ws.len() == 20 {
+                ws.remove(0);
+            }
+            ws.push(w);
+        }
+    }
+
+    /// Forgets problems that start with `prefix`: they went away.
+    pub fn clear_warnings(&self, prefix: &str) {
+        self.warnings
+            .lock()
+            .unwrap()
+            .retain(|w| !w.starts_with(prefix));
+    }
+
+    pub fn status(
+        &self,
+        jails: Vec<JailStatus>,
+        enforcers: Vec<EnforcerStatus>,
+        ledger: &Path,
+    ) -> Status {
+        Status {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            started: self.started,
+            config: self.config.clone(),
+            ledger: ledger.display().to_string(),
+            warnings: self.warnings.lock().unwrap().clone(),
+            enforcers,
+            sources: self.sources.lock().unwrap().clone(),
+            jails,
+        }
+    }
+}
+
+/// The state directory and socket a configuration names.
+pub fn paths(config: &Config) -> (PathBuf, PathBuf) {
+    (
+        config
+            .daemon
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
+        config
+            .daemon
+            .socket
+            .clone()
+            .unwrap_or_else(|| DEFAULT_SOCKET.into()),
+    )
+}
+
+fn sources_of(config: &Config) -> Vec<String> {
+    let mut all: Vec<String> = config
+        .jails
+        .iter()
+        .flat_map(|j| j.sources.iter().cloned())
+        .collect();
+    all.sort();
+    all.dedup();
+    all
+}
+
+fn build_enforcers(config: &Config) -> Enforcers {
+    let mut names = config
+        .enforce
+        .uses
+        .clone()
+        .unwrap_or_else(|| vec![EnforcerName::Log]);
+    names.sort();
+    names.dedup();
+    let mut e = Enforcers::default();
+    for name in names {
+        match name {
+            EnforcerName::Log => e.add(Box::new(LogEnforcer::default()), 1),
+            EnforcerName::Exec => {
+                let x = config
+                    .enforce
+                    .exec
+                    .as_ref()
+                    .expect("validated with the config");
+                let timeout = x
+                    .timeout
+                    .map_or(Duration::from_secs(10), |d| d.0.unsigned_abs());
+                e.add(
+                    Box::new(ExecEnforcer::new(&x.ban, x.unban.as_ref(), timeout)),
+                    x.retries.unwrap_or(3) + 1,
+                );
+            }
+        }
+    }
+    e
+}
+
+fn notify(state: &[sd_notify::NotifyState]) {
+    let _ = sd_notify::notify(state);
+}
+
+/// Runs the daemon with the configuration at `config_path` until SIGTERM or SIGINT.
+pub fn run(config_path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("moat")
+        .build()?;
+    runtime.block_on(serve(config_path, config))
+}
+
+async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
+    let (state_dir, socket) = paths(&config);
+    let access = Access {
+        group: match &config.daemon.socket_group {
+            Some(name) => Some(
+                nix::unistd::Group::from_name(name)?
+                    .ok_or_else(|| anyhow::anyhow!("socket_group {name:?} does not exist"))?
+                    .gid,
+            ),
+            None => None,
+        },
+    };
+    let (ledger, moved) = Ledger::open(&state_dir)?;
+    let shared = Arc::new(Shared {
+        started: Timestamp::now(),
+        config: config
+            .files
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        warnings: Mutex::new(Vec::new()),
+        sources: Mutex::new(Vec::new()),
+    });
+    if let Some(aside) = moved {
+        let msg = format!(
+            "the ledger {} was damaged; it was moved to {} and a new one started (bans and \
+             cursors in it are not in force; inspect it with sqlite3)",
+            ledger.path().display(),
+            aside.display()
+        );
+        tracing::error!("{msg}");
+        shared.warn(msg);
+    }
+    let listener = control::bind(&socket, &access).await?;
+
+    let enforcers = build_enforcers(&config);
+    tracing::info!(enforcers = ?enforcers.names(), jails = config.jails.len(), ledger = %ledger.path().display(), "starting");
+    let engine = Engine::start(&config, ledger, enforcers, shared.clone());
+    let cursors = engine.saved_cursors();
+    let (engine_tx, engine_rx) = mpsc::channel::<EngineMsg>(256);
+    let engine_thread = std::thread::Builder::new()
+        .name("engine".into())
+        .spawn(move || engine.run(engine_rx))?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (reload_sources_tx, reload_sources_rx) = mpsc::channel(4);
+    let sources = Sources::new(
+        sources_of(&config),
+        cursors,
+        config.daemon.follow_from.unwrap_or_default(),
+        engine_tx.clone(),
+        shared.clone(),
+    )?;
+    let sources_task = tokio::spawn(sources.run(reload_sources_rx, shutdown_rx.clone()));
+
+    let (daemon_tx, mut daemon_rx) = mpsc::channel::<DaemonRequest>(4);
+    let control_task = tokio::spawn(control::serve(
+        listener,
+        access,
+        engine_tx.clone(),
+        daemon_tx,
+    ));
+
+    let ticker = {
+        let tx = engine_tx.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                if tx.send(EngineMsg::Tick).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let watchdog = spawn_watchdog(engine_tx.clone());
+
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("following logs"),
+    ]);
+    tracing::info!(socket = %socket.display(), "ready");
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping"); break }
+            _ = hup.recv() => {
+                let r = reload(config_path, &engine_tx, &reload_sources_tx).await;
+                log_reload(&r);
+            }
+            Some(req) = daemon_rx.recv() => match req {
+                DaemonRequest::Reload(reply) => {
+                    let r = reload(config_path, &engine_tx, &reload_sources_tx).await;
+                    log_reload(&r);
+                    let _ = reply.send(match r {
+                        Ok(s) => Reply::ok(s),
+                        Err(e) => Reply::err(e),
+                    });
+                }
+            },
+        }
+    }
+
+    notify(&[sd_notify::NotifyState::Stopping]);
+    control_task.abort();
+    let _ = shutdown_tx.send(true);
+    let _ = sources_task.await;
+    ticker.abort();
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    let _ = engine_tx.send(EngineMsg::Stop).await;
+    drop(engine_tx);
+    let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
+    let _ = std::fs::remove_file(&socket);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn log_reload(r: &Result<String, String>) {
+    match r {
+        Ok(s) => tracing::info!("configuration reloaded: {s}"),
+        Err(e) => tracing::error!("configuration not reloaded, the old one stays in force: {e}"),
+    }
+}
+
+/// Validates the configuration file again and, when it is good, hands it to the engine and
+/// the sources; a bad one leaves everything as it was.
+async fn reload(
+    path: &Path,
+    engine: &mpsc::Sender<EngineMsg>,
+    sources: &mpsc::Sender<Vec<String>>,
+) -> Result<String, String> {
+    notify(&[sd_notify::NotifyState::Reloading]);
+    let result = async {
+        let config = Config::load(path).map_err(|e| e.to_string())?;
+        let patterns = sources_of(&config);
+        let (tx, rx) = oneshot::channel();
+        engine
+            .send(EngineMsg::Reload(Box::new(config), tx))
+            .await
+            .map_err(|_| "moat is shutting down".to_string())?;
+        let summary = rx
+            .await
+            .map_err(|_| "moat is shutting down".to_string())??;
+        let _ = sources.send(patterns).await;
+        Ok(summary)
+    }
+    .await;
+    notify(&[sd_notify::NotifyState::Ready]);
+    result
+}
+
+/// Pings systemd's watchdog while the engine answers, when the unit asks for it.
+fn spawn_watchdog(engine: mpsc::Sender<EngineMsg>) -> Option<tokio::task::JoinHandle<()>> {
+    let every = sd_notify::watchdog_enabled().filter(|d| !d.is_zero())? / 2;
+    Some(tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let (tx, rx) = oneshot::channel();
+            if engine
+                .send(EngineMsg::Control(protocol::Request::Ping, tx))
+                .await
+                .is_err()
+            {
+                break;
+            }
+            if rx.await.is_ok() {
+                notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+        }
+    }))
+}

@@ -1,0 +1,370 @@
+//! The sources task: follows every configured file and glob, and standard input, and sends
+//! blocks of complete lines to the engine.
+//!
+//! It sleeps on inotify, watching the *directories* that hold the followed files: a directory
+//! watch reports writes to the files in it as well as creations, renames and deletions, so
+//! one watch sees a file grow, be rotated away, and be created again. A slow safety timer
+//! (5 s, 1 s while a rotated file is still drained) covers what inotify cannot see, such as
+//! a directory that does not exist yet. There is no busy polling.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use inotify::{Inotify, WatchMask};
+use tokio::io::unix::AsyncFd;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{mpsc, watch};
+
+use super::engine::EngineMsg;
+use super::protocol::{FileStatus, SourceStatus};
+use super::Shared;
+use crate::config::daemon::FollowFrom;
+use crate::ledger::Cursor;
+use crate::source::follow::FileFollower;
+
+/// The source name of standard input.
+pub const STDIN: &str = "-";
+
+struct Followed {
+    source: String,
+    follower: FileFollower,
+    lines: u64,
+    error: Option<String>,
+}
+
+fn is_glob(pattern: &str) -> bool {
+    pattern.contains(['*', '?', '['])
+}
+
+/// The files a configured source names now.
+fn expand(pattern: &str) -> Vec<PathBuf> {
+    if !is_glob(pattern) {
+        return vec![PathBuf::from(pattern)];
+    }
+    let mut found: Vec<PathBuf> = glob::glob(pattern)
+        .map(|paths| {
+            paths
+                .filter_map(Result::ok)
+                .filter(|p| p.is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+/// The directories to watch for a path: its own, and its symlink target's.
+fn dirs_of(path: &Path) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(d) = path.parent() {
+        dirs.push(d.to_path_buf());
+    }
+    if let Ok(target) = std::fs::canonicalize(path) {
+        if let Some(d) = target.parent() {
+            dirs.push(d.to_path_buf());
+        }
+    }
+    dirs
+}
+
+pub struct Sources {
+    patterns: Vec<String>,
+    followed: BTreeMap<PathBuf, Followed>,
+    cursors: HashMap<String, Cursor>,
+    from: FollowFrom,
+    inotify: AsyncFd<Inotify>,
+    watched: HashSet<PathBuf>,
+    engine: mpsc::Sender<EngineMsg>,
+    shared: Arc<Shared>,
+}
+
+impl Sources {
+    pub fn new(
+        patterns: Vec<String>,
+        cursors: HashMap<String, Cursor>,
+        from: FollowFrom,
+        engine: mpsc::Sender<EngineMsg>,
+        shared: Arc<Shared>,
+    ) -> std::io::Result<Sources> {
+        Ok(Sources {
+            patterns,
+            followed: BTreeMap::new(),
+            cursors,
+            from,
+            // SAFETY: `Inotify` owns its descriptor and closes it only when dropped, which
+            // the `AsyncFd` owning it outlives.
+            inotify: unsafe { AsyncFd::register(Inotify::init()?) }
+                .map_err(|e| e.into_parts().1)?,
+            watched: HashSet::new(),
+            engine,
+            shared,
+        })
+    }
+
+    /// Follows until `shutdown` turns true; `reload` brings a new list of sources.
+    pub async fn run(
+        mut self,
+        mut reload: mpsc::Receiver<Vec<String>>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut stdin_started = false;
+        let mut first = true;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if !stdin_started && self.patterns.iter().any(|p| p == STDIN) {
+                stdin_started = true;
+                tokio::spawn(read_stdin(self.engine.clone()));
+            }
+            self.sync(first).await;
+            first = false;
+            let more = self.poll_all().await;
+            let pause = if more {
+                Duration::ZERO
+            } else if self.followed.values().any(|f| f.follower.has_retired()) {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_secs(5)
+            };
+            tokio::select! {
+                ready = self.inotify.readable_mut() => {
+                    if let Ok(mut guard) = ready {
+                        // Drain every queued event; which file changed does not matter,
+                        // every follower looks again.
+                        loop {
+                            match guard.get_inner_mut().read_events(&mut buf) {
+                                Ok(events) => { if events.count() == 0 { break } }
+                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                                    guard.clear_ready();
+                                    break;
+                                }
+                                Err(e) => {
+                                    tracing::warn!("inotify: {e}");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+                _ = tokio::time::sleep(pause) => {}
+                patterns = reload.recv() => {
+                    if let Some(p) = patterns {
+                        self.patterns = p;
+                    }
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+    }
+
+    /// Starts following files the sources name and no one follows yet; stops following
+    /// sources no longer configured.
+    async fn sync(&mut self, first: bool) {
+        let configured: HashSet<&str> = self.patterns.iter().map(String::as_str).collect();
+        self.followed
+            .retain(|_, f| configured.contains(f.source.as_str()));
+        let mut fresh = Vec::new();
+        for pattern in self.patterns.iter().filter(|p| *p != STDIN) {
+            if is_glob(pattern) {
+                // The directory part of a glob is watched when it is a plain directory.
+                if let Some(dir) = Path::new(pattern)
+                    .parent()
+                    .filter(|d| !is_glob(&d.display().to_string()))
+                {
+                    fresh.push((None, vec![dir.to_path_buf()]));
+                }
+            }
+            for path in expand(pattern) {
+                if self.followed.contains_key(&path) {
+                    continue;
+                }
+                let key = path.display().to_string();
+                // Files present at the first start follow `follow_from`; files that appear
+                // later are new, and read from their start.
+                let from = if first { self.from } else { FollowFrom::Start };
+                let (follower, note) = FileFollower::resume(&path, self.cursors.get(&key), from);
+                if let Some(note) = note {
+                    tracing::warn!(file = %key, "{note}");
+                }
+                tracing::info!(file = %key, source = %pattern, "following");
+                fresh.push((Some(follower.cursor()), dirs_of(&path)));
+                self.followed.insert(
+                    path,
+                    Followed {
+                        source: pattern.clone(),
+                        follower,
+                        lines: 0,
+                        error: None,
+                    },
+                );
+            }
+        }
+        for (_, dirs) in &fresh {
+            for d in dirs {
+                if self.watched.contains(d) {
+                    continue;
+                }
+                let mask = WatchMask::MODIFY
+                    | WatchMask::CREATE
+                    | WatchMask::MOVED_TO
+                    | WatchMask::MOVED_FROM
+                    | WatchMask::DELETE
+                    | WatchMask::CLOSE_WRITE
+                    | WatchMask::ATTRIB;
+                match self.inotify.get_mut().watches().add(d, mask) {
+                    Ok(_) => {
+                        self.watched.insert(d.clone());
+                    }
+                    Err(e) => {
+                        tracing::debug!(dir = %d.display(), "not watched yet: {e}");
+                    }
+                }
+            }
+        }
+        // The engine saves a new file's starting point at once, so that a crash before its
+        // first line neither skips nor re-reads.
+        for (path, f) in &self.followed {
+            if let Some(c) = f.follower.cursor() {
+                let key = path.display().to_string();
+                if self.cursors.get(&key) != Some(&c) {
+                    self.cursors.insert(key.clone(), c.clone());
+                    let _ = self
+                        .engine
+                        .send(EngineMsg::Lines {
+                            source: f.source.clone(),
+                            file: key,
+                            block: Vec::new(),
+                            cursor: Some(c),
+                        })
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// Reads what is new in every followed file; true when some file has more to read now.
+    async fn poll_all(&mut self) -> bool {
+        let mut more = false;
+        let mut out: Vec<(Vec<u8>, Option<Cursor>)> = Vec::new();
+        let paths: Vec<PathBuf> = self.followed.keys().cloned().collect();
+        for path in paths {
+            let f = self.followed.get_mut(&path).expect("listed above");
+            out.clear();
+            let result = f
+                .follower
+                .poll(&mut |block, cursor| out.push((block.to_vec(), cursor)));
+            match result {
+                Ok(notes) => {
+                    if f.error.take().is_some() {
+                        tracing::info!(file = %path.display(), "readable again");
+                    }
+                    if notes.rotated {
+                        tracing::info!(file = %path.display(), "rotated; following the new file");
+                    }
+                    if notes.truncated {
+                        tracing::info!(file = %path.display(), "truncated; reading from its start");
+                    }
+                    more |= notes.more;
+                }
+                Err(e) => {
+                    if f.error.is_none() {
+                        tracing::warn!(file = %path.display(), "cannot read: {e}");
+                    }
+                    f.error = Some(e.to_string());
+                }
+            }
+            let key = path.display().to_string();
+            let source = f.source.clone();
+            for (block, cursor) in out.drain(..) {
+                let f = self.followed.get_mut(&path).expect("listed above");
+                f.lines += memchr::memchr_iter(b'\n', &block).count() as u64;
+                if let Some(c) = &cursor {
+                    self.cursors.insert(key.clone(), c.clone());
+                }
+                let msg = EngineMsg::Lines {
+                    source: source.clone(),
+                    file: key.clone(),
+                    block,
+                    cursor,
+                };
+                if self.engine.send(msg).await.is_err() {
+                    return false;
+                }
+            }
+        }
+        self.publish();
+        more
+    }
+
+    fn publish(&self) {
+        let mut by_source: BTreeMap<&str, SourceStatus> = BTreeMap::new();
+        for p in &self.patterns {
+            by_source.insert(
+                p,
+                SourceStatus {
+                    source: p.clone(),
+                    ..SourceStatus::default()
+                },
+            );
+        }
+        for (path, f) in &self.followed {
+            let s = by_source.entry(&f.source).or_default();
+            s.files.push(FileStatus {
+                path: path.display().to_string(),
+                offset: f.follower.cursor().map_or(0, |c| c.offset),
+                lag: f.follower.lag(),
+                lines: f.lines,
+            });
+            if let Some(e) = &f.error {
+                s.error = Some(format!("{}: {e}", path.display()));
+            }
+        }
+        *self.shared.sources.lock().unwrap() = by_source.into_values().collect();
+    }
+}
+
+/// Reads standard input to its end, in blocks of complete lines.
+async fn read_stdin(engine: mpsc::Sender<EngineMsg>) {
+    let mut stdin = tokio::io::stdin();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let n = match stdin.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!("standard input: {e}");
+                break;
+            }
+        };
+        pending.extend_from_slice(&buf[..n]);
+        let Some(end) = memchr::memrchr(b'\n', &pending) else {
+            if pending.len() > crate::source::MAX_LINE {
+                pending.truncate(crate::source::MAX_LINE);
+                pending.push(b'\n');
+                send_stdin(&engine, std::mem::take(&mut pending)).await;
+            }
+            continue;
+        };
+        let rest = pending.split_off(end + 1);
+        let block = std::mem::replace(&mut pending, rest);
+        send_stdin(&engine, block).await;
+    }
+    if !pending.is_empty() {
+        pending.push(b'\n');
+        send_stdin(&engine, pending).await;
+    }
+    tracing::info!("standard input closed");
+}
+
+async fn send_stdin(engine: &mpsc::Sender<EngineMsg>, block: Vec<u8>) {
+    let _ = engine
+        .send(EngineMsg::Lines {
+            source: STDIN.into(),
+            file: STDIN.into(),
+            block,
+            cursor: None,
+        })
+        .await;
+}

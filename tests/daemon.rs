@@ -1,0 +1,828 @@
+//! `moat run` end to end: the real binary follows real files, keeps its ledger in real
+//! SQLite, runs a real command as its enforcer, and is driven by the real CLI over its socket.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const MOAT: &str = env!("CARGO_BIN_EXE_moat");
+
+/// A daemon in a temporary directory with its config, logs, state and socket.
+struct Daemon {
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    fn config(&self) -> PathBuf {
+        self.dir.join("moat.toml")
+    }
+
+    /// Starts `moat run` and waits until it answers.
+    fn start(dir: &Path) -> Daemon {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("daemon.log"))
+            .unwrap();
+        let child = Command::new(MOAT)
+            .args(["run", "-c"])
+            .arg(dir.join("moat.toml"))
+            .env("MOAT_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let d = Daemon {
+            dir: dir.to_path_buf(),
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = d.moat(&["status", "--json"]);
+            if out.status.success() {
+                return d;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not come up: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    fn moat(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(MOAT);
+        cmd.args(args).arg("-c").arg(self.config());
+        cmd.output().unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let out = self.moat(args);
+        assert!(
+            out.status.success(),
+            "moat {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn jail(&self, name: &str) -> Value {
+        let s = self.json(&["status", name, "--json"]);
+        s["jails"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["name"] == name)
+            .unwrap()
+            .clone()
+    }
+
+    /// Waits until `f` holds for this jail's status.
+    fn wait_jail(&self, name: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let j = self.jail(name);
+            if f(&j) {
+                return j;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; last status {j:#}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(mut self) -> String {
+        let mut child = self.child.take().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = child.wait().unwrap();
+        assert!(
+            status.success(),
+            "moat run exited with {status}: {}",
+            self.log()
+        );
+        self.log()
+    }
+
+    fn kill9(mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn write_config(dir: &Path, body: &str) {
+    let text = format!(
+        "[daemon]\nstate_dir = \"state\"\nsocket = \"run/moat.sock\"\nfollow_from = \"start\"\n\n{body}"
+    );
+    std::fs::write(dir.join("moat.toml"), text).unwrap();
+}
+
+fn append(path: &Path, text: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+fn clf_now() -> String {
+    jiff::Timestamp::now()
+        .strftime("%d/%b/%Y:%H:%M:%S +0000")
+        .to_string()
+}
+
+/// A Portainer login failure in nginx's combined format.
+fn failure(ip: &str) -> String {
+    format!(
+        "{ip} - - [{}] \"POST /api/auth HTTP/1.1\" 422 52 \"-\" \"python-requests/2.31\"\n",
+        clf_now()
+    )
+}
+
+fn banned_targets(j: &Value) -> BTreeSet<String> {
+    j["banned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["target"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn bans_through_exec_and_every_command_answers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    std::fs::create_dir_all(dir.join("stamps")).unwrap();
+    let stamps = dir.join("stamps");
+    write_config(
+        dir,
+        &format!(
+            r#"[enforce]
+use = ["log", "exec"]
+
+[enforce.exec]
+ban = ["/usr/bin/touch", "{s}/{{ip}}"]
+unban = ["/bin/rm", "-f", "{s}/{{ip}}"]
+
+[jails.portainer]
+filter = "portainer"
+sources = ["logs/access.log"]
+maxretry = 3
+ipv6_prefix = 64
+"#,
+            s = stamps.display()
+        ),
+    );
+    append(&dir.join("logs/access.log"), "");
+    let d = Daemon::start(dir);
+    let log = dir.join("logs/access.log");
+    // A partial line waits for its newline.
+    append(&log, &failure("203.0.113.66"));
+    append(&log, &failure("203.0.113.66"));
+    let third = failure("203.0.113.66");
+    append(&log, &third[..20]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(d.jail("portainer")["total_failed"], 2);
+    append(&log, &third[20..]);
+    // Hostile text elsewhere in the line never picks whom to ban.
+    for _ in 0..3 {
+        append(
+            &log,
+            &format!(
+                "2001:db8:1:2::77 - - [{}] \"POST /api/auth?u=198.51.100.1 HTTP/1.1\" 422 52 \"-\" \"198.51.100.1\"\n",
+                clf_now()
+            ),
+        );
+    }
+    let j = d.wait_jail("portainer", "two bans", |j| j["currently_banned"] == 2);
+    assert_eq!(
+        banned_targets(&j),
+        ["2001:db8:1:2::/64", "203.0.113.66/32"]
+            .map(String::from)
+            .into()
+    );
+    assert_eq!(j["total_failed"], 6);
+    assert_eq!(j["currently_failing"], 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !stamps.join("203.0.113.66").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(stamps.join("203.0.113.66").exists(), "{}", d.log());
+
+    // status, human
+    let out = d.moat(&["status"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("portainer") && text.contains("failed (total)"),
+        "{text}"
+    );
+    assert!(text.contains("exec"), "{text}");
+    let out = d.moat(&["status", "portainer"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("|- Currently banned:  2"), "{text}");
+    assert!(text.contains("|- Total failed:      6"), "{text}");
+    assert!(text.contains("203.0.113.66"), "{text}");
+    let out = d.moat(&["status", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no jail named \"nope\""));
+
+    // ban by hand, a network, forever; bad targets are refused before reaching the daemon
+    let b = d.json(&[
+        "ban",
+        "198.51.100.0/24",
+        "--for",
+        "forever",
+        "--reason",
+        "scanner",
+        "--json",
+    ]);
+    assert_eq!(b["target"], "198.51.100.0/24");
+    assert_eq!(b["until"], Value::Null);
+    let out = d.moat(&["ban", "198.51.100.7/24"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("198.51.100.0/24"));
+    let out = d.moat(&["ban", "$(reboot)"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = d.moat(&["ban", "192.0.2.9", "--jail", "portainer", "--for", "10m"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Banned 192.0.2.9 in jail portainer"));
+    let bans = d.json(&["bans", "--json"]);
+    assert_eq!(bans["active"].as_array().unwrap().len(), 4);
+    let out = d.moat(&["bans", "--history"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("4 active bans") && text.contains("History"),
+        "{text}"
+    );
+
+    // unban: an address inside a banned network lifts the network's ban
+    let out = d.json(&["unban", "198.51.100.77", "--json"]);
+    assert_eq!(out[0]["target"], "198.51.100.0/24");
+    let out = d.moat(&["unban", "203.0.113.66"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Unbanned 203.0.113.66"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stamps.join("203.0.113.66").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !stamps.join("203.0.113.66").exists(),
+        "unban ran the unban command"
+    );
+    let out = d.moat(&["unban", "203.0.113.66"]);
+    assert_eq!(out.status.code(), Some(1));
+    // After an unban the client's failures count afresh.
+    for _ in 0..3 {
+        append(&log, &failure("203.0.113.66"));
+    }
+    d.wait_jail("portainer", "the re-ban", |j| {
+        banned_targets(j).contains("203.0.113.66/32")
+    });
+    let out = d.json(&["unban", "--all", "--json"]);
+    assert_eq!(out.as_array().unwrap().len(), 3);
+    assert_eq!(d.json(&["bans", "--json"])["active"], Value::Array(vec![]));
+
+    let log = d.stop();
+    assert!(log.contains("stopped"), "{log}");
+    // Without the daemon, commands say so and how to start it.
+    let out = Command::new(MOAT)
+        .args(["status", "-c"])
+        .arg(dir.join("moat.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("moat is not running") && err.contains("moat run"),
+        "{err}"
+    );
+}
+
+#[test]
+fn restart_keeps_bans_cursor_and_counters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_config(
+        dir,
+        "[jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\nmaxretry = 3\n",
+    );
+    let log = dir.join("access.log");
+    append(&log, "");
+    let d = Daemon::start(dir);
+    for _ in 0..3 {
+        append(&log, &failure("203.0.113.5"));
+    }
+    append(&log, &failure("203.0.113.6"));
+    d.wait_jail("portainer", "a ban", |j| j["currently_banned"] == 1);
+    d.stop();
+    // Written while moat is stopped: read once on restart, not skipped, not doubled.
+    append(&log, &failure("203.0.113.6"));
+    let d = Daemon::start(dir);
+    let j = d.wait_jail("portainer", "catch-up", |j| j["total_failed"] == 5);
+    assert_eq!(banned_targets(&j), ["203.0.113.5/32".to_string()].into());
+    assert_eq!(j["currently_failing"], 1, "{j:#}");
+    append(&log, &failure("203.0.113.6"));
+    let j = d.wait_jail("portainer", "second ban", |j| j["currently_banned"] == 2);
+    assert_eq!(j["total_banned"], 2);
+    assert_eq!(j["total_failed"], 6);
+    d.stop();
+}
+
+#[test]
+fn old_lines_do_not_ban_and_future_times_are_clamped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_config(
+        dir,
+        "[jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\nmaxretry = 2\nfindtime = \"10m\"\n",
+    );
+    let log = dir.join("access.log");
+    let old = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(2);
+    let future = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(5);
+    for t in [old, old, future, future] {
+        append(
+            &log,
+            &format!(
+                "192.0.2.{} - - [{}] \"POST /api/auth HTTP/1.1\" 422 52 \"-\" \"x\"\n",
+                if t == old { 1 } else { 2 },
+                t.strftime("%d/%b/%Y:%H:%M:%S +0000")
+            ),
+        );
+    }
+    let d = Daemon::start(dir);
+    let j = d.wait_jail("portainer", "the lines", |j| j["total_failed"] == 2);
+    assert_eq!(j["stale"], 2);
+    let ban = &j["banned"][0];
+    assert_eq!(ban["target"], "192.0.2.2/32");
+    // Clamped to now: the ban starts now, not five hours ahead.
+    let started: jiff::Timestamp = ban["started"].as_str().unwrap().parse().unwrap();
+    assert!(started <= jiff::Timestamp::now());
+    d.stop();
+}
+
+#[test]
+fn reload_keeps_bans_and_rejects_a_bad_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let base =
+        "[jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\nmaxretry = 2\n";
+    write_config(dir, base);
+    let log = dir.join("access.log");
+    append(&log, "");
+    append(&dir.join("ssh.log"), "");
+    let d = Daemon::start(dir);
+    append(&log, &failure("203.0.113.9"));
+    append(&log, &failure("203.0.113.9"));
+    append(&log, &failure("203.0.113.10"));
+    d.wait_jail("portainer", "a ban", |j| j["currently_banned"] == 1);
+
+    // A typo: refused, the running configuration stays.
+    write_config(dir, &format!("{base}findtim = \"1h\"\n"));
+    let out = d.moat(&["reload"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("findtim") && err.contains("did you mean"),
+        "{err}"
+    );
+    assert_eq!(d.jail("portainer")["currently_banned"], 1);
+
+    // Unchanged jail kept with its counters and bans; a new jail added.
+    write_config(
+        dir,
+        &format!("{base}\n[jails.sshd]\nfilter = \"sshd\"\nsources = [\"ssh.log\"]\n"),
+    );
+    let out = d.moat(&["reload"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("kept: portainer") && text.contains("added: sshd"),
+        "{text}"
+    );
+    let j = d.jail("portainer");
+    assert_eq!(
+        (
+            j["currently_banned"].clone(),
+            j["currently_failing"].clone(),
+            j["total_failed"].clone()
+        ),
+        (1.into(), 1.into(), 3.into())
+    );
+
+    // Changed in place (maxretry): bans and counters stay; SIGHUP reloads too.
+    write_config(
+        dir,
+        "[jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\nmaxretry = 3\n",
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d.child.as_ref().unwrap().id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.log().contains("changed: portainer") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = d.log();
+    assert!(
+        log.contains("changed: portainer") && log.contains("removed: sshd"),
+        "{log}"
+    );
+    let j = d.jail("portainer");
+    assert_eq!(j["maxretry"], 3);
+    assert_eq!(j["currently_banned"], 1);
+    assert_eq!(j["total_failed"], 3);
+    append(&log_path(dir), &failure("203.0.113.10"));
+    let j = d.wait_jail("portainer", "the count", |j| j["total_failed"] == 4);
+    assert_eq!(j["currently_banned"], 1, "2 of 3 failures: not banned yet");
+    append(&log_path(dir), &failure("203.0.113.10"));
+    d.wait_jail("portainer", "the ban", |j| j["currently_banned"] == 2);
+    d.stop();
+}
+
+fn log_path(dir: &Path) -> PathBuf {
+    dir.join("access.log")
+}
+
+#[test]
+fn the_socket_admits_only_its_owner_and_survives_junk() {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::UnixStream;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_config(
+        dir,
+        "[jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\n",
+    );
+    let d = Daemon::start(dir);
+    let sock = dir.join("run/moat.sock");
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    // A client that sends nothing does not block others.
+    let silent = UnixStream::connect(&sock).unwrap();
+    let reply = |req: &[u8]| {
+        let mut s = UnixStream::connect(&sock).unwrap();
+        s.write_all(req).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        serde_json::from_str::<Value>(&out).unwrap()
+    };
+    let r = reply(b"\x00\xff garbage\n");
+    assert_eq!(r["ok"], false);
+    assert!(r["error"].as_str().unwrap().contains("bad request"));
+    let r = reply(b"{\"cmd\":\"status\",\"extra\":1}\n");
+    assert_eq!(r["ok"], false);
+    // Too long: refused (or the connection reset while the client was still writing).
+    {
+        let mut s = UnixStream::connect(&sock).unwrap();
+        let _ = s.write_all(&vec![b'x'; 200_000]);
+        let mut out = String::new();
+        if s.read_to_string(&mut out).is_ok() && !out.is_empty() {
+            assert!(out.contains("too long"), "{out}");
+        }
+    }
+    let r = reply(b"{\"cmd\":\"ping\"}\n");
+    assert_eq!(r["result"], "pong");
+    drop(silent);
+
+    // Another user is refused (as root, the test can be that other user).
+    if nix::unistd::Uid::effective().is_root() {
+        use std::os::unix::process::CommandExt;
+        let out = Command::new(MOAT)
+            .args(["status", "--socket"])
+            .arg(&sock)
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("permission denied"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        eprintln!("skipping the other-user check: needs root to run a client as nobody");
+    }
+    // A second daemon on the same socket refuses to start.
+    let out = Command::new(MOAT)
+        .args(["run", "-c"])
+        .arg(dir.join("moat.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already running"));
+    d.stop();
+    assert!(!sock.exists(), "the socket is removed on stop");
+}
+
+#[test]
+fn a_damaged_ledger_is_moved_aside_and_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_config(
+        dir,
+        "[jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\n",
+    );
+    std::fs::create_dir_all(dir.join("state")).unwrap();
+    std::fs::write(dir.join("state/moat.db"), vec![0x42; 10_000]).unwrap();
+    let d = Daemon::start(dir);
+    let s = d.json(&["status", "--json"]);
+    let warnings = s["warnings"].to_string();
+    assert!(
+        warnings.contains("damaged") && warnings.contains("moved"),
+        "{s:#}"
+    );
+    let aside: Vec<_> = std::fs::read_dir(dir.join("state"))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("moat.db.damaged-")
+        })
+        .collect();
+    assert_eq!(aside.len(), 1);
+    assert_eq!(std::fs::read(aside[0].path()).unwrap(), vec![0x42; 10_000]);
+    d.stop();
+}
+
+/// Writes one distinct failing client per line, without pausing, while the test rotates the
+/// file in every way; then every line must have been counted exactly once.
+#[test]
+fn rotation_in_every_mode_under_a_writer_that_never_pauses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    write_config(
+        &dir,
+        "[jails.portainer]\nfilter = \"portainer\"\nsources = [\"logs/access.log\"]\nmaxretry = 1\nipv6_prefix = 128\nmax_clients = 100000\n",
+    );
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    let log = dir.join("logs/access.log");
+    append(&log, "");
+    let d = Daemon::start(&dir);
+
+    let written = Arc::new(AtomicU64::new(0));
+    let reopen = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
+    // Holding this pauses nothing but the copytruncate window, which logrotate itself
+    // cannot make safe (lines written between its copy and its truncate are lost by design).
+    let copy_lock = Arc::new(std::sync::Mutex::new(()));
+    let writer = {
+        let (written, reopen, done, copy_lock, log) = (
+            written.clone(),
+            reopen.clone(),
+            done.clone(),
+            copy_lock.clone(),
+            log.clone(),
+        );
+        std::thread::spawn(move || {
+            let open = || {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .unwrap()
+            };
+            let mut f = open();
+            let mut n: u64 = 0;
+            while !done.load(Ordering::SeqCst) {
+                if reopen.swap(false, Ordering::SeqCst) {
+                    f = open();
+                }
+                let ip = format!("2001:db8::{:x}:{:x}", (n + 1) >> 16, (n + 1) & 0xffff);
+                let _g = copy_lock.lock().unwrap();
+                f.write_all(failure(&ip).as_bytes()).unwrap();
+                n += 1;
+                written.store(n, Ordering::SeqCst);
+                drop(_g);
+                if n.is_multiple_of(16) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        })
+    };
+    let logs = dir.join("logs");
+    let pause = || std::thread::sleep(Duration::from_millis(300));
+    pause();
+    // rename and create; the writer keeps writing to the old file for a moment
+    std::fs::rename(&log, logs.join("access.log.1")).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    reopen.store(true, Ordering::SeqCst);
+    pause();
+    // copytruncate
+    {
+        let _g = copy_lock.lock().unwrap();
+        std::fs::copy(&log, logs.join("access.log.2")).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+    }
+    pause();
+    // delete and recreate
+    std::fs::remove_file(&log).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    reopen.store(true, Ordering::SeqCst);
+    pause();
+    // symlink retarget: the path becomes a link to a new file, then to another
+    let t1 = logs.join("t1.log");
+    append(&t1, "");
+    let tmp_link = logs.join("tmp.link");
+    std::os::unix::fs::symlink(&t1, &tmp_link).unwrap();
+    std::fs::rename(&tmp_link, &log).unwrap();
+    reopen.store(true, Ordering::SeqCst);
+    pause();
+    let t2 = logs.join("t2.log");
+    append(&t2, "");
+    std::os::unix::fs::symlink(&t2, &tmp_link).unwrap();
+    std::fs::rename(&tmp_link, &log).unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    reopen.store(true, Ordering::SeqCst);
+    pause();
+    done.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    let total = written.load(Ordering::SeqCst);
+    assert!(total > 1000, "the writer wrote {total} lines");
+    let j = d.wait_jail("portainer", "every line", |j| {
+        j["total_failed"].as_u64() >= Some(total)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let j2 = d.jail("portainer");
+    assert_eq!(
+        j2["total_failed"].as_u64(),
+        Some(total),
+        "no line counted twice: {j}"
+    );
+    assert_eq!(j2["total_banned"].as_u64(), Some(total));
+    d.stop();
+}
+
+/// `kill -9` at random moments while lines stream in, restarts, and in the end the bans and
+/// counts equal what `moat scan` computes from the whole log: nothing lost, nothing doubled.
+#[test]
+fn kill_9_at_random_moments_loses_and_doubles_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    write_config(
+        &dir,
+        "[jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\nmaxretry = 3\nfindtime = \"10m\"\nbantime = \"2s\"\n",
+    );
+    let log = dir.join("access.log");
+    append(&log, "");
+    let mut d = Daemon::start(&dir);
+
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (done, log) = (done.clone(), log.clone());
+        std::thread::spawn(move || {
+            let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+            let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+            let mut next = || {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                seed >> 33
+            };
+            let prefixes = ["192.0.2", "198.51.100", "203.0.113"];
+            let mut n = 0;
+            while !done.load(Ordering::SeqCst) {
+                let mut burst = String::new();
+                for _ in 0..10 {
+                    let r = next();
+                    let ip = format!("{}.{}", prefixes[(r % 3) as usize], (r / 3) % 250 + 1);
+                    if r % 5 == 0 {
+                        burst.push_str(&format!(
+                            "{ip} - - [{}] \"GET / HTTP/1.1\" 200 512 \"-\" \"x\"\n",
+                            clf_now()
+                        ));
+                    } else {
+                        burst.push_str(&failure(&ip));
+                    }
+                    n += 1;
+                }
+                // Sometimes a burst ends inside a line, as a writer's buffer flush can.
+                let cut = if n % 7 == 0 {
+                    burst.len() - 10
+                } else {
+                    burst.len()
+                };
+                f.write_all(&burst.as_bytes()[..cut]).unwrap();
+                std::thread::sleep(Duration::from_millis(3));
+                f.write_all(&burst.as_bytes()[cut..]).unwrap();
+                std::thread::sleep(Duration::from_millis(4));
+            }
+        })
+    };
+    let mut rng: u64 = std::process::id() as u64;
+    let mut pick = |lo: u64, hi: u64| {
+        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1);
+        lo + (rng >> 33) % (hi - lo)
+    };
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(pick(300, 2500)));
+        d.kill9();
+        std::thread::sleep(Duration::from_millis(pick(0, 400)));
+        d = Daemon::start(&dir);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    done.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+
+    let out = Command::new(MOAT)
+        .args(["scan", "--json", "-c"])
+        .arg(dir.join("moat.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reference: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let matched = reference["matched"].as_u64().unwrap();
+    let expected: BTreeSet<(String, jiff::Timestamp)> = reference["bans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                format!("{}/32", b["ip"].as_str().unwrap()),
+                b["at"].as_str().unwrap().parse().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        expected.len() > 50,
+        "the stream should ban plenty: {}",
+        expected.len()
+    );
+    let j = d.wait_jail("portainer", "catch-up", |j| {
+        j["total_failed"].as_u64() >= Some(matched)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let j2 = d.jail("portainer");
+    assert_eq!(j2["total_failed"].as_u64(), Some(matched), "{j}");
+    let bans = d.json(&["bans", "--history", "1000000", "--json"]);
+    let got: Vec<(String, jiff::Timestamp)> = bans["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["target"].as_str().unwrap().to_string(),
+                b["started"].as_str().unwrap().parse().unwrap(),
+            )
+        })
+        .collect();
+    let got_set: BTreeSet<_> = got.iter().cloned().collect();
+    assert_eq!(got.len(), got_set.len(), "a ban recorded twice");
+    let missing: Vec<_> = expected.difference(&got_set).take(10).collect();
+    let extra: Vec<_> = got_set.difference(&expected).take(10).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{} bans expected, {} recorded; missing (first 10) {missing:?}; extra {extra:?}",
+        expected.len(),
+        got_set.len()
+    );
+    assert_eq!(j2["total_banned"].as_u64(), Some(expected.len() as u64));
+    if std::env::var_os("SHOW_LOG").is_some() {
+        eprintln!("{}", d.log());
+        eprintln!("{j2:#}");
+    }
+    d.stop();
+}

@@ -26,6 +26,10 @@ impl Daemon {
 
     /// Starts `moat run` and waits until it answers.
     fn start(dir: &Path) -> Daemon {
+        Daemon::start_with(dir, &[])
+    }
+
+    fn start_with(dir: &Path, env: &[(&str, &str)]) -> Daemon {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -35,6 +39,7 @@ impl Daemon {
             .args(["run", "-c"])
             .arg(dir.join("moat.toml"))
             .env("MOAT_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -824,5 +829,121 @@ fn kill_9_at_random_moments_loses_and_doubles_nothing() {
         eprintln!("{}", d.log());
         eprintln!("{j2:#}");
     }
+    d.stop();
+}
+
+fn journal_entry(cursor: &str, ident: &str, message: &str) -> String {
+    let micros = jiff::Timestamp::now().as_microsecond();
+    serde_json::json!({
+        "__CURSOR": cursor,
+        "__REALTIME_TIMESTAMP": micros.to_string(),
+        "_HOSTNAME": "host",
+        "SYSLOG_IDENTIFIER": ident,
+        "_PID": "4242",
+        "MESSAGE": message,
+    })
+    .to_string()
+}
+
+/// journald through a recording of `journalctl -o json`: what moat asks for, how it renders
+/// entries, and that it resumes after the saved cursor.
+#[test]
+fn journald_source_from_a_recording() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_config(
+        dir,
+        "[jails.sshd]\nfilter = \"sshd\"\nsources = [\"journald:ssh.service\"]\nmaxretry = 2\n",
+    );
+    let recording = dir.join("recording.json");
+    let mut rec = String::new();
+    for (i, msg) in [
+        "Failed password for root from 203.0.113.5 port 1 ssh2",
+        "Accepted publickey for admin from 192.0.2.10 port 2 ssh2",
+        "Failed password for invalid user x\nFailed password for root from 198.51.100.1 port 3 ssh2 from 203.0.113.5 port 4 ssh2",
+    ]
+    .iter()
+    .enumerate()
+    {
+        rec.push_str(&journal_entry(&format!("s=c{i}"), "sshd", msg));
+        rec.push('\n');
+    }
+    std::fs::write(&recording, rec).unwrap();
+    let fake = dir.join("journalctl");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> {args}\ncase \"$*\" in *--after-cursor*) ;; *) cat {rec} ;; esac\nexec sleep 600\n",
+            args = dir.join("args").display(),
+            rec = recording.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let env = [("MOAT_JOURNALCTL", fake.to_str().unwrap())];
+    let d = Daemon::start_with(dir, &env);
+    let j = d.wait_jail("sshd", "a ban", |j| j["currently_banned"] == 1);
+    // The newline in the third message did not make a line of its own for 198.51.100.1.
+    assert_eq!(banned_targets(&j), ["203.0.113.5/32".to_string()].into());
+    assert_eq!(j["total_failed"], 2);
+    d.stop();
+    let d = Daemon::start_with(dir, &env);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(dir.join("args"))
+        .unwrap_or_default()
+        .contains("--after-cursor=s=c2")
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let args = std::fs::read_to_string(dir.join("args")).unwrap();
+    let first = args.lines().next().unwrap();
+    assert!(
+        first.contains("--follow --output=json")
+            && first.contains("--lines=all")
+            && first.contains("--unit=ssh.service"),
+        "{args}"
+    );
+    assert!(
+        args.lines().nth(1).unwrap().contains("--after-cursor=s=c2"),
+        "{args}"
+    );
+    assert_eq!(d.jail("sshd")["total_failed"], 2);
+    d.stop();
+}
+
+/// The real journal, where this machine runs journald.
+#[test]
+fn journald_source_from_the_real_journal() {
+    if !Path::new("/run/systemd/journal/socket").exists() {
+        eprintln!("SKIP journald_source_from_the_real_journal: no journald on this machine (/run/systemd/journal/socket is absent); the recording test covers the source");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ident = format!("moat-test-{}", std::process::id());
+    write_config(
+        dir,
+        &format!("[jails.sshd]\nfilter = \"sshd\"\nsources = [\"journald:SYSLOG_IDENTIFIER={ident}\"]\nmaxretry = 2\n"),
+    );
+    let d = Daemon::start(dir);
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..2 {
+        let mut cat = Command::new("systemd-cat")
+            .args(["-t", &ident])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        cat.stdin
+            .take()
+            .unwrap()
+            .write_all(b"Failed password for root from 203.0.113.77 port 1 ssh2\n")
+            .unwrap();
+        cat.wait().unwrap();
+    }
+    let j = d.wait_jail("sshd", "a ban from the journal", |j| {
+        j["currently_banned"] == 1
+    });
+    assert_eq!(banned_targets(&j), ["203.0.113.77/32".to_string()].into());
     d.stop();
 }

@@ -212,7 +212,7 @@ impl Config {
         // started from.
         for jail in &mut config.jails {
             for src in jail.sources.iter_mut() {
-                if Path::new(src.as_str()).is_relative() {
+                if Path::new(src.as_str()).is_relative() && !is_stream_source(src) {
                     *src = dir.join(&*src).display().to_string();
                 }
             }
@@ -332,6 +332,11 @@ pub fn merge(defaults: &JailTable, jail: &JailTable) -> JailTable {
     )
 }
 
+/// Sources that are not paths: standard input, the journal.
+pub fn is_stream_source(src: &str) -> bool {
+    src == "-" || src.starts_with(crate::source::journald::PREFIX)
+}
+
 /// A drop-in's `[daemon]` keys over the earlier files'.
 fn overlay_daemon(base: DaemonTable, over: DaemonTable) -> DaemonTable {
     DaemonTable {
@@ -389,6 +394,11 @@ pub fn resolve(name: &str, t: &JailTable) -> Result<JailConfig, String> {
         return Err("findtime cannot be \"forever\"; hint: a window such as \"1d\"".into());
     }
     let escalation = t.escalate.as_ref().map(|e| e.resolve()).transpose()?;
+    for src in t.sources.iter().flatten() {
+        if let Some(Err(e)) = crate::source::journald::JournalSelect::parse(src) {
+            return Err(format!("source {src:?}: {e}"));
+        }
+    }
     let params = JailParams {
         maxretry: t.maxretry.map_or(5, |m| m.0),
         findtime: t

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use inotify::{Inotify, WatchMask};
@@ -23,6 +23,7 @@ use super::Shared;
 use crate::config::daemon::FollowFrom;
 use crate::ledger::Cursor;
 use crate::source::follow::FileFollower;
+use crate::source::journald::{self, JournalSelect};
 
 /// The source name of standard input.
 pub const STDIN: &str = "-";
@@ -32,6 +33,11 @@ struct Followed {
     follower: FileFollower,
     lines: u64,
     error: Option<String>,
+}
+
+/// Sources that are streams from a program or an API rather than files.
+fn is_stream(pattern: &str) -> bool {
+    crate::config::is_stream_source(pattern)
 }
 
 fn is_glob(pattern: &str) -> bool {
@@ -78,6 +84,10 @@ pub struct Sources {
     watched: HashSet<PathBuf>,
     engine: mpsc::Sender<EngineMsg>,
     shared: Arc<Shared>,
+    /// Running stream readers (journald), by source.
+    streams: HashMap<String, tokio::task::JoinHandle<()>>,
+    stream_status: Arc<Mutex<BTreeMap<String, SourceStatus>>>,
+    first_start: bool,
 }
 
 impl Sources {
@@ -100,6 +110,9 @@ impl Sources {
             watched: HashSet::new(),
             engine,
             shared,
+            streams: HashMap::new(),
+            stream_status: Arc::default(),
+            first_start: true,
         })
     }
 
@@ -164,8 +177,9 @@ impl Sources {
         let configured: HashSet<&str> = self.patterns.iter().map(String::as_str).collect();
         self.followed
             .retain(|_, f| configured.contains(f.source.as_str()));
+        self.sync_streams();
         let mut fresh = Vec::new();
-        for pattern in self.patterns.iter().filter(|p| *p != STDIN) {
+        for pattern in self.patterns.iter().filter(|p| !is_stream(p)) {
             if is_glob(pattern) {
                 // The directory part of a glob is watched when it is a plain directory.
                 if let Some(dir) = Path::new(pattern)
@@ -243,6 +257,46 @@ impl Sources {
         }
     }
 
+    /// Starts a reader for each journald source not read yet; stops those no longer
+    /// configured.
+    fn sync_streams(&mut self) {
+        let configured: HashSet<String> = self.patterns.iter().cloned().collect();
+        self.streams.retain(|source, task| {
+            let keep = configured.contains(source);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        self.stream_status
+            .lock()
+            .unwrap()
+            .retain(|source, _| configured.contains(source));
+        for pattern in &self.patterns {
+            if self.streams.contains_key(pattern) {
+                continue;
+            }
+            let Some(Ok(select)) = JournalSelect::parse(pattern) else {
+                continue;
+            };
+            let cursor = self
+                .cursors
+                .get(pattern)
+                .map(|c| String::from_utf8_lossy(&c.fingerprint).into_owned());
+            let from_start = self.first_start && self.from == FollowFrom::Start;
+            let task = tokio::spawn(read_journal(
+                pattern.clone(),
+                select,
+                cursor,
+                from_start,
+                self.engine.clone(),
+                self.stream_status.clone(),
+            ));
+            self.streams.insert(pattern.clone(), task);
+        }
+        self.first_start = false;
+    }
+
     /// Reads what is new in every followed file; true when some file has more to read now.
     async fn poll_all(&mut self) -> bool {
         let mut more = false;
@@ -308,6 +362,12 @@ impl Sources {
                 },
             );
         }
+        let streams = self.stream_status.lock().unwrap().clone();
+        for (source, st) in streams {
+            if let Some(s) = by_source.get_mut(source.as_str()) {
+                *s = st;
+            }
+        }
         for (path, f) in &self.followed {
             let s = by_source.entry(&f.source).or_default();
             s.files.push(FileStatus {
@@ -321,6 +381,114 @@ impl Sources {
             }
         }
         *self.shared.sources.lock().unwrap() = by_source.into_values().collect();
+    }
+}
+
+/// The program that reads the journal; tests point it at a recording.
+fn journalctl() -> String {
+    std::env::var("MOAT_JOURNALCTL").unwrap_or_else(|_| "journalctl".into())
+}
+
+/// Follows the journal through `journalctl`, restarting it (after the last cursor) when it
+/// exits, with a growing pause.
+async fn read_journal(
+    source: String,
+    select: JournalSelect,
+    mut cursor: Option<String>,
+    from_start: bool,
+    engine: mpsc::Sender<EngineMsg>,
+    status: Arc<Mutex<BTreeMap<String, SourceStatus>>>,
+) {
+    use tokio::io::AsyncBufReadExt;
+    let mut pause = Duration::from_secs(1);
+    let mut lines: u64 = 0;
+    let set_status = |lines: u64, error: Option<String>| {
+        status.lock().unwrap().insert(
+            source.clone(),
+            SourceStatus {
+                source: source.clone(),
+                files: vec![FileStatus {
+                    path: "journal".into(),
+                    offset: 0,
+                    lag: 0,
+                    lines,
+                }],
+                error,
+            },
+        );
+    };
+    set_status(0, None);
+    let mut first = true;
+    loop {
+        let args = select.args(cursor.as_deref(), first && from_start);
+        first = false;
+        let child = tokio::process::Command::new(journalctl())
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = format!("cannot run journalctl: {e}");
+                tracing::warn!(%source, "{msg}; retrying in {pause:?}");
+                set_status(lines, Some(msg));
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(60));
+                continue;
+            }
+        };
+        tracing::info!(%source, "following the journal");
+        let mut out = tokio::io::BufReader::new(child.stdout.take().expect("piped"));
+        let mut entry = Vec::new();
+        let mut block = Vec::new();
+        loop {
+            entry.clear();
+            match out.read_until(b'\n', &mut entry).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            pause = Duration::from_secs(1);
+            if let Some((line, c)) = journald::entry_to_line(&entry) {
+                block.extend_from_slice(&line);
+                cursor = Some(c);
+                lines += 1;
+            }
+            if out.buffer().is_empty() && !block.is_empty() {
+                let msg = EngineMsg::Lines {
+                    source: source.clone(),
+                    file: source.clone(),
+                    block: std::mem::take(&mut block),
+                    cursor: cursor.as_ref().map(|c| Cursor {
+                        dev: 0,
+                        ino: 0,
+                        offset: 0,
+                        fingerprint: c.as_bytes().to_vec(),
+                    }),
+                };
+                if engine.send(msg).await.is_err() {
+                    return;
+                }
+                set_status(lines, None);
+            }
+        }
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut err).await;
+        }
+        let status_code = child.wait().await.ok();
+        let msg = format!(
+            "journalctl ended ({}){}{}",
+            status_code.map_or("killed".into(), |s| s.to_string()),
+            if err.trim().is_empty() { "" } else { ": " },
+            err.trim()
+        );
+        tracing::warn!(%source, "{msg}; restarting in {pause:?}");
+        set_status(lines, Some(msg));
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(60));
     }
 }
 

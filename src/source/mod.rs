@@ -7,6 +7,7 @@
 //! truncated, and the rest of it skipped, so one hostile line cannot grow memory without bound.
 
 pub mod follow;
+pub mod journald;
 
 use std::fs::File;
 use std::io::{self, BufRead, Read};

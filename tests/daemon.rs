@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod support;
+
 const MOAT: &str = env!("CARGO_BIN_EXE_moat");
 
 /// A daemon in a temporary directory with its config, logs, state and socket.
@@ -945,5 +947,79 @@ fn journald_source_from_the_real_journal() {
         j["currently_banned"] == 1
     });
     assert_eq!(banned_targets(&j), ["203.0.113.77/32".to_string()].into());
+    d.stop();
+}
+
+/// Container logs through a real Docker engine: a container's failures ban; its restart and
+/// its recreation under the same name are followed, and no line is read twice.
+#[test]
+fn docker_source_follows_a_container_across_restart_and_recreation() {
+    let docker = match support::Dockerd::start("logs") {
+        Ok(d) => d,
+        Err(why) => return support::skip("docker_source_follows_a_container...", &why),
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_config(
+        dir,
+        "[jails.portainer]\nfilter = \"portainer\"\nsources = [\"docker:web\"]\nmaxretry = 3\n",
+    );
+    // Each start prints two failures of one client with the time of printing.
+    let script = |ip: &str| {
+        format!(
+            "for i in 1 2; do echo \"{ip} - - [$(date -u +%d/%b/%Y:%H:%M:%S) +0000] \\\"POST /api/auth HTTP/1.1\\\" 422 52 \\\"-\\\" \\\"x\\\"\"; done; sleep 600"
+        )
+    };
+    docker.must(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "none",
+        "moat-test/busybox:1",
+        "sh",
+        "-c",
+        &script("203.0.113.40"),
+    ]);
+    let host = docker.host();
+    let d = Daemon::start_with(dir, &[("DOCKER_HOST", host.as_str())]);
+    let j = d.wait_jail("portainer", "two failures", |j| j["total_failed"] == 2);
+    assert_eq!(j["currently_banned"], 0);
+    // A restart prints the same two lines again: the third failure bans.
+    docker.must(&["restart", "-t", "0", "web"]);
+    let j = d.wait_jail("portainer", "the ban after a restart", |j| {
+        j["currently_banned"] == 1
+    });
+    assert_eq!(banned_targets(&j), ["203.0.113.40/32".to_string()].into());
+    let failed = j["total_failed"].as_u64().unwrap();
+    assert_eq!(failed, 4, "{j:#}");
+    // Recreated under the same name, with another client.
+    docker.must(&["rm", "-f", "web"]);
+    docker.must(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "none",
+        "moat-test/busybox:1",
+        "sh",
+        "-c",
+        &script("203.0.113.41"),
+    ]);
+    d.wait_jail("portainer", "the new container's lines", |j| {
+        j["total_failed"] == 6
+    });
+    // moat restarted: resumes after the last line read, re-reads nothing.
+    d.stop();
+    let d = Daemon::start_with(dir, &[("DOCKER_HOST", host.as_str())]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(d.jail("portainer")["total_failed"], 6, "{}", d.log());
+    let status = d.json(&["status", "--json"]);
+    assert!(
+        status["sources"].to_string().contains("container web"),
+        "{status:#}"
+    );
     d.stop();
 }

@@ -334,7 +334,9 @@ pub fn merge(defaults: &JailTable, jail: &JailTable) -> JailTable {
 
 /// Sources that are not paths: standard input, the journal.
 pub fn is_stream_source(src: &str) -> bool {
-    src == "-" || src.starts_with(crate::source::journald::PREFIX)
+    src == "-"
+        || src.starts_with(crate::source::journald::PREFIX)
+        || src.starts_with(crate::source::docker::PREFIX)
 }
 
 /// A drop-in's `[daemon]` keys over the earlier files'.
@@ -396,6 +398,9 @@ pub fn resolve(name: &str, t: &JailTable) -> Result<JailConfig, String> {
     let escalation = t.escalate.as_ref().map(|e| e.resolve()).transpose()?;
     for src in t.sources.iter().flatten() {
         if let Some(Err(e)) = crate::source::journald::JournalSelect::parse(src) {
+            return Err(format!("source {src:?}: {e}"));
+        }
+        if let Some(Err(e)) = crate::source::docker::ContainerSelect::parse(src) {
             return Err(format!("source {src:?}: {e}"));
         }
     }

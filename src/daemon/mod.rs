@@ -19,6 +19,7 @@
 //! systemd is told READY. Shutdown happens in one place, [`run`]'s end: stop reading, let
 //! the engine checkpoint, let the enforcers finish their queue, remove the socket.
 
+pub mod containers;
 pub mod control;
 pub mod enforcers;
 pub mod engine;
@@ -50,6 +51,8 @@ pub struct Shared {
     pub config: String,
     pub warnings: Mutex<Vec<String>>,
     pub sources: Mutex<Vec<SourceStatus>>,
+    /// Journald and container sources, updated by their readers as they go.
+    pub streams: Arc<Mutex<std::collections::BTreeMap<String, SourceStatus>>>,
 }
 
 impl Shared {
@@ -86,7 +89,15 @@ impl Shared {
             ledger: ledger.display().to_string(),
             warnings: self.warnings.lock().unwrap().clone(),
             enforcers,
-            sources: self.sources.lock().unwrap().clone(),
+            sources: {
+                let streams = self.streams.lock().unwrap();
+                self.sources
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|s| streams.get(&s.source).cloned().unwrap_or_else(|| s.clone()))
+                    .collect()
+            },
             jails,
         }
     }
@@ -188,6 +199,7 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
             .join(", "),
         warnings: Mutex::new(Vec::new()),
         sources: Mutex::new(Vec::new()),
+        streams: Arc::default(),
     });
     if let Some(aside) = moved {
         let msg = format!(

@@ -17,11 +17,13 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch};
 
+use super::containers::ContainerSource;
 use super::engine::EngineMsg;
 use super::protocol::{FileStatus, SourceStatus};
 use super::Shared;
 use crate::config::daemon::FollowFrom;
 use crate::ledger::Cursor;
+use crate::source::docker::ContainerSelect;
 use crate::source::follow::FileFollower;
 use crate::source::journald::{self, JournalSelect};
 
@@ -109,9 +111,9 @@ impl Sources {
                 .map_err(|e| e.into_parts().1)?,
             watched: HashSet::new(),
             engine,
-            shared,
             streams: HashMap::new(),
-            stream_status: Arc::default(),
+            stream_status: shared.streams.clone(),
+            shared,
             first_start: true,
         })
     }
@@ -257,7 +259,7 @@ impl Sources {
         }
     }
 
-    /// Starts a reader for each journald source not read yet; stops those no longer
+    /// Starts a reader for each journald or Docker source not read yet; stops those no longer
     /// configured.
     fn sync_streams(&mut self) {
         let configured: HashSet<String> = self.patterns.iter().cloned().collect();
@@ -274,6 +276,32 @@ impl Sources {
             .retain(|source, _| configured.contains(source));
         for pattern in &self.patterns {
             if self.streams.contains_key(pattern) {
+                continue;
+            }
+            if let Some(Ok(select)) = ContainerSelect::parse(pattern) {
+                let cursors: HashMap<String, String> = self
+                    .cursors
+                    .iter()
+                    .filter(|(k, _)| k.starts_with(pattern.as_str()))
+                    .map(|(k, c)| {
+                        (
+                            k.clone(),
+                            String::from_utf8_lossy(&c.fingerprint).into_owned(),
+                        )
+                    })
+                    .collect();
+                let task = tokio::spawn(
+                    ContainerSource {
+                        source: pattern.clone(),
+                        select,
+                        cursors: Arc::new(Mutex::new(cursors)),
+                        from_start: self.first_start && self.from == FollowFrom::Start,
+                        engine: self.engine.clone(),
+                        status: self.stream_status.clone(),
+                    }
+                    .run(),
+                );
+                self.streams.insert(pattern.clone(), task);
                 continue;
             }
             let Some(Ok(select)) = JournalSelect::parse(pattern) else {
@@ -361,12 +389,6 @@ impl Sources {
                     ..SourceStatus::default()
                 },
             );
-        }
-        let streams = self.stream_status.lock().unwrap().clone();
-        for (source, st) in streams {
-            if let Some(s) = by_source.get_mut(source.as_str()) {
-                *s = st;
-            }
         }
         for (path, f) in &self.followed {
             let s = by_source.entry(&f.source).or_default();

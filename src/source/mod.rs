@@ -6,6 +6,7 @@
 //! a trailing `\r` is dropped; a line longer than [`MAX_LINE`] is cut there, flagged as
 //! truncated, and the rest of it skipped, so one hostile line cannot grow memory without bound.
 
+pub mod docker;
 pub mod follow;
 pub mod journald;
 

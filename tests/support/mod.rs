@@ -133,7 +133,7 @@ impl Dockerd {
         for applet in ["sh", "httpd", "nc", "echo", "sleep", "date", "cat", "seq"] {
             std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
         }
-        let tar = Command::new("tar")
+        let mut tar = Command::new("tar")
             .arg("-C")
             .arg(&root)
             .args(["-c", "."])
@@ -143,9 +143,10 @@ impl Dockerd {
         let out = Command::new("docker")
             .env("DOCKER_HOST", self.host())
             .args(["import", "-", "moat-test/busybox:1"])
-            .stdin(tar.stdout.unwrap())
+            .stdin(tar.stdout.take().unwrap())
             .output()
             .unwrap();
+        let _ = tar.wait();
         if !out.status.success() {
             return Err(format!(
                 "docker import failed: {}",

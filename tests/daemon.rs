@@ -1023,3 +1023,63 @@ fn docker_source_follows_a_container_across_restart_and_recreation() {
     );
     d.stop();
 }
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn metrics_on_loopback() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let text = format!(
+        "[daemon]\nstate_dir = \"state\"\nsocket = \"run/moat.sock\"\nmetrics = \"127.0.0.1:{port}\"\n\n[jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\nmaxretry = 2\n"
+    );
+    std::fs::write(dir.join("moat.toml"), text).unwrap();
+    let log = dir.join("access.log");
+    append(&log, "");
+    let d = Daemon::start(dir);
+    append(&log, &failure("203.0.113.20"));
+    append(&log, &failure("203.0.113.20"));
+    append(&log, "garbage line\n");
+    d.wait_jail("portainer", "a ban", |j| j["currently_banned"] == 1);
+    let addr = format!("127.0.0.1:{port}");
+    let body = http_get(&addr, "/metrics");
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    for want in [
+        "moat_bans_total{jail=\"portainer\"} 1",
+        "moat_matches_total{jail=\"portainer\"} 2",
+        "moat_active_bans 1",
+        "moat_ban_latency_seconds_count 1",
+        "moat_enforcer_queue{enforcer=\"log\"} 0",
+    ] {
+        assert!(body.contains(want), "{want} missing from\n{body}");
+    }
+    let lines = format!("moat_lines_read_total{{source=\"{}\"}} 3", log.display());
+    assert!(body.contains(&lines), "{lines} missing from\n{body}");
+    assert!(http_get(&addr, "/other").starts_with("HTTP/1.1 404"));
+    // A metrics address off loopback is refused with the config error.
+    std::fs::write(
+        dir.join("bad.toml"),
+        "[daemon]\nmetrics = \"0.0.0.0:9717\"\n",
+    )
+    .unwrap();
+    let out = Command::new(MOAT)
+        .args(["check-config", "-c"])
+        .arg(dir.join("bad.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+    d.stop();
+}

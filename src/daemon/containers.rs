@@ -220,6 +220,7 @@ async fn read_logs(
         last = Some(ts.clone());
         src.cursors.lock().unwrap().insert(key.clone(), ts.clone());
         let msg = EngineMsg::Lines {
+            read_at: std::time::Instant::now(),
             source: src.source.clone(),
             file: key.clone(),
             block,

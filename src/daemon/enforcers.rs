@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
+use prometheus_client::metrics::histogram::Histogram;
+
 use super::protocol::EnforcerStatus;
 use crate::enforce::{reconcile, BanOrder, Change, Enforcer};
 
@@ -20,7 +22,8 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 const LAST_RETRY: Duration = Duration::from_secs(60);
 
 enum Msg {
-    Apply(Vec<Change>),
+    /// Changes, and when the line that caused them was read (for the latency histogram).
+    Apply(Vec<Change>, Option<Instant>),
     Reconcile(Vec<BanOrder>),
     Stop,
 }
@@ -36,9 +39,18 @@ struct Runner {
 #[derive(Default)]
 pub struct Enforcers {
     runners: Vec<Runner>,
+    latency: Option<Histogram>,
 }
 
 impl Enforcers {
+    /// Enforcers that record how long a ban took to reach them in `latency`.
+    pub fn with_latency(latency: Histogram) -> Enforcers {
+        Enforcers {
+            runners: Vec::new(),
+            latency: Some(latency),
+        }
+    }
+
     /// Starts a thread for `enforcer`; a change is attempted at most `attempts` times.
     pub fn add(&mut self, mut enforcer: Box<dyn Enforcer>, attempts: u32) {
         let (tx, rx) = mpsc::channel();
@@ -48,9 +60,10 @@ impl Enforcers {
             ..EnforcerStatus::default()
         }));
         let st = status.clone();
+        let latency = self.latency.clone();
         let thread = std::thread::Builder::new()
             .name(format!("enforce-{name}"))
-            .spawn(move || run(enforcer.as_mut(), rx, &st, attempts.max(1)))
+            .spawn(move || run(enforcer.as_mut(), rx, &st, attempts.max(1), latency))
             .expect("spawn an enforcer thread");
         self.runners.push(Runner {
             name,
@@ -61,10 +74,20 @@ impl Enforcers {
     }
 
     pub fn apply(&self, changes: Vec<Change>) {
+        self.apply_read_at(changes, None);
+    }
+
+    /// Applies changes caused by a line read at `read_at`.
+    pub fn apply_read_at(&self, changes: Vec<Change>, read_at: Option<Instant>) {
         for r in &self.runners {
             r.status.lock().unwrap().queued += changes.len();
-            let _ = r.tx.send(Msg::Apply(changes.clone()));
+            let _ = r.tx.send(Msg::Apply(changes.clone(), read_at));
         }
+    }
+
+    /// Live views of each enforcer's status, for readers outside the engine (metrics).
+    pub fn status_handles(&self) -> Vec<Arc<Mutex<EnforcerStatus>>> {
+        self.runners.iter().map(|r| r.status.clone()).collect()
     }
 
     /// Brings every enforcer to exactly `wanted`.
@@ -115,6 +138,7 @@ fn run(
     rx: mpsc::Receiver<Msg>,
     status: &Mutex<EnforcerStatus>,
     attempts: u32,
+    latency: Option<Histogram>,
 ) {
     let mut retries: VecDeque<Retry> = VecDeque::new();
     let mut stopping = false;
@@ -138,7 +162,12 @@ fn run(
         // Everything queued goes in one batch.
         let mut batch: Vec<(Change, u32)> = Vec::new();
         let mut take = |m: Msg, batch: &mut Vec<(Change, u32)>, stopping: &mut bool| match m {
-            Msg::Apply(c) => batch.extend(c.into_iter().map(|c| (c, 0))),
+            Msg::Apply(c, read_at) => {
+                if let (Some(h), Some(at)) = (&latency, read_at) {
+                    h.observe(at.elapsed().as_secs_f64());
+                }
+                batch.extend(c.into_iter().map(|c| (c, 0)))
+            }
             Msg::Reconcile(wanted) => match enforcer.held() {
                 Ok(held) => batch.extend(reconcile(&wanted, &held).into_iter().map(|c| (c, 0))),
                 Err(e) => {

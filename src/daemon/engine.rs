@@ -11,13 +11,17 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Instant;
+
+use prometheus_client::metrics::counter::Counter;
 
 use ipnet::IpNet;
 use jiff::{SignedDuration, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
 use super::enforcers::Enforcers;
+use super::metrics::{JailLabel, Metrics, SourceLabel};
 use super::protocol::{ActiveBan, Bans, JailStatus, Reply, Request, Status};
 use super::Shared;
 use crate::config::value::parse_duration;
@@ -42,6 +46,8 @@ pub enum EngineMsg {
         file: String,
         block: Vec<u8>,
         cursor: Option<Cursor>,
+        /// When the source read the block.
+        read_at: Instant,
     },
     Tick,
     Control(Request, oneshot::Sender<Reply>),
@@ -59,6 +65,8 @@ struct LiveStats {
 }
 
 struct JailRuntime {
+    matches: Counter,
+    bans: Counter,
     config: JailConfig,
     filter: Filter,
     window: Jail,
@@ -69,7 +77,7 @@ struct JailRuntime {
 }
 
 impl JailRuntime {
-    fn new(config: JailConfig, ledger: Option<&Ledger>) -> JailRuntime {
+    fn new(config: JailConfig, ledger: Option<&Ledger>, metrics: &Metrics) -> JailRuntime {
         let filter = Filter::compile(&config.filter).expect("validated with the config");
         let mut stats = LiveStats::default();
         let mut window = None;
@@ -77,7 +85,12 @@ impl JailRuntime {
             stats.failed_total = cp.failed_total;
             window = Jail::restore(config.params.clone(), &cp.windows);
         }
+        let label = JailLabel {
+            jail: config.name.clone(),
+        };
         JailRuntime {
+            matches: metrics.matches.get_or_create(&label).clone(),
+            bans: metrics.bans.get_or_create(&label).clone(),
             ctx: TimeContext {
                 zone: config.time_zone(),
                 reference: Timestamp::now(),
@@ -121,6 +134,7 @@ impl JailRuntime {
 
 /// The jails reading one configured source, and the prefilter over their filters.
 struct Route {
+    lines: Counter,
     jails: Vec<usize>,
     prefilter: Prefilter,
 }
@@ -138,7 +152,7 @@ pub struct Engine {
     routes: HashMap<String, Route>,
     ledger: Ledger,
     enforcers: Enforcers,
-    shared: std::sync::Arc<Shared>,
+    shared: Arc<Shared>,
     /// Active bans by (jail, target).
     active: HashMap<(String, IpNet), Active>,
     /// Bans whose ledger write failed, retried each tick.
@@ -149,6 +163,7 @@ pub struct Engine {
     checkpoint_every: std::time::Duration,
     default_bantime: SignedDuration,
     candidates: Vec<usize>,
+    metrics: Arc<Metrics>,
 }
 
 impl Engine {
@@ -158,12 +173,13 @@ impl Engine {
         config: &Config,
         ledger: Ledger,
         enforcers: Enforcers,
-        shared: std::sync::Arc<Shared>,
+        shared: Arc<Shared>,
+        metrics: Arc<Metrics>,
     ) -> Engine {
         let jails: Vec<JailRuntime> = config
             .jails
             .iter()
-            .map(|j| JailRuntime::new(j.clone(), Some(&ledger)))
+            .map(|j| JailRuntime::new(j.clone(), Some(&ledger), &metrics))
             .collect();
         let cursors = ledger.cursors().unwrap_or_else(|e| {
             tracing::error!("cannot read the saved cursors, sources start afresh: {e}");
@@ -189,6 +205,7 @@ impl Engine {
                 .bantime
                 .map_or(SignedDuration::from_hours(1), |d| d.0),
             candidates: Vec::new(),
+            metrics,
         };
         engine.build_routes();
         engine.load_active();
@@ -212,7 +229,21 @@ impl Engine {
             .map(|(source, jails)| {
                 let filters: Vec<&Filter> = jails.iter().map(|&j| &self.jails[j].filter).collect();
                 let prefilter = Prefilter::new(&filters);
-                (source, Route { jails, prefilter })
+                let lines = self
+                    .metrics
+                    .lines
+                    .get_or_create(&SourceLabel {
+                        source: source.clone(),
+                    })
+                    .clone();
+                (
+                    source,
+                    Route {
+                        lines,
+                        jails,
+                        prefilter,
+                    },
+                )
             })
             .collect();
     }
@@ -296,8 +327,9 @@ impl Engine {
                     file,
                     block,
                     cursor,
+                    read_at,
                 } => {
-                    self.lines(&source, &block);
+                    self.lines(&source, &block, read_at);
                     self.dirty = true;
                     if let Some(c) = cursor {
                         // A file seen for the first time is saved at once: a crash before
@@ -322,10 +354,13 @@ impl Engine {
         self.enforcers.stop();
     }
 
-    fn lines(&mut self, source: &str, block: &[u8]) {
+    fn lines(&mut self, source: &str, block: &[u8], read_at: Instant) {
         let Some(route) = self.routes.get(source) else {
             return;
         };
+        route
+            .lines
+            .inc_by(memchr::memchr_iter(b'\n', block).count() as u64);
         let now = Timestamp::now();
         let mut decisions: Vec<(usize, BanDecision)> = Vec::new();
         let jails = &mut self.jails;
@@ -343,11 +378,11 @@ impl Engine {
             }
         });
         for (j, d) in decisions {
-            self.ban_decided(j, d, now);
+            self.ban_decided(j, d, now, Some(read_at));
         }
     }
 
-    fn ban_decided(&mut self, j: usize, d: BanDecision, now: Timestamp) {
+    fn ban_decided(&mut self, j: usize, d: BanDecision, now: Timestamp, read_at: Option<Instant>) {
         let jail = &self.jails[j];
         let target = key_net(d.key);
         let mut until = d.until;
@@ -378,14 +413,21 @@ impl Engine {
             reason: format!("{} failures", d.failures),
         };
         let jail = &mut self.jails[j];
+        jail.bans.inc();
         if until != d.until {
             jail.window.hold(d.key, until);
         }
-        self.place(ban, samples, now);
+        self.place(ban, samples, now, read_at);
     }
 
     /// Records a ban and sends it to the enforcers.
-    fn place(&mut self, ban: NewBan, samples: Vec<Vec<u8>>, now: Timestamp) {
+    fn place(
+        &mut self,
+        ban: NewBan,
+        samples: Vec<Vec<u8>>,
+        now: Timestamp,
+        read_at: Option<Instant>,
+    ) {
         let id = match self.ledger.record_ban(&ban, &samples) {
             Ok(Some(id)) => Some(id),
             Ok(None) => {
@@ -411,9 +453,11 @@ impl Engine {
         }
         let until = ban.until.map_or("forever".into(), |u| u.to_string());
         tracing::info!(ip = %Target(ban.target), jail = %ban.jail, failures = ban.failures, %until, "ban");
-        self.enforcers.apply(vec![Change::Ban(order(&ban))]);
+        self.enforcers
+            .apply_read_at(vec![Change::Ban(order(&ban))], read_at);
         self.active
             .insert((ban.jail.clone(), ban.target), Active { id, ban });
+        self.metrics.active_bans.set(self.active.len() as i64);
     }
 
     fn tick(&mut self) {
@@ -479,6 +523,7 @@ impl Engine {
         if !changes.is_empty() {
             self.enforcers.apply(changes);
         }
+        self.metrics.active_bans.set(self.active.len() as i64);
         self.dirty = true;
         ended
     }
@@ -607,7 +652,7 @@ impl Engine {
         }
         self.hold_in_jail(&ban);
         let view = active_view(&ban);
-        self.place(ban, Vec::new(), now);
+        self.place(ban, Vec::new(), now, None);
         Ok(view)
     }
 
@@ -698,7 +743,7 @@ impl Engine {
                 Some(rt) => {
                     // Changed: the new filter and settings, the old totals and bans.
                     changed.push(jc.name.clone());
-                    let mut fresh = JailRuntime::new(jc.clone(), None);
+                    let mut fresh = JailRuntime::new(jc.clone(), None, &self.metrics);
                     fresh.stats = rt.stats;
                     if fresh.config.params.findtime == rt.config.params.findtime
                         && fresh.config.params.ipv6_prefix == rt.config.params.ipv6_prefix
@@ -713,8 +758,11 @@ impl Engine {
                 }
                 None => {
                     added.push(jc.name.clone());
-                    self.jails
-                        .push(JailRuntime::new(jc.clone(), Some(&self.ledger)));
+                    self.jails.push(JailRuntime::new(
+                        jc.clone(),
+                        Some(&self.ledger),
+                        &self.metrics,
+                    ));
                 }
             }
         }
@@ -785,6 +833,7 @@ fn observe(j: &mut JailRuntime, line: &[u8], now: Timestamp) -> Option<BanDecisi
         return None;
     }
     j.stats.failed_total += 1;
+    j.matches.inc();
     let key = ClientKey::new(f.host, j.config.params.ipv6_prefix);
     j.sample(key, line);
     match j.window.observe(f.host, at) {

@@ -23,6 +23,7 @@ pub mod containers;
 pub mod control;
 pub mod enforcers;
 pub mod engine;
+pub mod metrics;
 pub mod protocol;
 pub mod sources;
 
@@ -130,7 +131,7 @@ fn sources_of(config: &Config) -> Vec<String> {
     all
 }
 
-fn build_enforcers(config: &Config) -> Enforcers {
+fn build_enforcers(config: &Config, metrics: &metrics::Metrics) -> Enforcers {
     let mut names = config
         .enforce
         .uses
@@ -138,7 +139,7 @@ fn build_enforcers(config: &Config) -> Enforcers {
         .unwrap_or_else(|| vec![EnforcerName::Log]);
     names.sort();
     names.dedup();
-    let mut e = Enforcers::default();
+    let mut e = Enforcers::with_latency(metrics.ban_latency.clone());
     for name in names {
         match name {
             EnforcerName::Log => e.add(Box::new(LogEnforcer::default()), 1),
@@ -213,9 +214,32 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
     }
     let listener = control::bind(&socket, &access).await?;
 
-    let enforcers = build_enforcers(&config);
+    let metrics = Arc::new(metrics::Metrics::new());
+    let enforcers = build_enforcers(&config, &metrics);
+    let enforcer_status = enforcers.status_handles();
     tracing::info!(enforcers = ?enforcers.names(), jails = config.jails.len(), ledger = %ledger.path().display(), "starting");
-    let engine = Engine::start(&config, ledger, enforcers, shared.clone());
+    let metrics_task = match config.daemon.metrics {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr.0)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot serve metrics on {}: {e}", addr.0))?;
+            tracing::info!(address = %addr.0, "serving metrics");
+            let read = Arc::new(move || {
+                enforcer_status
+                    .iter()
+                    .map(|s| s.lock().unwrap().clone())
+                    .collect::<Vec<_>>()
+            });
+            Some(tokio::spawn(metrics::serve(
+                listener,
+                metrics.clone(),
+                shared.clone(),
+                read,
+            )))
+        }
+        None => None,
+    };
+    let engine = Engine::start(&config, ledger, enforcers, shared.clone(), metrics);
     let cursors = engine.saved_cursors();
     let (engine_tx, engine_rx) = mpsc::channel::<EngineMsg>(256);
     let engine_thread = std::thread::Builder::new()
@@ -291,6 +315,9 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
     let _ = shutdown_tx.send(true);
     let _ = sources_task.await;
     ticker.abort();
+    if let Some(m) = metrics_task {
+        m.abort();
+    }
     if let Some(w) = watchdog {
         w.abort();
     }

@@ -248,6 +248,7 @@ impl Sources {
                     let _ = self
                         .engine
                         .send(EngineMsg::Lines {
+                            read_at: std::time::Instant::now(),
                             source: f.source.clone(),
                             file: key,
                             block: Vec::new(),
@@ -365,6 +366,7 @@ impl Sources {
                     self.cursors.insert(key.clone(), c.clone());
                 }
                 let msg = EngineMsg::Lines {
+                    read_at: std::time::Instant::now(),
                     source: source.clone(),
                     file: key.clone(),
                     block,
@@ -480,6 +482,7 @@ async fn read_journal(
             }
             if out.buffer().is_empty() && !block.is_empty() {
                 let msg = EngineMsg::Lines {
+                    read_at: std::time::Instant::now(),
                     source: source.clone(),
                     file: source.clone(),
                     block: std::mem::take(&mut block),
@@ -551,6 +554,7 @@ async fn read_stdin(engine: mpsc::Sender<EngineMsg>) {
 async fn send_stdin(engine: &mpsc::Sender<EngineMsg>, block: Vec<u8>) {
     let _ = engine
         .send(EngineMsg::Lines {
+            read_at: std::time::Instant::now(),
             source: STDIN.into(),
             file: STDIN.into(),
             block,

@@ -1,0 +1,167 @@
+//! Prometheus metrics, served on a loopback address when `[daemon] metrics` is set.
+//!
+//! Counters and the latency histogram are updated where things happen (the engine, the
+//! enforcer threads); gauges that describe state (source lag, enforcer queues) are read from
+//! the shared status at scrape time.
+//!
+//! The HTTP side is written here rather than pulled in as a server framework: it answers one
+//! `GET /metrics` on loopback, reads at most 8 KiB of request with a timeout, and closes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::Shared;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JailLabel {
+    pub jail: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EnforcerLabel {
+    pub enforcer: String,
+}
+
+/// Every metric moat exports.
+pub struct Metrics {
+    pub lines: Family<SourceLabel, Counter>,
+    pub lag: Family<SourceLabel, Gauge>,
+    pub matches: Family<JailLabel, Counter>,
+    pub bans: Family<JailLabel, Counter>,
+    pub active_bans: Gauge,
+    pub enforcer_errors: Family<EnforcerLabel, Gauge>,
+    pub enforcer_queue: Family<EnforcerLabel, Gauge>,
+    /// From reading the line that completed a window to the enforcer receiving the ban.
+    pub ban_latency: Histogram,
+    registry: Registry,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let m = Metrics {
+            lines: Family::default(),
+            lag: Family::default(),
+            matches: Family::default(),
+            bans: Family::default(),
+            active_bans: Gauge::default(),
+            enforcer_errors: Family::default(),
+            enforcer_queue: Family::default(),
+            // 50 µs to ~3 s.
+            ban_latency: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
+            registry: Registry::with_prefix("moat"),
+        };
+        let mut r = Registry::with_prefix("moat");
+        r.register("lines_read", "Lines read per source", m.lines.clone());
+        r.register(
+            "source_lag_bytes",
+            "Bytes written to a followed file and not read yet",
+            m.lag.clone(),
+        );
+        r.register("matches", "Failures counted per jail", m.matches.clone());
+        r.register("bans", "Bans decided per jail", m.bans.clone());
+        r.register("active_bans", "Bans in force", m.active_bans.clone());
+        r.register(
+            "enforcer_errors",
+            "Changes an enforcer failed to apply (each attempt)",
+            m.enforcer_errors.clone(),
+        );
+        r.register(
+            "enforcer_queue",
+            "Changes waiting for an enforcer, retries included",
+            m.enforcer_queue.clone(),
+        );
+        r.register(
+            "ban_latency_seconds",
+            "From reading the failure that completes a window to the enforcer receiving the ban",
+            m.ban_latency.clone(),
+        );
+        Metrics { registry: r, ..m }
+    }
+
+    /// The text exposition, after refreshing the gauges read from `shared`.
+    pub fn render(&self, shared: &Shared, enforcers: &[super::protocol::EnforcerStatus]) -> String {
+        for s in shared.sources.lock().unwrap().iter() {
+            let lag: u64 = s.files.iter().map(|f| f.lag).sum();
+            self.lag
+                .get_or_create(&SourceLabel {
+                    source: s.source.clone(),
+                })
+                .set(lag as i64);
+        }
+        for e in enforcers {
+            let l = EnforcerLabel {
+                enforcer: e.name.clone(),
+            };
+            self.enforcer_errors.get_or_create(&l).set(e.failed as i64);
+            self.enforcer_queue.get_or_create(&l).set(e.queued as i64);
+        }
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until the task is aborted.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    shared: Arc<Shared>,
+    enforcers: Arc<dyn Fn() -> Vec<super::protocol::EnforcerStatus> + Send + Sync>,
+) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let (metrics, shared, enforcers) = (metrics.clone(), shared.clone(), enforcers.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 8192];
+            let mut n = 0;
+            // Read the request head: up to the blank line, 8 KiB, or 5 s.
+            let read = tokio::time::timeout(Duration::from_secs(5), async {
+                while n < buf.len() {
+                    match stream.read(&mut buf[n..]).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => n += k,
+                    }
+                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+            })
+            .await;
+            let response = if read.is_err() {
+                return;
+            } else if buf[..n].starts_with(b"GET /metrics ") || buf[..n].starts_with(b"GET / ") {
+                let body = metrics.render(&shared, &enforcers());
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
+            };
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}

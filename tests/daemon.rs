@@ -40,7 +40,10 @@ impl Daemon {
         let child = Command::new(MOAT)
             .args(["run", "-c"])
             .arg(dir.join("moat.toml"))
-            .env("MOAT_LOG", "info")
+            .env(
+                "MOAT_LOG",
+                std::env::var("MOAT_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -1081,5 +1084,168 @@ fn metrics_on_loopback() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+    d.stop();
+}
+
+#[test]
+fn repeat_offenders_get_longer_bans() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_config(
+        dir,
+        "[jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\nmaxretry = 1\nbantime = \"1s\"\nescalate = { factor = 2, max = \"3s\" }\n\n[jails.other]\nfilter = \"portainer\"\nsources = [\"other.log\"]\nmaxretry = 1\nbantime = \"forever\"\n",
+    );
+    let log = dir.join("access.log");
+    append(&log, "");
+    append(&dir.join("other.log"), "");
+    let d = Daemon::start(dir);
+    let length = |b: &Value| {
+        let s: jiff::Timestamp = b["started"].as_str().unwrap().parse().unwrap();
+        let u: jiff::Timestamp = b["until"].as_str().unwrap().parse().unwrap();
+        u.duration_since(s).as_secs()
+    };
+    let mut lengths = Vec::new();
+    for round in 0..4 {
+        append(&log, &failure("203.0.113.30"));
+        let j = d.wait_jail("portainer", "a ban", |j| j["currently_banned"] == 1);
+        lengths.push(length(&j["banned"][0]));
+        if round < 3 {
+            // Wait for the ban to expire before the next offence.
+            d.wait_jail("portainer", "expiry", |j| j["currently_banned"] == 0);
+        }
+    }
+    assert_eq!(lengths, [1, 2, 3, 3], "1s × 2^n, at most 3s");
+    append(&dir.join("other.log"), &failure("203.0.113.31"));
+    let j = d.wait_jail("other", "a permanent ban", |j| j["currently_banned"] == 1);
+    assert_eq!(j["banned"][0]["until"], Value::Null);
+    assert_eq!(j["bantime_secs"], Value::Null);
+    let out = d.moat(&["status", "other"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("forever"));
+    d.stop();
+}
+
+#[test]
+fn the_socket_group_may_use_the_socket() {
+    if !support::is_root() {
+        return support::skip(
+            "the_socket_group_may_use_the_socket",
+            "needs root to run a client as another user",
+        );
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    write_config(
+        dir,
+        "[jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\n",
+    );
+    let text = std::fs::read_to_string(dir.join("moat.toml"))
+        .unwrap()
+        .replace("[daemon]\n", "[daemon]\nsocket_group = \"nogroup\"\n");
+    std::fs::write(dir.join("moat.toml"), text).unwrap();
+    let d = Daemon::start(dir);
+    let sock = dir.join("run/moat.sock");
+    std::fs::set_permissions(
+        dir.join("run"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let meta = std::fs::metadata(&sock).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o660
+    );
+    use std::os::unix::process::CommandExt;
+    let out = Command::new(MOAT)
+        .args(["status", "--json", "--socket"])
+        .arg(&sock)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d.stop();
+}
+
+/// A full state directory: bans still reach the enforcers, the problem shows in status, and
+/// the ledger catches up once there is room again.
+#[test]
+fn a_full_state_directory_loses_nothing() {
+    if !support::is_root() {
+        return support::skip(
+            "a_full_state_directory_loses_nothing",
+            "needs root to mount a small tmpfs",
+        );
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let mounted = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=8m",
+            "moat-test",
+            state.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(state.clone());
+    write_config(
+        dir,
+        "[jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\nmaxretry = 1\n",
+    );
+    let log = dir.join("access.log");
+    append(&log, "");
+    let d = Daemon::start(dir);
+    // Fill the file system.
+    let filler = state.join("filler");
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", &format!("of={}", filler.display()), "bs=4k"])
+        .stderr(Stdio::null())
+        .status();
+    for i in 1..=40 {
+        append(&log, &failure(&format!("198.51.100.{i}")));
+    }
+    let j = d.wait_jail("portainer", "bans while full", |j| {
+        j["currently_banned"] == 40
+    });
+    assert_eq!(j["total_failed"], 40);
+    let s = d.json(&["status", "--json"]);
+    assert!(
+        s["warnings"].to_string().contains("ledger write failed"),
+        "{s:#}"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = d.json(&["status", "--json"]);
+        let history = d.json(&["bans", "--history", "1000", "--json"]);
+        if history["history"].as_array().unwrap().len() == 40
+            && s["warnings"].as_array().unwrap().is_empty()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the ledger did not catch up: {} recorded; {}",
+            history["history"].as_array().unwrap().len(),
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     d.stop();
 }

@@ -471,11 +471,16 @@ impl Engine {
                         if let Some(a) = self.active.get_mut(&(ban.jail.clone(), ban.target)) {
                             a.id = a.id.or(id);
                         }
-                        self.shared.clear_warnings("ledger write failed");
                     }
-                    Err(_) => self.unsaved.push((ban, lines)),
+                    Err(e) => {
+                        tracing::debug!("ledger write still failing: {e}");
+                        self.unsaved.push((ban, lines));
+                    }
                 }
             }
+        }
+        if self.unsaved.is_empty() {
+            self.shared.clear_warnings("ledger write failed");
         }
         let ended: Vec<(String, IpNet)> = self
             .active

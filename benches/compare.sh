@@ -138,39 +138,11 @@ note "generating $LINES lines: moat-genlog --lines $LINES --seed $SEED"
 mv "$LOG.tmp" "$LOG"
 cat "$LOG" >/dev/null # into the page cache for everyone
 
-# ---------------------------------------------------------------------------------------------
-# Rules. Each jail: NAME|what follows the `[date] ` field of the line. The first is the
-# Portainer rule of scenario 1 (moat's built-in `portainer` filter has this same regex). The
-# others are the usual scanner and auth-failure jails; some match nothing in this log, as in
-# real configurations. Rules may overlap (a /cgi-bin/luci probe is also a 404): jails are
-# independent, each line is offered to every jail.
-
-JAILS=(
-    'portainer|"POST /api/auth(?:\?[^" ]*)? HTTP/[0-9.]+" 422 '
-    'wp-login|"(?:GET|POST) /wp-login\.php[^"]*" 404 '
-    'dotenv|"GET /\.env[^"]*" 404 '
-    'phpmyadmin|"GET /phpmyadmin/[^"]*" 404 '
-    'xmlrpc|"(?:GET|POST) /xmlrpc\.php[^"]*" 404 '
-    'admin-config|"GET /admin/config\.php[^"]*" 404 '
-    'git-config|"GET /\.git/config[^"]*" 404 '
-    'luci|"GET /cgi-bin/luci[^"]*" 404 '
-    'boaform|"GET /boaform/admin/formLogin[^"]*" 404 '
-    'cgi-bin|"GET /cgi-bin/[^"]*" 404 '
-    'http-404|"[A-Z]+ [^"]*" 404 '
-    'login-401|"POST /login[^"]*" 401 '
-    'basic-auth-401|"[A-Z]+ [^"]*" 401 '
-    'forbidden-403|"[A-Z]+ [^"]*" 403 '
-    'bad-request-400|"[^"]*" 400 '
-    'rate-limit-429|"[A-Z]+ [^"]*" 429 '
-    'gitea|"POST /user/login[^"]*" 200 \d+ "[^"]*/user/login'
-    'jenkins|"POST /j_spring_security_check[^"]*" 302 '
-    'api-auth-get|"GET /api/auth[^"]*" 4\d\d '
-    'shellshock|"[^"]*" \d+ \d+ "[^"]*" "\(\) \{'
-)
-((${#JAILS[@]} == 20)) || die "expected 20 jails, have ${#JAILS[@]}"
+# The 20 jails' rules (JAILS) and moat's dialect of them: shared with benches/daemon.sh.
+# shellcheck source=benches/jails.sh
+source "$ROOT/benches/jails.sh"
 
 # The same rule in each tool's dialect.
-moat_re() { printf '%s' '^<HOST> \S+ \S+ \[(?P<time>[^\]]+)\] '"$1"; }
 f2brs_re() { printf '%s' '^<HOST> \S+ \S+ \[[^\]]+\] '"$1"; }
 # fail2ban: the date is cut out of the line before matching (hence `\[\]`); <ADDR> is an IP
 # (never a DNS name); its ini reader strips trailing blanks, so a final space becomes \s.
@@ -180,23 +152,6 @@ f2b_re() {
     printf '%s' "$re"
 }
 
-write_moat_config() { # FILE JAIL...
-    local file=$1 j
-    shift
-    {
-        echo '[defaults]'
-        echo 'maxretry = 5'
-        echo 'findtime = "10m"'
-        echo 'bantime = "1h"'
-        echo 'time = "clf"'
-        echo 'ipv6_prefix = 128'
-        for j in "$@"; do
-            printf '\n[jails.%s]\n' "${j%%|*}"
-            printf "failregex = ['%s']\n" "$(moat_re "${j#*|}")"
-            printf 'sources = ["%s"]\n' "$LOG"
-        done
-    } >"$file"
-}
 
 # fail2ban-rs: [global] is required (the dry run never uses its paths); log_path is required
 # but the dry run reads the file given on its command line. ignoreself = false: moat does not

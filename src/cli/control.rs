@@ -67,8 +67,14 @@ fn remaining(until: Option<Timestamp>, now: Timestamp) -> String {
     match until {
         None => "forever".into(),
         Some(u) => {
-            let secs = now.duration_until(u).as_secs().max(0);
-            human_duration(SignedDuration::from_secs(secs.max(1)))
+            let secs = now.duration_until(u).as_secs().max(1);
+            let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+            match (d, h, m) {
+                (0, 0, 0) => format!("{s}s"),
+                (0, 0, _) => format!("{m}m{s:02}s"),
+                (0, _, _) => format!("{h}h{m:02}m"),
+                _ => format!("{d}d{h:02}h"),
+            }
         }
     }
 }

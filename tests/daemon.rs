@@ -1249,3 +1249,76 @@ fn a_full_state_directory_loses_nothing() {
     }
     d.stop();
 }
+
+/// systemd's notify protocol: READY once started, WATCHDOG while the engine answers,
+/// STOPPING on SIGTERM. The test plays systemd's side of the socket.
+#[test]
+fn tells_systemd_ready_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_config(
+        dir,
+        "[jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\n",
+    );
+    let notify = dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&notify).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let d = Daemon::start_with(
+        dir,
+        &[
+            ("NOTIFY_SOCKET", notify.to_str().unwrap()),
+            ("WATCHDOG_USEC", "200000"),
+        ],
+    );
+    let mut seen = String::new();
+    let mut buf = [0u8; 512];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(seen.contains("READY=1") && seen.matches("WATCHDOG=1").count() >= 2) {
+        assert!(Instant::now() < deadline, "got only {seen:?}");
+        let n = sock.recv(&mut buf).unwrap();
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    d.stop();
+    let mut rest = String::new();
+    while let Ok(n) = sock.recv(&mut buf) {
+        rest.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if rest.contains("STOPPING=1") {
+            break;
+        }
+    }
+    assert!(rest.contains("STOPPING=1"), "{rest:?}");
+}
+
+/// Garbage in a followed file: binary, NUL bytes, invalid UTF-8, CRLF, a line of 3 MiB without
+/// a newline for a while. None of it stops the count of the real failures around it.
+#[test]
+fn garbage_in_a_followed_file_hides_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_config(
+        dir,
+        "[jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\nmaxretry = 3\n",
+    );
+    let log = dir.join("access.log");
+    append(&log, "");
+    let d = Daemon::start(dir);
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    f.write_all(&[0u8, 0xff, 0xfe, b'\n', 0x1b, b'[', b'2', b'J', b'\n'])
+        .unwrap();
+    f.write_all(failure("203.0.113.50").replace('\n', "\r\n").as_bytes())
+        .unwrap();
+    f.write_all(&vec![b'A'; 3 << 20]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    f.write_all(b" the end of the endless line 203.0.113.51\n")
+        .unwrap();
+    let mut bad = failure("203.0.113.50").into_bytes();
+    bad.insert(40, 0xff);
+    f.write_all(&bad).unwrap();
+    f.write_all(failure("203.0.113.50").as_bytes()).unwrap();
+    let j = d.wait_jail("portainer", "the ban", |j| j["currently_banned"] == 1);
+    assert_eq!(banned_targets(&j), ["203.0.113.50/32".to_string()].into());
+    assert_eq!(j["total_failed"], 3);
+    d.stop();
+}

@@ -1322,3 +1322,47 @@ fn garbage_in_a_followed_file_hides_nothing() {
     assert_eq!(j["total_failed"], 3);
     d.stop();
 }
+
+/// A file named by a path in one jail and by a glob in another feeds both.
+#[test]
+fn a_file_named_twice_feeds_both_jails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_config(
+        dir,
+        "[jails.a]\nfilter = \"portainer\"\nsources = [\"logs/access.log\"]\nmaxretry = 2\n\n[jails.b]\nfilter = \"portainer\"\nsources = [\"logs/*.log\"]\nmaxretry = 3\n",
+    );
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    let log = dir.join("logs/access.log");
+    append(&log, "");
+    let d = Daemon::start(dir);
+    for _ in 0..3 {
+        append(&log, &failure("203.0.113.60"));
+    }
+    d.wait_jail("a", "a's ban", |j| j["currently_banned"] == 1);
+    d.wait_jail("b", "b's ban", |j| j["currently_banned"] == 1);
+    d.stop();
+}
+
+/// A state directory that cannot be used at all: moat still runs and bans, and says why its
+/// ledger is only in memory.
+#[test]
+fn an_unusable_state_directory_still_protects() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_config(
+        dir,
+        "[jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\nmaxretry = 2\n",
+    );
+    // A file where the directory should be.
+    std::fs::write(dir.join("state"), "not a directory").unwrap();
+    let log = dir.join("access.log");
+    append(&log, "");
+    let d = Daemon::start(dir);
+    append(&log, &failure("203.0.113.61"));
+    append(&log, &failure("203.0.113.61"));
+    d.wait_jail("portainer", "the ban", |j| j["currently_banned"] == 1);
+    let s = d.json(&["status", "--json"]);
+    assert!(s["warnings"].to_string().contains("in memory"), "{s:#}");
+    d.stop();
+}

@@ -189,7 +189,12 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
             None => None,
         },
     };
-    let (ledger, moved) = Ledger::open(&state_dir)?;
+    // A state directory that cannot hold the ledger (read-only, full, wrong owner) must not
+    // leave the host unprotected: run with the ledger in memory, and say so loudly.
+    let (ledger, moved, unusable) = match Ledger::open(&state_dir) {
+        Ok((l, moved)) => (l, moved, None),
+        Err(e) => (Ledger::open_in_memory()?, None, Some(e)),
+    };
     let shared = Arc::new(Shared {
         started: Timestamp::now(),
         config: config
@@ -202,6 +207,14 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
         sources: Mutex::new(Vec::new()),
         streams: Arc::default(),
     });
+    if let Some(e) = unusable {
+        let msg = format!(
+            "the ledger cannot be opened ({e}); running with it in memory: bans work but are \
+             forgotten at exit, and cursors are not saved. Fix the state directory and restart"
+        );
+        tracing::error!("{msg}");
+        shared.warn(msg);
+    }
     if let Some(aside) = moved {
         let msg = format!(
             "the ledger {} was damaged; it was moved to {} and a new one started (bans and \

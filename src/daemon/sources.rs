@@ -31,7 +31,9 @@ use crate::source::journald::{self, JournalSelect};
 pub const STDIN: &str = "-";
 
 struct Followed {
-    source: String,
+    /// The configured sources naming this file (a path and a glob may both name it); its
+    /// lines go to the jails of each.
+    sources: Vec<String>,
     follower: FileFollower,
     lines: u64,
     error: Option<String>,
@@ -177,8 +179,10 @@ impl Sources {
     /// sources no longer configured.
     async fn sync(&mut self, first: bool) {
         let configured: HashSet<&str> = self.patterns.iter().map(String::as_str).collect();
-        self.followed
-            .retain(|_, f| configured.contains(f.source.as_str()));
+        self.followed.retain(|_, f| {
+            f.sources.retain(|s| configured.contains(s.as_str()));
+            !f.sources.is_empty()
+        });
         self.sync_streams();
         let mut fresh = Vec::new();
         for pattern in self.patterns.iter().filter(|p| !is_stream(p)) {
@@ -192,7 +196,10 @@ impl Sources {
                 }
             }
             for path in expand(pattern) {
-                if self.followed.contains_key(&path) {
+                if let Some(f) = self.followed.get_mut(&path) {
+                    if !f.sources.contains(pattern) {
+                        f.sources.push(pattern.clone());
+                    }
                     continue;
                 }
                 let key = path.display().to_string();
@@ -208,7 +215,7 @@ impl Sources {
                 self.followed.insert(
                     path,
                     Followed {
-                        source: pattern.clone(),
+                        sources: vec![pattern.clone()],
                         follower,
                         lines: 0,
                         error: None,
@@ -249,7 +256,7 @@ impl Sources {
                         .engine
                         .send(EngineMsg::Lines {
                             read_at: std::time::Instant::now(),
-                            source: f.source.clone(),
+                            source: f.sources[0].clone(),
                             file: key,
                             block: Vec::new(),
                             cursor: Some(c),
@@ -358,22 +365,30 @@ impl Sources {
                 }
             }
             let key = path.display().to_string();
-            let source = f.source.clone();
-            for (block, cursor) in out.drain(..) {
+            let sources = f.sources.clone();
+            for (mut block, cursor) in out.drain(..) {
                 let f = self.followed.get_mut(&path).expect("listed above");
                 f.lines += memchr::memchr_iter(b'\n', &block).count() as u64;
                 if let Some(c) = &cursor {
                     self.cursors.insert(key.clone(), c.clone());
                 }
-                let msg = EngineMsg::Lines {
-                    read_at: std::time::Instant::now(),
-                    source: source.clone(),
-                    file: key.clone(),
-                    block,
-                    cursor,
-                };
-                if self.engine.send(msg).await.is_err() {
-                    return false;
+                let read_at = std::time::Instant::now();
+                // Usually one source; a file two sources name goes to the jails of both.
+                for (i, source) in sources.iter().enumerate() {
+                    let msg = EngineMsg::Lines {
+                        read_at,
+                        source: source.clone(),
+                        file: key.clone(),
+                        block: if i + 1 == sources.len() {
+                            std::mem::take(&mut block)
+                        } else {
+                            block.clone()
+                        },
+                        cursor: cursor.clone(),
+                    };
+                    if self.engine.send(msg).await.is_err() {
+                        return false;
+                    }
                 }
             }
         }
@@ -393,15 +408,17 @@ impl Sources {
             );
         }
         for (path, f) in &self.followed {
-            let s = by_source.entry(&f.source).or_default();
-            s.files.push(FileStatus {
-                path: path.display().to_string(),
-                offset: f.follower.cursor().map_or(0, |c| c.offset),
-                lag: f.follower.lag(),
-                lines: f.lines,
-            });
-            if let Some(e) = &f.error {
-                s.error = Some(format!("{}: {e}", path.display()));
+            for source in &f.sources {
+                let s = by_source.entry(source).or_default();
+                s.files.push(FileStatus {
+                    path: path.display().to_string(),
+                    offset: f.follower.cursor().map_or(0, |c| c.offset),
+                    lag: f.follower.lag(),
+                    lines: f.lines,
+                });
+                if let Some(e) = &f.error {
+                    s.error = Some(format!("{}: {e}", path.display()));
+                }
             }
         }
         *self.shared.sources.lock().unwrap() = by_source.into_values().collect();

@@ -200,6 +200,12 @@ impl Ledger {
         }
     }
 
+    /// A ledger in memory, for when the state directory cannot hold one: decisions still
+    /// work, and are lost at exit.
+    pub fn open_in_memory() -> Result<Ledger, LedgerError> {
+        Ledger::open_file(Path::new(":memory:"))
+    }
+
     fn open_file(path: &Path) -> Result<Ledger, LedgerError> {
         let err = |source| LedgerError::Sqlite {
             path: path.display().to_string(),

@@ -144,13 +144,6 @@ source "$ROOT/benches/jails.sh"
 
 # The same rule in each tool's dialect.
 f2brs_re() { printf '%s' '^<HOST> \S+ \S+ \[[^\]]+\] '"$1"; }
-# fail2ban: the date is cut out of the line before matching (hence `\[\]`); <ADDR> is an IP
-# (never a DNS name); its ini reader strips trailing blanks, so a final space becomes \s.
-f2b_re() {
-    local re='^<ADDR> \S+ \S+ \[\] '"$1"
-    [[ $re == *' ' ]] && re="${re% }\\s"
-    printf '%s' "$re"
-}
 
 
 # fail2ban-rs: [global] is required (the dry run never uses its paths); log_path is required
@@ -178,24 +171,6 @@ write_f2brs_config() { # FILE JAIL...
     } >"$file"
 }
 
-write_f2b_filter() { # FILE JAIL...
-    local file=$1 j first=1
-    shift
-    {
-        echo '[Definition]'
-        for j in "$@"; do
-            if ((first)); then
-                printf 'failregex = %s\n' "$(f2b_re "${j#*|}")"
-                first=0
-            else
-                printf '            %s\n' "$(f2b_re "${j#*|}")"
-            fi
-        done
-        echo 'ignoreregex ='
-        # fail2ban's fast setup for access logs: find the date right after the first `[`.
-        echo 'datepattern = ^[^\[]*\[({DATE})'
-    } >"$file"
-}
 
 write_moat_config "$WORK/moat-20.toml" "${JAILS[@]}"
 write_f2brs_config "$WORK/f2brs-1/config.toml" "${JAILS[0]}"

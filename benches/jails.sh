@@ -54,3 +54,31 @@ write_moat_config() { # FILE JAIL...
         done
     } >"$file"
 }
+
+# fail2ban: the date is cut out of the line before matching (hence `\[\]`); <ADDR> is an IP
+# (never a DNS name); its ini reader strips trailing blanks, so a final space becomes \s.
+f2b_re() {
+    local re='^<ADDR> \S+ \S+ \[\] '"$1"
+    [[ $re == *' ' ]] && re="${re% }\\s"
+    printf '%s' "$re"
+}
+
+# write_f2b_filter FILE JAIL...: one fail2ban filter holding the jails' failregexes.
+write_f2b_filter() { # FILE JAIL...
+    local file=$1 j first=1
+    shift
+    {
+        echo '[Definition]'
+        for j in "$@"; do
+            if ((first)); then
+                printf 'failregex = %s\n' "$(f2b_re "${j#*|}")"
+                first=0
+            else
+                printf '            %s\n' "$(f2b_re "${j#*|}")"
+            fi
+        done
+        echo 'ignoreregex ='
+        # fail2ban's fast setup for access logs: find the date right after the first `[`.
+        echo 'datepattern = ^[^\[]*\[({DATE})'
+    } >"$file"
+}

@@ -161,6 +161,9 @@ pub fn status(socket: &SocketArgs, jail: Option<String>, json: bool) -> anyhow::
         if j.unparsed_time > 0 {
             println!("|- Unreadable time:   {}", j.unparsed_time);
         }
+        if j.refused > 0 {
+            println!("|- Refused (safety):  {}", j.refused);
+        }
         println!("|- Currently banned:  {}", j.currently_banned);
         println!("|- Total banned:      {}", j.total_banned);
         println!(
@@ -235,6 +238,7 @@ pub fn status(socket: &SocketArgs, jail: Option<String>, json: bool) -> anyhow::
             e.failed.to_string(),
             e.queued.to_string(),
             e.gave_up.to_string(),
+            e.repairs.to_string(),
             last,
         ]);
     }
@@ -293,6 +297,7 @@ pub fn ban(
     jail: Option<String>,
     duration: Option<String>,
     reason: Option<String>,
+    force: bool,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     // Refuse what is not an address before bothering the daemon.
@@ -304,6 +309,7 @@ pub fn ban(
             jail,
             duration,
             reason,
+            force,
         },
     )?;
     if json {

@@ -87,6 +87,9 @@ enum Command {
         /// Why, for the ledger and the status.
         #[arg(long)]
         reason: Option<String>,
+        /// Ban a network wider than /16 (IPv4) or /32 (IPv6).
+        #[arg(long)]
+        force: bool,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -130,9 +133,10 @@ pub fn main() -> ExitCode {
             jail,
             duration,
             reason,
+            force,
             json,
             socket,
-        } => control::ban(&socket, target, jail, duration, reason, json),
+        } => control::ban(&socket, target, jail, duration, reason, force, json),
         Command::Unban {
             target,
             all,

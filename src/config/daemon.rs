@@ -80,6 +80,8 @@ pub enum EnforcerName {
     Log,
     /// Runs a command per ban and unban.
     Exec,
+    /// Sets in moat's own nftables table, before Docker's DNAT.
+    Nftables,
 }
 
 impl EnforcerName {
@@ -87,6 +89,7 @@ impl EnforcerName {
         match self {
             EnforcerName::Log => "log",
             EnforcerName::Exec => "exec",
+            EnforcerName::Nftables => "nftables",
         }
     }
 }

@@ -30,6 +30,7 @@ enum Msg {
 
 struct Runner {
     name: &'static str,
+    drifts: bool,
     tx: mpsc::Sender<Msg>,
     status: Arc<Mutex<EnforcerStatus>>,
     thread: Option<JoinHandle<()>>,
@@ -55,6 +56,7 @@ impl Enforcers {
     pub fn add(&mut self, mut enforcer: Box<dyn Enforcer>, attempts: u32) {
         let (tx, rx) = mpsc::channel();
         let name = enforcer.name();
+        let drifts = enforcer.drifts();
         let status = Arc::new(Mutex::new(EnforcerStatus {
             name: name.to_string(),
             ..EnforcerStatus::default()
@@ -67,6 +69,7 @@ impl Enforcers {
             .expect("spawn an enforcer thread");
         self.runners.push(Runner {
             name,
+            drifts,
             tx,
             status,
             thread: Some(thread),
@@ -95,6 +98,19 @@ impl Enforcers {
         for r in &self.runners {
             let _ = r.tx.send(Msg::Reconcile(wanted.clone()));
         }
+    }
+
+    /// Brings the enforcers whose state can drift (kernel rulesets) to `wanted`: the drift
+    /// check, run every few seconds.
+    pub fn reconcile_drifting(&self, wanted: &[BanOrder]) {
+        for r in self.runners.iter().filter(|r| r.drifts) {
+            let _ = r.tx.send(Msg::Reconcile(wanted.to_vec()));
+        }
+    }
+
+    /// Whether any enforcer needs the periodic drift check.
+    pub fn any_drifting(&self) -> bool {
+        self.runners.iter().any(|r| r.drifts)
     }
 
     pub fn status(&self) -> Vec<EnforcerStatus> {
@@ -217,6 +233,7 @@ fn run(
         }
         retries.make_contiguous().sort_by_key(|r| r.at);
         let mut st = status.lock().unwrap();
+        st.repairs = enforcer.repairs();
         st.queued = retries.len();
         st.next_retry = retries.front().map(|r| {
             Timestamp::now()

@@ -27,7 +27,7 @@ use super::Shared;
 use crate::config::value::parse_duration;
 use crate::config::{Config, JailConfig};
 use crate::detect::{Filter, Prefilter, TimeContext, Verdict};
-use crate::enforce::{parse_target, BanOrder, Change, Target};
+use crate::enforce::{parse_target, safety, BanOrder, Change, Target};
 use crate::jail::{BanDecision, ClientKey, Jail, Outcome};
 use crate::ledger::{Cursor, JailCheckpoint, Ledger, NewBan, Origin, SAMPLE_LINES};
 
@@ -60,6 +60,7 @@ pub enum EngineMsg {
 #[derive(Default)]
 struct LiveStats {
     failed_total: u64,
+    refused: u64,
     stale: u64,
     unparsed_time: u64,
 }
@@ -164,6 +165,9 @@ pub struct Engine {
     default_bantime: SignedDuration,
     candidates: Vec<usize>,
     metrics: Arc<Metrics>,
+    /// The host's own addresses, never banned; refreshed every few ticks.
+    own: Vec<IpAddr>,
+    ticks: u64,
 }
 
 impl Engine {
@@ -206,6 +210,8 @@ impl Engine {
                 .map_or(SignedDuration::from_hours(1), |d| d.0),
             candidates: Vec::new(),
             metrics,
+            own: safety::own_addresses(),
+            ticks: 0,
         };
         engine.build_routes();
         engine.load_active();
@@ -383,8 +389,21 @@ impl Engine {
     }
 
     fn ban_decided(&mut self, j: usize, d: BanDecision, now: Timestamp, read_at: Option<Instant>) {
-        let jail = &self.jails[j];
         let target = key_net(d.key);
+        if let Some(why) = safety::refuse(&target, &self.own, false) {
+            let jail = &mut self.jails[j];
+            jail.stats.refused += 1;
+            jail.window.lift(&d.key);
+            self.metrics
+                .refused
+                .get_or_create(&JailLabel {
+                    jail: jail.config.name.clone(),
+                })
+                .inc();
+            tracing::warn!(ip = %Target(target), jail = %jail.config.name, failures = d.failures, "ban refused: {why}");
+            return;
+        }
+        let jail = &self.jails[j];
         let mut until = d.until;
         if let Some(esc) = &jail.config.escalation {
             let scope = (!esc.across_jails).then_some(jail.config.name.as_str());
@@ -462,6 +481,15 @@ impl Engine {
 
     fn tick(&mut self) {
         let now = Timestamp::now();
+        self.ticks += 1;
+        // The host's addresses change (DHCP, a new interface); look again every 10 s.
+        if self.ticks.is_multiple_of(10) {
+            self.own = safety::own_addresses();
+        }
+        // Kernel rulesets can be flushed behind moat's back: check every 2 s.
+        if self.ticks.is_multiple_of(2) && self.enforcers.any_drifting() {
+            self.enforcers.reconcile_drifting(&self.wanted());
+        }
         // Retry ledger writes that failed (read-only or full state directory).
         if !self.unsaved.is_empty() {
             let pending = std::mem::take(&mut self.unsaved);
@@ -582,7 +610,8 @@ impl Engine {
                 jail,
                 duration,
                 reason,
-            } => match self.manual_ban(&target, jail, duration, reason) {
+                force,
+            } => match self.manual_ban(&target, jail, duration, reason, force) {
                 Ok(b) => Reply::ok(b),
                 Err(e) => Reply::err(e),
             },
@@ -616,8 +645,13 @@ impl Engine {
         jail: Option<String>,
         duration: Option<String>,
         reason: Option<String>,
+        force: bool,
     ) -> Result<ActiveBan, String> {
         let target = parse_target(target)?;
+        if let Some(why) = safety::refuse(&target, &self.own, force) {
+            tracing::warn!(ip = %Target(target), "ban refused: {why}");
+            return Err(format!("refused: {why}"));
+        }
         let jail_cfg = match &jail {
             Some(name) => Some(
                 self.jails
@@ -698,6 +732,7 @@ impl Engine {
                 total_banned: totals.get(&j.config.name).copied().unwrap_or(0),
                 stale: j.stats.stale,
                 unparsed_time: j.stats.unparsed_time,
+                refused: j.stats.refused,
                 banned,
             });
         }
@@ -723,6 +758,7 @@ impl Engine {
                     total_banned: totals.get(MANUAL_JAIL).copied().unwrap_or(0),
                     stale: 0,
                     unparsed_time: 0,
+                    refused: 0,
                     banned: manual,
                 });
             }

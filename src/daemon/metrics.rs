@@ -45,6 +45,8 @@ pub struct Metrics {
     pub active_bans: Gauge,
     pub enforcer_errors: Family<EnforcerLabel, Gauge>,
     pub enforcer_queue: Family<EnforcerLabel, Gauge>,
+    pub enforcer_repairs: Family<EnforcerLabel, Gauge>,
+    pub refused: Family<JailLabel, Counter>,
     /// From reading the line that completed a window to the enforcer receiving the ban.
     pub ban_latency: Histogram,
     registry: Registry,
@@ -66,6 +68,8 @@ impl Metrics {
             active_bans: Gauge::default(),
             enforcer_errors: Family::default(),
             enforcer_queue: Family::default(),
+            enforcer_repairs: Family::default(),
+            refused: Family::default(),
             // 50 µs to ~3 s.
             ban_latency: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
             registry: Registry::with_prefix("moat"),
@@ -91,6 +95,16 @@ impl Metrics {
             m.enforcer_queue.clone(),
         );
         r.register(
+            "enforcer_repairs",
+            "Times an enforcer found its state gone or changed (a ruleset flush) and restored it",
+            m.enforcer_repairs.clone(),
+        );
+        r.register(
+            "refused_bans",
+            "Bans refused by the safety rules (own addresses, loopback, too wide)",
+            m.refused.clone(),
+        );
+        r.register(
             "ban_latency_seconds",
             "From reading the failure that completes a window to the enforcer receiving the ban",
             m.ban_latency.clone(),
@@ -114,6 +128,9 @@ impl Metrics {
             };
             self.enforcer_errors.get_or_create(&l).set(e.failed as i64);
             self.enforcer_queue.get_or_create(&l).set(e.queued as i64);
+            self.enforcer_repairs
+                .get_or_create(&l)
+                .set(e.repairs as i64);
         }
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

@@ -39,6 +39,7 @@ use crate::config::daemon::{EnforcerName, DEFAULT_SOCKET, DEFAULT_STATE_DIR};
 use crate::config::Config;
 use crate::enforce::exec::ExecEnforcer;
 use crate::enforce::log::LogEnforcer;
+use crate::enforce::nftables::NftEnforcer;
 use crate::ledger::Ledger;
 use control::{Access, DaemonRequest};
 use enforcers::Enforcers;
@@ -131,7 +132,7 @@ fn sources_of(config: &Config) -> Vec<String> {
     all
 }
 
-fn build_enforcers(config: &Config, metrics: &metrics::Metrics) -> Enforcers {
+fn build_enforcers(config: &Config, metrics: &metrics::Metrics) -> anyhow::Result<Enforcers> {
     let mut names = config
         .enforce
         .uses
@@ -157,9 +158,14 @@ fn build_enforcers(config: &Config, metrics: &metrics::Metrics) -> Enforcers {
                     x.retries.unwrap_or(3) + 1,
                 );
             }
+            EnforcerName::Nftables => {
+                NftEnforcer::probe()
+                    .map_err(|e| anyhow::anyhow!("the nftables enforcer cannot work here: {e}"))?;
+                e.add(Box::new(NftEnforcer::new()), 5);
+            }
         }
     }
-    e
+    Ok(e)
 }
 
 fn notify(state: &[sd_notify::NotifyState]) {
@@ -228,7 +234,7 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
     let listener = control::bind(&socket, &access).await?;
 
     let metrics = Arc::new(metrics::Metrics::new());
-    let enforcers = build_enforcers(&config, &metrics);
+    let enforcers = build_enforcers(&config, &metrics)?;
     let enforcer_status = enforcers.status_handles();
     tracing::info!(enforcers = ?enforcers.names(), jails = config.jails.len(), ledger = %ledger.path().display(), "starting");
     let metrics_task = match config.daemon.metrics {

@@ -28,6 +28,9 @@ pub enum Request {
         /// A duration such as "1h" or "forever"; the jail's bantime when absent.
         duration: Option<String>,
         reason: Option<String>,
+        /// Ban a network wider than /16 (IPv4) or /32 (IPv6).
+        #[serde(default)]
+        force: bool,
     },
     Unban {
         target: Option<String>,
@@ -82,6 +85,9 @@ pub struct EnforcerStatus {
     /// Changes waiting, including those waiting for a retry.
     pub queued: usize,
     pub gave_up: u64,
+    /// Times its state was found gone or changed (a ruleset flush) and restored.
+    #[serde(default)]
+    pub repairs: u64,
     pub last_error: Option<String>,
     pub last_error_at: Option<Timestamp>,
     pub next_retry: Option<Timestamp>,
@@ -122,6 +128,9 @@ pub struct JailStatus {
     pub stale: u64,
     /// Matched lines whose time could not be read.
     pub unparsed_time: u64,
+    /// Bans refused by the safety rules (own addresses, loopback, ...).
+    #[serde(default)]
+    pub refused: u64,
     pub banned: Vec<ActiveBan>,
 }
 

@@ -10,6 +10,8 @@
 
 pub mod exec;
 pub mod log;
+pub mod nftables;
+pub mod safety;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -72,6 +74,17 @@ pub trait Enforcer: Send {
 
     /// The targets currently held.
     fn held(&mut self) -> Result<HashSet<IpNet>, String>;
+
+    /// Whether what it holds can change behind moat's back (a ruleset flush), so that it
+    /// must be reconciled periodically, not only at start.
+    fn drifts(&self) -> bool {
+        false
+    }
+
+    /// How many times it found its state gone or changed and restored it.
+    fn repairs(&self) -> u64 {
+        0
+    }
 }
 
 /// The changes that bring an enforcer holding `held` to the active bans `wanted`.

@@ -112,9 +112,14 @@ pub fn run_nft(script: &str) -> Result<(), String> {
     }
 }
 
-/// The table as the kernel holds it now: `None` when absent.
-fn list_table() -> Result<Option<Value>, String> {
-    let out = Command::new("nft")
+/// The table as the kernel holds it now (without the sets' elements when `terse`): `None`
+/// when absent.
+fn list_table(terse: bool) -> Result<Option<Value>, String> {
+    let mut cmd = Command::new("nft");
+    if terse {
+        cmd.arg("-t");
+    }
+    let out = cmd
         .args(["-j", "list", "table", "inet", TABLE])
         .stdin(Stdio::null())
         .output()
@@ -195,6 +200,10 @@ fn elements(table: &Value) -> HashSet<IpNet> {
 pub struct NftEnforcer {
     /// What the daemon wants banned, and until when (`None`: forever).
     wanted: HashMap<IpNet, Option<Timestamp>>,
+    /// The wanted networks (wider than one address).
+    nets: std::collections::BTreeSet<IpNet>,
+    /// The elements were read from the kernel once.
+    listed: bool,
     /// What this process put in the kernel.
     in_kernel: HashSet<IpNet>,
     /// Table rebuilds after drift, for status and metrics.
@@ -211,6 +220,8 @@ impl NftEnforcer {
     pub fn new() -> NftEnforcer {
         NftEnforcer {
             wanted: HashMap::new(),
+            nets: Default::default(),
+            listed: false,
             in_kernel: HashSet::new(),
             repairs: 0,
         }
@@ -233,33 +244,67 @@ impl NftEnforcer {
         }
     }
 
-    /// The targets that should be in the kernel: every wanted one not inside another wanted
-    /// network of its family.
-    fn effective(&self) -> HashMap<IpNet, Option<Timestamp>> {
-        let nets: Vec<IpNet> = self
-            .wanted
-            .keys()
-            .filter(|t| t.prefix_len() < t.max_prefix_len())
-            .copied()
-            .collect();
-        self.wanted
-            .iter()
-            .filter(|(t, _)| !nets.iter().any(|n| n != *t && n.contains(*t)))
-            .map(|(t, u)| (*t, *u))
-            .collect()
+    /// The wanted network (other than `t`) that covers `t`, if any.
+    fn covered(&self, t: &IpNet) -> bool {
+        self.nets.iter().any(|n| n != t && n.contains(t))
     }
 
-    /// The script that brings the kernel from `in_kernel` to `effective`, and the new
-    /// contents. `changed` lists targets whose end changed (their element is replaced).
-    fn script(
-        &self,
-        effective: &HashMap<IpNet, Option<Timestamp>>,
-        changed: &HashSet<IpNet>,
-        now: Timestamp,
-    ) -> String {
+    /// The kernel operations for a batch, computed from what this process put in the kernel:
+    /// `(target, Some(until))` to (re)add, `(target, None)` to delete. Only a network being
+    /// added or removed costs more than the batch itself (it may cover held targets).
+    fn plan(&mut self, batch: &[Change]) -> Vec<(IpNet, Option<Option<Timestamp>>)> {
+        let mut ops: HashMap<IpNet, Option<Option<Timestamp>>> = HashMap::new();
+        for c in batch {
+            match c {
+                Change::Ban(b) => {
+                    let t = b.target;
+                    let old = self.wanted.insert(t, b.until);
+                    let is_net = t.prefix_len() < t.max_prefix_len();
+                    if is_net {
+                        self.nets.insert(t);
+                        // Targets inside it leave the kernel: the network drops them.
+                        for held in self.in_kernel.iter().filter(|h| **h != t && t.contains(*h)) {
+                            ops.insert(*held, None);
+                        }
+                    }
+                    if self.covered(&t) {
+                        if self.in_kernel.contains(&t) {
+                            ops.insert(t, None);
+                        }
+                        continue;
+                    }
+                    if !self.in_kernel.contains(&t) || old != Some(b.until) {
+                        ops.insert(t, Some(b.until));
+                    }
+                }
+                Change::Unban(t) => {
+                    self.wanted.remove(t);
+                    if self.nets.remove(t) {
+                        // What it covered and is still wanted goes back in.
+                        let back: Vec<(IpNet, Option<Timestamp>)> = self
+                            .wanted
+                            .iter()
+                            .filter(|(w, _)| t.contains(*w) && !self.covered(w))
+                            .map(|(w, u)| (*w, *u))
+                            .collect();
+                        for (w, u) in back {
+                            ops.insert(w, Some(u));
+                        }
+                    }
+                    ops.insert(*t, None);
+                }
+            }
+        }
+        ops.into_iter().collect()
+    }
+
+    /// The `nft` script for planned operations.
+    fn script(&self, ops: &[(IpNet, Option<Option<Timestamp>>)], now: Timestamp) -> String {
         let mut s = String::new();
-        for t in &self.in_kernel {
-            if !effective.contains_key(t) || changed.contains(t) {
+        // Deletions first (and before a re-add, which replaces an element's timeout).
+        for (t, op) in ops {
+            let replace = matches!(op, Some(_)) && self.in_kernel.contains(t);
+            if (op.is_none() && self.in_kernel.contains(t)) || replace {
                 s.push_str(&format!(
                     "delete element inet {TABLE} {} {{ {} }}\n",
                     set_of(t),
@@ -267,10 +312,8 @@ impl NftEnforcer {
                 ));
             }
         }
-        for (t, until) in effective {
-            if self.in_kernel.contains(t) && !changed.contains(t) {
-                continue;
-            }
+        for (t, op) in ops {
+            let Some(until) = op else { continue };
             let timeout = match until {
                 None => String::new(),
                 Some(u) => {
@@ -290,11 +333,57 @@ impl NftEnforcer {
         s
     }
 
+    /// Records planned operations as done.
+    fn commit(&mut self, ops: &[(IpNet, Option<Option<Timestamp>>)]) {
+        for (t, op) in ops {
+            match op {
+                Some(_) => {
+                    self.in_kernel.insert(*t);
+                }
+                None => {
+                    self.in_kernel.remove(t);
+                }
+            }
+        }
+    }
+
+    /// Every wanted target not covered by a wider one, as operations (after a rebuild).
+    fn everything(&self) -> Vec<(IpNet, Option<Option<Timestamp>>)> {
+        self.wanted
+            .iter()
+            .filter(|(t, _)| !self.covered(t))
+            .map(|(t, u)| (*t, Some(*u)))
+            .collect()
+    }
+
     /// Replaces the table with an empty, correct one.
     fn rebuild(&mut self) -> Result<(), String> {
         run_nft(&table_script())?;
         self.in_kernel.clear();
         Ok(())
+    }
+
+    /// Restores a table found missing or changed, and says so.
+    fn repair(&mut self, changed: bool) -> Result<(), String> {
+        self.repairs += 1;
+        tracing::warn!(
+            "table inet {TABLE} was {}; restoring it from the ledger",
+            if changed { "changed" } else { "missing" }
+        );
+        self.rebuild()
+    }
+
+    /// Reads the table's elements back; restores the table when it is not intact.
+    fn sync_from_kernel(&mut self) -> Result<(), String> {
+        match list_table(false)? {
+            Some(t) if is_intact(&t) => {
+                self.in_kernel = elements(&t);
+                Ok(())
+            }
+            // Absent at the first start: created, nothing to report.
+            None if !self.listed => self.rebuild(),
+            found => self.repair(found.is_some()),
+        }
     }
 }
 
@@ -304,47 +393,33 @@ impl Enforcer for NftEnforcer {
     }
 
     fn apply(&mut self, batch: &[Change]) -> Vec<Failed> {
-        let mut changed = HashSet::new();
-        for c in batch {
-            match c {
-                Change::Ban(b) => {
-                    let old = self.wanted.insert(b.target, b.until);
-                    if old.is_some_and(|o| o != b.until) {
-                        changed.insert(b.target);
-                    }
-                }
-                Change::Unban(t) => {
-                    self.wanted.remove(t);
-                }
-            }
-        }
-        let effective = self.effective();
+        let ops = self.plan(batch);
         let now = Timestamp::now();
-        let script = self.script(&effective, &changed, now);
+        let script = self.script(&ops, now);
         if script.is_empty() {
             return Vec::new();
         }
-        let result = run_nft(&script).or_else(|first| {
-            // The kernel is not what this process thinks (drift, a ban that expired in the
-            // kernel): read it back and try once more.
-            tracing::debug!("nft batch failed ({first}); re-reading the table");
-            match list_table()? {
-                Some(t) if is_intact(&t) => {
-                    self.in_kernel = elements(&t);
-                }
-                _ => {
-                    self.repairs += 1;
-                    tracing::warn!("table inet {TABLE} was missing or changed; restoring it");
-                    self.rebuild()?;
-                }
-            }
-            run_nft(&self.script(&effective, &changed, now))
-        });
-        match result {
+        let result = match run_nft(&script) {
             Ok(()) => {
-                self.in_kernel = effective.keys().copied().collect();
-                Vec::new()
+                self.commit(&ops);
+                Ok(())
             }
+            Err(first) => {
+                // The kernel is not what this process thinks (a flush, a ban that expired in
+                // the kernel): read it back, restore the table if needed, and send everything.
+                tracing::debug!("nft batch failed ({first}); re-reading the table");
+                self.sync_from_kernel().and_then(|()| {
+                    let all = self.everything();
+                    let ops: Vec<_> = all
+                        .into_iter()
+                        .filter(|(t, _)| !self.in_kernel.contains(t))
+                        .collect();
+                    run_nft(&self.script(&ops, now)).map(|()| self.commit(&ops))
+                })
+            }
+        };
+        match result {
+            Ok(()) => Vec::new(),
             Err(error) => (0..batch.len())
                 .map(|index| Failed {
                     index,
@@ -354,32 +429,23 @@ impl Enforcer for NftEnforcer {
         }
     }
 
-    /// What the kernel holds; rebuilds the table first when it is missing or not moat's
-    /// exactly (then nothing is held, and the reconciliation adds every ban back).
+    /// What the kernel holds; restores the table first when it is missing or not moat's
+    /// exactly (then nothing is held, and the reconciliation adds every ban back). The first
+    /// call reads every element; later ones (the drift check, every 2 s) only the table's
+    /// structure, which stays cheap with 100,000 bans.
     fn held(&mut self) -> Result<HashSet<IpNet>, String> {
-        match list_table()? {
-            Some(t) if is_intact(&t) => {
-                self.in_kernel = elements(&t);
+        if self.listed {
+            match list_table(true)? {
+                Some(t) if is_intact(&t) => {}
+                found => self.repair(found.is_some())?,
             }
-            found => {
-                if found.is_some() || !self.in_kernel.is_empty() || self.repairs > 0 {
-                    self.repairs += 1;
-                    tracing::warn!(
-                        "table inet {TABLE} was missing or changed; restoring it from the ledger"
-                    );
-                }
-                self.rebuild()?;
-            }
+        } else {
+            self.sync_from_kernel()?;
+            self.listed = true;
         }
-        // Networks left out because a wider one covers them count as held.
-        let effective = self.effective();
+        // Targets left out because a wider network covers them count as held.
         let mut held = self.in_kernel.clone();
-        held.extend(
-            self.wanted
-                .keys()
-                .filter(|t| !effective.contains_key(*t))
-                .copied(),
-        );
+        held.extend(self.wanted.keys().filter(|t| self.covered(t)).copied());
         Ok(held)
     }
 
@@ -407,39 +473,55 @@ mod tests {
         );
     }
 
-    #[test]
-    fn networks_inside_wider_bans_are_left_out() {
-        let mut e = NftEnforcer::new();
-        e.wanted.insert("198.51.100.0/24".parse().unwrap(), None);
-        e.wanted.insert("198.51.100.7/32".parse().unwrap(), None);
-        e.wanted.insert("198.51.100.128/25".parse().unwrap(), None);
-        e.wanted.insert("203.0.113.1/32".parse().unwrap(), None);
-        let eff = e.effective();
-        assert_eq!(eff.len(), 2);
-        assert!(eff.contains_key(&"198.51.100.0/24".parse().unwrap()));
+    fn ban(t: &str, until: Option<i64>) -> Change {
+        Change::Ban(super::super::BanOrder {
+            target: t.parse().unwrap(),
+            jail: "j".into(),
+            until: until.map(|s| Timestamp::from_second(s).unwrap()),
+            failures: 1,
+        })
+    }
+
+    fn run(e: &mut NftEnforcer, batch: &[Change]) -> String {
+        let ops = e.plan(batch);
+        let script = e.script(&ops, Timestamp::from_second(1_000_000).unwrap());
+        e.commit(&ops);
+        let mut lines: Vec<&str> = script.lines().collect();
+        lines.sort();
+        lines.join("\n")
     }
 
     #[test]
-    fn scripts_add_delete_and_replace() {
+    fn batches_become_element_changes() {
         let mut e = NftEnforcer::new();
-        let now = Timestamp::from_second(1_000_000).unwrap();
-        let t: IpNet = "192.0.2.1/32".parse().unwrap();
-        let mut eff = HashMap::new();
-        eff.insert(t, Some(Timestamp::from_second(1_000_600).unwrap()));
         assert_eq!(
-            e.script(&eff, &HashSet::new(), now),
-            "add element inet moat ban4 { 192.0.2.1 timeout 600s }\n"
+            run(&mut e, &[ban("192.0.2.1/32", Some(1_000_600))]),
+            "add element inet moat ban4 { 192.0.2.1 timeout 600s }"
         );
-        e.in_kernel.insert(t);
-        assert_eq!(e.script(&eff, &HashSet::new(), now), "");
-        let changed: HashSet<IpNet> = [t].into();
+        assert_eq!(run(&mut e, &[ban("192.0.2.1/32", Some(1_000_600))]), "");
         assert_eq!(
-            e.script(&eff, &changed, now),
-            "delete element inet moat ban4 { 192.0.2.1 }\nadd element inet moat ban4 { 192.0.2.1 timeout 600s }\n"
+            run(&mut e, &[ban("192.0.2.1/32", None)]),
+            "add element inet moat ban4 { 192.0.2.1 }\ndelete element inet moat ban4 { 192.0.2.1 }"
         );
         assert_eq!(
-            e.script(&HashMap::new(), &HashSet::new(), now),
-            "delete element inet moat ban4 { 192.0.2.1 }\n"
+            run(&mut e, &[Change::Unban("192.0.2.1/32".parse().unwrap())]),
+            "delete element inet moat ban4 { 192.0.2.1 }"
+        );
+        assert_eq!(run(&mut e, &[Change::Unban("192.0.2.1/32".parse().unwrap())]), "");
+    }
+
+    #[test]
+    fn networks_cover_what_they_contain() {
+        let mut e = NftEnforcer::new();
+        run(&mut e, &[ban("198.51.100.7/32", None)]);
+        assert_eq!(
+            run(&mut e, &[ban("198.51.100.0/24", None)]),
+            "add element inet moat ban4net { 198.51.100.0/24 }\ndelete element inet moat ban4 { 198.51.100.7 }"
+        );
+        assert_eq!(run(&mut e, &[ban("198.51.100.9/32", None)]), "");
+        assert_eq!(
+            run(&mut e, &[Change::Unban("198.51.100.0/24".parse().unwrap())]),
+            "add element inet moat ban4 { 198.51.100.7 }\nadd element inet moat ban4 { 198.51.100.9 }\ndelete element inet moat ban4net { 198.51.100.0/24 }"
         );
     }
 }

@@ -185,3 +185,108 @@ impl Drop for Dockerd {
             .status();
     }
 }
+
+/// Runs `f` on a thread inside network namespace `ns` (sockets it opens live there).
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// Runs a command inside `ns` and fails the test when it fails.
+pub fn ns_run(ns: &str, cmd: &str) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "sh", "-c", cmd])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "in {ns}: {cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Network namespaces made by a test, deleted when dropped.
+pub struct Netns(pub Vec<String>);
+
+impl Netns {
+    pub fn new(names: &[&str]) -> Netns {
+        let names: Vec<String> = names
+            .iter()
+            .map(|n| format!("moat-{n}-{}", std::process::id()))
+            .collect();
+        for n in &names {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+            assert!(Command::new("ip")
+                .args(["netns", "add", n])
+                .status()
+                .unwrap()
+                .success());
+            // No duplicate address detection: addresses are usable at once, not after ~2 s.
+            ns_run(
+                n,
+                "ip link set lo up; sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0",
+            );
+        }
+        Netns(names)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+/// A TCP server in `ns` on `addr` that answers every connection with "ok\n"; runs until the
+/// namespace goes.
+pub fn tcp_server(ns: &str, addr: std::net::SocketAddr) {
+    let path = format!("/var/run/netns/{ns}");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let listener = std::net::TcpListener::bind(addr).unwrap();
+        tx.send(()).unwrap();
+        for conn in listener.incoming().flatten() {
+            use std::io::Write;
+            let mut conn = conn;
+            let _ = conn.write_all(b"ok\n");
+        }
+    });
+    rx.recv().unwrap();
+}
+
+/// Whether a TCP connection from `from` (inside `ns`) to `to` gets the server's "ok" within
+/// a second.
+pub fn reaches(ns: &str, from: std::net::IpAddr, to: std::net::SocketAddr) -> bool {
+    in_netns(ns, move || {
+        use std::io::Read;
+        let domain = if to.is_ipv4() {
+            socket2::Domain::IPV4
+        } else {
+            socket2::Domain::IPV6
+        };
+        let s = socket2::Socket::new(domain, socket2::Type::STREAM, None).unwrap();
+        if s.bind(&std::net::SocketAddr::new(from, 0).into()).is_err() {
+            return false;
+        }
+        if s.connect_timeout(&to.into(), Duration::from_millis(1000)).is_err() {
+            return false;
+        }
+        let mut stream: std::net::TcpStream = s.into();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(1000)))
+            .unwrap();
+        let mut buf = [0u8; 3];
+        stream.read_exact(&mut buf).is_ok() && &buf == b"ok\n"
+    })
+}

@@ -25,6 +25,8 @@ enum Msg {
     /// Changes, and when the line that caused them was read (for the latency histogram).
     Apply(Vec<Change>, Option<Instant>),
     Reconcile(Vec<BanOrder>),
+    /// The periodic drift check, with the bans to restore should the state be gone.
+    Check(Arc<Vec<BanOrder>>),
     Stop,
 }
 
@@ -100,11 +102,12 @@ impl Enforcers {
         }
     }
 
-    /// Brings the enforcers whose state can drift (kernel rulesets) to `wanted`: the drift
-    /// check, run every few seconds.
-    pub fn reconcile_drifting(&self, wanted: &[BanOrder]) {
+    /// Checks the enforcers whose state can drift (kernel rulesets), restoring `wanted` where
+    /// it was lost; run every few seconds.
+    pub fn check_drifting(&self, wanted: Vec<BanOrder>) {
+        let wanted = Arc::new(wanted);
         for r in self.runners.iter().filter(|r| r.drifts) {
-            let _ = r.tx.send(Msg::Reconcile(wanted.to_vec()));
+            let _ = r.tx.send(Msg::Check(wanted.clone()));
         }
     }
 
@@ -185,11 +188,27 @@ fn run(
                 batch.extend(c.into_iter().map(|c| (c, 0)))
             }
             Msg::Reconcile(wanted) => match enforcer.held() {
-                Ok(held) => batch.extend(reconcile(&wanted, &held).into_iter().map(|c| (c, 0))),
+                Ok(held) => {
+                    let t = Instant::now();
+                    let changes = reconcile(&wanted, &held);
+                    tracing::debug!(enforcer = enforcer.name(), wanted = wanted.len(), held = held.len(), changes = changes.len(), took = ?t.elapsed(), "reconcile");
+                    batch.extend(changes.into_iter().map(|c| (c, 0)))
+                }
                 Err(e) => {
                     tracing::error!(enforcer = enforcer.name(), "cannot list what is held: {e}");
                     note_error(status, &e);
                     batch.extend(wanted.into_iter().map(|b| (Change::Ban(b), 0)));
+                }
+            },
+            Msg::Check(wanted) => match enforcer.intact() {
+                Ok(true) => {}
+                Ok(false) => match enforcer.held() {
+                    Ok(held) => batch.extend(reconcile(&wanted, &held).into_iter().map(|c| (c, 0))),
+                    Err(e) => note_error(status, &e),
+                },
+                Err(e) => {
+                    tracing::warn!(enforcer = enforcer.name(), "drift check failed: {e}");
+                    note_error(status, &e);
                 }
             },
             Msg::Stop => *stopping = true,

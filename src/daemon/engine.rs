@@ -488,7 +488,7 @@ impl Engine {
         }
         // Kernel rulesets can be flushed behind moat's back: check every 2 s.
         if self.ticks.is_multiple_of(2) && self.enforcers.any_drifting() {
-            self.enforcers.reconcile_drifting(&self.wanted());
+            self.enforcers.check_drifting(self.wanted());
         }
         // Retry ledger writes that failed (read-only or full state directory).
         if !self.unsaved.is_empty() {

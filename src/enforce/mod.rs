@@ -76,9 +76,16 @@ pub trait Enforcer: Send {
     fn held(&mut self) -> Result<HashSet<IpNet>, String>;
 
     /// Whether what it holds can change behind moat's back (a ruleset flush), so that it
-    /// must be reconciled periodically, not only at start.
+    /// must be checked periodically, not only at start.
     fn drifts(&self) -> bool {
         false
+    }
+
+    /// The periodic check: `Ok(true)` when its state is as it left it; `Ok(false)` when it
+    /// found it gone or changed and restored the structure, so that the bans must be applied
+    /// again (the caller reconciles). Cheap: it runs every few seconds.
+    fn intact(&mut self) -> Result<bool, String> {
+        Ok(true)
     }
 
     /// How many times it found its state gone or changed and restored it.

@@ -298,21 +298,17 @@ impl NftEnforcer {
         ops.into_iter().collect()
     }
 
-    /// The `nft` script for planned operations.
+    /// The `nft` script for planned operations: one `delete element` and one `add element`
+    /// command per set, each listing all its elements (100,000 elements in one command load
+    /// in about 0.4 s; as 100,000 commands, ten times slower).
     fn script(&self, ops: &[(IpNet, Option<Option<Timestamp>>)], now: Timestamp) -> String {
-        let mut s = String::new();
-        // Deletions first (and before a re-add, which replaces an element's timeout).
+        let mut deletes: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+        let mut adds: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
         for (t, op) in ops {
-            let replace = matches!(op, Some(_)) && self.in_kernel.contains(t);
-            if (op.is_none() && self.in_kernel.contains(t)) || replace {
-                s.push_str(&format!(
-                    "delete element inet {TABLE} {} {{ {} }}\n",
-                    set_of(t),
-                    element(t)
-                ));
+            // Deletions come first, also before a re-add (which replaces an element's timeout).
+            if self.in_kernel.contains(t) {
+                deletes.entry(set_of(t)).or_default().push(element(t));
             }
-        }
-        for (t, op) in ops {
             let Some(until) = op else { continue };
             let timeout = match until {
                 None => String::new(),
@@ -324,11 +320,19 @@ impl NftEnforcer {
                     format!(" timeout {secs}s")
                 }
             };
-            s.push_str(&format!(
-                "add element inet {TABLE} {} {{ {}{timeout} }}\n",
-                set_of(t),
-                element(t)
-            ));
+            adds.entry(set_of(t))
+                .or_default()
+                .push(format!("{}{timeout}", element(t)));
+        }
+        let mut s = String::new();
+        for (verb, groups) in [("delete", &mut deletes), ("add", &mut adds)] {
+            for (set, elements) in groups.iter_mut() {
+                elements.sort();
+                s.push_str(&format!(
+                    "{verb} element inet {TABLE} {set} {{ {} }}\n",
+                    elements.join(", ")
+                ));
+            }
         }
         s
     }
@@ -393,12 +397,14 @@ impl Enforcer for NftEnforcer {
     }
 
     fn apply(&mut self, batch: &[Change]) -> Vec<Failed> {
+        let started = std::time::Instant::now();
         let ops = self.plan(batch);
         let now = Timestamp::now();
         let script = self.script(&ops, now);
         if script.is_empty() {
             return Vec::new();
         }
+        let planned = started.elapsed();
         let result = match run_nft(&script) {
             Ok(()) => {
                 self.commit(&ops);
@@ -418,6 +424,7 @@ impl Enforcer for NftEnforcer {
                 })
             }
         };
+        tracing::debug!(changes = batch.len(), ?planned, total = ?started.elapsed(), "nft batch");
         match result {
             Ok(()) => Vec::new(),
             Err(error) => (0..batch.len())
@@ -429,17 +436,11 @@ impl Enforcer for NftEnforcer {
         }
     }
 
-    /// What the kernel holds; restores the table first when it is missing or not moat's
-    /// exactly (then nothing is held, and the reconciliation adds every ban back). The first
-    /// call reads every element; later ones (the drift check, every 2 s) only the table's
-    /// structure, which stays cheap with 100,000 bans.
+    /// What the kernel holds. The first call reads every element back (what a previous run
+    /// left, since bans outlive moat); later ones trust what this process applied, which the
+    /// periodic [`Enforcer::intact`] check keeps true.
     fn held(&mut self) -> Result<HashSet<IpNet>, String> {
-        if self.listed {
-            match list_table(true)? {
-                Some(t) if is_intact(&t) => {}
-                found => self.repair(found.is_some())?,
-            }
-        } else {
+        if !self.listed {
             self.sync_from_kernel()?;
             self.listed = true;
         }
@@ -447,6 +448,18 @@ impl Enforcer for NftEnforcer {
         let mut held = self.in_kernel.clone();
         held.extend(self.wanted.keys().filter(|t| self.covered(t)).copied());
         Ok(held)
+    }
+
+    /// Lists only the table's structure (not the sets' elements, so it stays cheap with
+    /// 100,000 bans); restores the table when it is missing or changed.
+    fn intact(&mut self) -> Result<bool, String> {
+        match list_table(true)? {
+            Some(t) if is_intact(&t) => Ok(true),
+            found => {
+                self.repair(found.is_some())?;
+                Ok(false)
+            }
+        }
     }
 
     fn drifts(&self) -> bool {
@@ -507,7 +520,10 @@ mod tests {
             run(&mut e, &[Change::Unban("192.0.2.1/32".parse().unwrap())]),
             "delete element inet moat ban4 { 192.0.2.1 }"
         );
-        assert_eq!(run(&mut e, &[Change::Unban("192.0.2.1/32".parse().unwrap())]), "");
+        assert_eq!(
+            run(&mut e, &[Change::Unban("192.0.2.1/32".parse().unwrap())]),
+            ""
+        );
     }
 
     #[test]
@@ -521,7 +537,7 @@ mod tests {
         assert_eq!(run(&mut e, &[ban("198.51.100.9/32", None)]), "");
         assert_eq!(
             run(&mut e, &[Change::Unban("198.51.100.0/24".parse().unwrap())]),
-            "add element inet moat ban4 { 198.51.100.7 }\nadd element inet moat ban4 { 198.51.100.9 }\ndelete element inet moat ban4net { 198.51.100.0/24 }"
+            "add element inet moat ban4 { 198.51.100.7, 198.51.100.9 }\ndelete element inet moat ban4net { 198.51.100.0/24 }"
         );
     }
 }

@@ -279,7 +279,9 @@ pub fn reaches(ns: &str, from: std::net::IpAddr, to: std::net::SocketAddr) -> bo
         if s.bind(&std::net::SocketAddr::new(from, 0).into()).is_err() {
             return false;
         }
-        if s.connect_timeout(&to.into(), Duration::from_millis(1000)).is_err() {
+        if s.connect_timeout(&to.into(), Duration::from_millis(1000))
+            .is_err()
+        {
             return false;
         }
         let mut stream: std::net::TcpStream = s.into();

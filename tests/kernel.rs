@@ -349,3 +349,48 @@ fn a_hundred_thousand_bans_and_packets_still_decide_right() {
     }
     assert!(reaches(&w, ip("192.0.2.200"), sa("192.0.2.1:2222")));
 }
+
+/// The same with a real Docker engine: a container published with `-p 8080:80` is cut off from
+/// a banned client and from no one else, and comes back on unban.
+#[test]
+fn a_real_docker_published_port_is_banned_and_unbanned() {
+    if !can_run("a_real_docker_published_port_is_banned_and_unbanned") {
+        return;
+    }
+    let docker = match support::Dockerd::start("kd") {
+        Ok(d) => d,
+        Err(why) => return support::skip("a_real_docker_published_port_is_banned_and_unbanned", &why),
+    };
+    let wan = Netns::new(&["kdw"]);
+    let (w, h) = (wan.0[0].clone(), docker.netns.clone());
+    let st = Command::new("ip")
+        .args(["link", "add", "vw", "netns", &w, "type", "veth", "peer", "name", "vh", "netns", &h])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    ns_run(&w, "ip link set vw up; ip addr add 192.0.2.100/24 dev vw; ip addr add 192.0.2.200/24 dev vw");
+    ns_run(&h, "ip link set vh up; ip addr add 192.0.2.1/24 dev vh");
+    docker.must(&["run", "-d", "--name", "web", "-p", "8080:80", "moat-test/busybox:1", "httpd", "-f", "-p", "80", "-h", "/"]);
+    let (attacker, legit, web) = (ip("192.0.2.100"), ip("192.0.2.200"), sa("192.0.2.1:8080"));
+    eventually(20, "the published port answers", || support::http_reaches(&w, legit, web));
+    assert!(support::http_reaches(&w, attacker, web));
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(
+        dir.join("moat.toml"),
+        "[daemon]\nstate_dir = \"state\"\nsocket = \"moat.sock\"\n\n[enforce]\nuse = [\"nftables\"]\n\n\
+         [jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("access.log"), "").unwrap();
+    let moat = Moat::start(&h, dir);
+    moat.must(&["ban", "192.0.2.100", "--for", "1h"]);
+    eventually(5, "the banned client is cut off", || !support::http_reaches(&w, attacker, web));
+    assert!(support::http_reaches(&w, legit, web), "the other client still reaches the container");
+    // Docker's own rules are untouched.
+    let nat = ns_run(&h, "iptables -t nat -S DOCKER");
+    assert!(nat.contains("--dport 8080") && nat.contains("DNAT"), "{nat}");
+    moat.must(&["unban", "192.0.2.100"]);
+    eventually(5, "the unbanned client is back", || support::http_reaches(&w, attacker, web));
+}

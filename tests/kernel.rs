@@ -180,18 +180,28 @@ fn eventually(secs: u64, what: &str, f: impl Fn() -> bool) {
 
 #[test]
 fn nftables_bans_cover_host_services_and_published_ports() {
-    if !can_run("nftables_bans_cover_host_services_and_published_ports") {
-        return;
+    if can_run("nftables_bans_cover_host_services_and_published_ports") {
+        bans_cover_host_services_and_published_ports("nftables", "kn");
     }
-    let lab = Lab::build("k");
+}
+
+#[test]
+fn iptables_bans_cover_host_services_and_published_ports() {
+    if can_run("iptables_bans_cover_host_services_and_published_ports") {
+        bans_cover_host_services_and_published_ports("iptables", "ki");
+    }
+}
+
+fn bans_cover_host_services_and_published_ports(enforcer: &str, tag: &str) {
+    let lab = Lab::build(tag);
     let (w, h) = (lab.wan().to_string(), lab.host().to_string());
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     std::fs::write(dir.join("access.log"), "").unwrap();
     std::fs::write(
         dir.join("moat.toml"),
-        "[daemon]\nstate_dir = \"state\"\nsocket = \"moat.sock\"\n\n[enforce]\nuse = [\"nftables\"]\n\n\
-         [jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\nmaxretry = 2\n",
+        format!("[daemon]\nstate_dir = \"state\"\nsocket = \"moat.sock\"\n\n[enforce]\nuse = [\"{enforcer}\"]\n\n\
+         [jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\nmaxretry = 2\n"),
     )
     .unwrap();
     let (attacker, legit) = (ip("192.0.2.100"), ip("192.0.2.200"));
@@ -239,7 +249,11 @@ fn nftables_bans_cover_host_services_and_published_ports() {
         reaches(&w, legit, service) && reaches(&w, legit, published),
         "the legitimate client is not"
     );
-    let table = ns_run(&h, "nft list table inet moat");
+    let table = if enforcer == "nftables" {
+        ns_run(&h, "nft list table inet moat")
+    } else {
+        ns_run(&h, "ipset list moat-ban4")
+    };
     assert!(table.contains("192.0.2.100 timeout"), "{table}");
     // Nothing else was touched: Docker's chains are still there.
     let nat = ns_run(&h, "iptables -t nat -S DOCKER");
@@ -258,10 +272,14 @@ fn nftables_bans_cover_host_services_and_published_ports() {
     });
 
     // `nft flush ruleset` is healed within 5 s (Docker's rules are gone too, so only the host
-    // service is checked).
+    // service is checked). With iptables-nft it removes the raw rules as well; the ipsets
+    // are not nftables objects and are destroyed by hand.
     moat.must(&["ban", "192.0.2.100", "--for", "1h"]);
     eventually(5, "banned again", || !reaches(&w, attacker, service));
     ns_run(&h, "nft flush ruleset");
+    if enforcer == "iptables" {
+        ns_run(&h, "iptables-legacy -t raw -F PREROUTING 2>/dev/null; ipset destroy moat-ban4; ipset destroy moat-ban6");
+    }
     assert!(reaches(&w, attacker, service), "the flush lifted the ban");
     let t0 = Instant::now();
     eventually(6, "the table is restored", || {
@@ -274,7 +292,7 @@ fn nftables_bans_cover_host_services_and_published_ports() {
         status.contains("\"repairs\": 1") || status.contains("\"repairs\": 2"),
         "{status}"
     );
-    assert!(moat.log().contains("restoring it"), "{}", moat.log());
+    assert!(moat.log().contains("restoring"), "{}", moat.log());
 
     // Kernel-side timeouts: a 2 s ban ends even with moat stopped, and stopping moat leaves
     // the other bans in place.
@@ -359,20 +377,43 @@ fn a_real_docker_published_port_is_banned_and_unbanned() {
     }
     let docker = match support::Dockerd::start("kd") {
         Ok(d) => d,
-        Err(why) => return support::skip("a_real_docker_published_port_is_banned_and_unbanned", &why),
+        Err(why) => {
+            return support::skip("a_real_docker_published_port_is_banned_and_unbanned", &why)
+        }
     };
     let wan = Netns::new(&["kdw"]);
     let (w, h) = (wan.0[0].clone(), docker.netns.clone());
     let st = Command::new("ip")
-        .args(["link", "add", "vw", "netns", &w, "type", "veth", "peer", "name", "vh", "netns", &h])
+        .args([
+            "link", "add", "vw", "netns", &w, "type", "veth", "peer", "name", "vh", "netns", &h,
+        ])
         .status()
         .unwrap();
     assert!(st.success());
-    ns_run(&w, "ip link set vw up; ip addr add 192.0.2.100/24 dev vw; ip addr add 192.0.2.200/24 dev vw");
+    ns_run(
+        &w,
+        "ip link set vw up; ip addr add 192.0.2.100/24 dev vw; ip addr add 192.0.2.200/24 dev vw",
+    );
     ns_run(&h, "ip link set vh up; ip addr add 192.0.2.1/24 dev vh");
-    docker.must(&["run", "-d", "--name", "web", "-p", "8080:80", "moat-test/busybox:1", "httpd", "-f", "-p", "80", "-h", "/"]);
+    docker.must(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        "8080:80",
+        "moat-test/busybox:1",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/",
+    ]);
     let (attacker, legit, web) = (ip("192.0.2.100"), ip("192.0.2.200"), sa("192.0.2.1:8080"));
-    eventually(20, "the published port answers", || support::http_reaches(&w, legit, web));
+    eventually(20, "the published port answers", || {
+        support::http_reaches(&w, legit, web)
+    });
     assert!(support::http_reaches(&w, attacker, web));
 
     let tmp = tempfile::tempdir().unwrap();
@@ -386,11 +427,21 @@ fn a_real_docker_published_port_is_banned_and_unbanned() {
     std::fs::write(dir.join("access.log"), "").unwrap();
     let moat = Moat::start(&h, dir);
     moat.must(&["ban", "192.0.2.100", "--for", "1h"]);
-    eventually(5, "the banned client is cut off", || !support::http_reaches(&w, attacker, web));
-    assert!(support::http_reaches(&w, legit, web), "the other client still reaches the container");
+    eventually(5, "the banned client is cut off", || {
+        !support::http_reaches(&w, attacker, web)
+    });
+    assert!(
+        support::http_reaches(&w, legit, web),
+        "the other client still reaches the container"
+    );
     // Docker's own rules are untouched.
     let nat = ns_run(&h, "iptables -t nat -S DOCKER");
-    assert!(nat.contains("--dport 8080") && nat.contains("DNAT"), "{nat}");
+    assert!(
+        nat.contains("--dport 8080") && nat.contains("DNAT"),
+        "{nat}"
+    );
     moat.must(&["unban", "192.0.2.100"]);
-    eventually(5, "the unbanned client is back", || support::http_reaches(&w, attacker, web));
+    eventually(5, "the unbanned client is back", || {
+        support::http_reaches(&w, attacker, web)
+    });
 }

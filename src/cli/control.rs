@@ -232,8 +232,12 @@ pub fn status(socket: &SocketArgs, jail: Option<String>, json: bool) -> anyhow::
             Some(n) => format!("{last} (next try {})", utc(n)),
             None => last,
         };
+        let name = match &e.detail {
+            Some(d) => format!("{}\n({d})", e.name),
+            None => e.name.clone(),
+        };
         t.add_row([
-            e.name.clone(),
+            name,
             e.applied.to_string(),
             e.failed.to_string(),
             e.queued.to_string(),

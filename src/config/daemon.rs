@@ -82,6 +82,10 @@ pub enum EnforcerName {
     Exec,
     /// Sets in moat's own nftables table, before Docker's DNAT.
     Nftables,
+    /// ipset sets matched in iptables' raw PREROUTING (hosts without nftables).
+    Iptables,
+    /// nftables where it works, else iptables/ipset.
+    Kernel,
 }
 
 impl EnforcerName {
@@ -90,6 +94,8 @@ impl EnforcerName {
             EnforcerName::Log => "log",
             EnforcerName::Exec => "exec",
             EnforcerName::Nftables => "nftables",
+            EnforcerName::Iptables => "iptables",
+            EnforcerName::Kernel => "kernel",
         }
     }
 }

@@ -55,12 +55,23 @@ impl Enforcers {
     }
 
     /// Starts a thread for `enforcer`; a change is attempted at most `attempts` times.
-    pub fn add(&mut self, mut enforcer: Box<dyn Enforcer>, attempts: u32) {
+    pub fn add(&mut self, enforcer: Box<dyn Enforcer>, attempts: u32) {
+        self.add_with_detail(enforcer, attempts, None);
+    }
+
+    /// [`Enforcers::add`], saying in status why this enforcer was chosen.
+    pub fn add_with_detail(
+        &mut self,
+        mut enforcer: Box<dyn Enforcer>,
+        attempts: u32,
+        detail: Option<String>,
+    ) {
         let (tx, rx) = mpsc::channel();
         let name = enforcer.name();
         let drifts = enforcer.drifts();
         let status = Arc::new(Mutex::new(EnforcerStatus {
             name: name.to_string(),
+            detail,
             ..EnforcerStatus::default()
         }));
         let st = status.clone();

@@ -38,6 +38,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::config::daemon::{EnforcerName, DEFAULT_SOCKET, DEFAULT_STATE_DIR};
 use crate::config::Config;
 use crate::enforce::exec::ExecEnforcer;
+use crate::enforce::iptables::IptablesEnforcer;
 use crate::enforce::log::LogEnforcer;
 use crate::enforce::nftables::NftEnforcer;
 use crate::ledger::Ledger;
@@ -163,6 +164,28 @@ fn build_enforcers(config: &Config, metrics: &metrics::Metrics) -> anyhow::Resul
                     .map_err(|e| anyhow::anyhow!("the nftables enforcer cannot work here: {e}"))?;
                 e.add(Box::new(NftEnforcer::new()), 5);
             }
+            EnforcerName::Iptables => {
+                IptablesEnforcer::probe()
+                    .map_err(|e| anyhow::anyhow!("the iptables enforcer cannot work here: {e}"))?;
+                e.add(Box::new(IptablesEnforcer::new()), 5);
+            }
+            EnforcerName::Kernel => match NftEnforcer::probe() {
+                Ok(()) => {
+                    let why = "chosen by `kernel`: nftables works here".to_string();
+                    tracing::info!("{why}");
+                    e.add_with_detail(Box::new(NftEnforcer::new()), 5, Some(why));
+                }
+                Err(nft) => {
+                    IptablesEnforcer::probe().map_err(|ipt| {
+                        anyhow::anyhow!(
+                            "no kernel enforcer works here: nftables ({nft}), iptables ({ipt})"
+                        )
+                    })?;
+                    let why = format!("chosen by `kernel`: nftables does not work ({nft})");
+                    tracing::warn!("{why}; using iptables/ipset");
+                    e.add_with_detail(Box::new(IptablesEnforcer::new()), 5, Some(why));
+                }
+            },
         }
     }
     Ok(e)

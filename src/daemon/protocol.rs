@@ -88,6 +88,9 @@ pub struct EnforcerStatus {
     /// Times its state was found gone or changed (a ruleset flush) and restored.
     #[serde(default)]
     pub repairs: u64,
+    /// Why this enforcer (e.g. what `kernel` auto-detection found).
+    #[serde(default)]
+    pub detail: Option<String>,
     pub last_error: Option<String>,
     pub last_error_at: Option<Timestamp>,
     pub next_retry: Option<Timestamp>,

@@ -9,6 +9,7 @@
 //! Kernel sets and Cloudflare implement the same trait.
 
 pub mod exec;
+pub mod iptables;
 pub mod log;
 pub mod nftables;
 pub mod safety;

@@ -307,7 +307,9 @@ pub fn http_reaches(ns: &str, from: std::net::IpAddr, to: std::net::SocketAddr) 
         if s.bind(&std::net::SocketAddr::new(from, 0).into()).is_err() {
             return false;
         }
-        if s.connect_timeout(&to.into(), Duration::from_millis(1000)).is_err() {
+        if s.connect_timeout(&to.into(), Duration::from_millis(1000))
+            .is_err()
+        {
             return false;
         }
         let mut stream: std::net::TcpStream = s.into();

@@ -652,6 +652,19 @@ impl Engine {
             tracing::warn!(ip = %Target(target), "ban refused: {why}");
             return Err(format!("refused: {why}"));
         }
+        // Never an address a jail was told to ignore (the office, the monitor).
+        let ignored = self.jails.iter().find_map(|j| {
+            j.config
+                .params
+                .ignore
+                .overlapping(&target)
+                .map(|n| (j.config.name.clone(), n))
+        });
+        if let Some((jail, net)) = ignored {
+            let why = format!("{target} overlaps {net}, which jail {jail:?} ignores");
+            tracing::warn!(ip = %Target(target), "ban refused: {why}");
+            return Err(format!("refused: {why}"));
+        }
         let jail_cfg = match &jail {
             Some(name) => Some(
                 self.jails

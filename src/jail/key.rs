@@ -56,6 +56,14 @@ impl IgnoreList {
         }
     }
 
+    /// The ignored network that overlaps `net`, if any.
+    pub fn overlapping(&self, net: &IpNet) -> Option<IpNet> {
+        self.nets
+            .iter()
+            .find(|n| n.contains(net) || net.contains(*n))
+            .copied()
+    }
+
     pub fn contains(&self, addr: IpAddr) -> bool {
         let addr = addr.to_canonical();
         self.nets.iter().any(|n| n.contains(&addr))

@@ -445,3 +445,183 @@ fn a_real_docker_published_port_is_banned_and_unbanned() {
         support::http_reaches(&w, attacker, web)
     });
 }
+
+/// A stand-in for Portainer's login API on `addr` inside `ns`: `POST /api/auth` answers 200
+/// when the body holds the right password, 422 otherwise.
+fn portainer_stand_in(ns: &str, addr: SocketAddr) {
+    let path = format!("/var/run/netns/{ns}");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let listener = std::net::TcpListener::bind(addr).unwrap();
+        tx.send(()).unwrap();
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut conn = conn;
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Headers, then as much body as Content-Length says.
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    req.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&req).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len = text
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if req.len() >= end + 4 + len {
+                            break;
+                        }
+                    }
+                }
+                let text = String::from_utf8_lossy(&req);
+                let ok = text.contains("\"password\":\"right\"");
+                let (status, body) = if ok {
+                    ("200 OK", "{\"jwt\":\"x\"}")
+                } else {
+                    (
+                        "422 Unprocessable Entity",
+                        "{\"message\":\"Invalid credentials\"}",
+                    )
+                };
+                let _ = write!(conn, "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            });
+        }
+    });
+    rx.recv().unwrap();
+}
+
+/// The seed scenario end to end: a real nginx in front of Portainer's login, bots guessing
+/// passwords with curl from the internet, moat following nginx's access log with the built-in
+/// `portainer` filter and banning in the kernel; the legitimate user logs in throughout.
+#[test]
+fn seed_scenario_nginx_portainer_and_a_password_guessing_bot() {
+    const TEST: &str = "seed_scenario_nginx_portainer_and_a_password_guessing_bot";
+    if !can_run(TEST) {
+        return;
+    }
+    for p in ["nginx", "curl"] {
+        if !Path::new(&format!("/usr/sbin/{p}")).exists()
+            && !Path::new(&format!("/usr/bin/{p}")).exists()
+        {
+            return support::skip(
+                TEST,
+                &format!("{p} is not installed (apt-get install nginx-light curl)"),
+            );
+        }
+    }
+    let lab = Lab::build("s");
+    let (w, h) = (lab.wan().to_string(), lab.host().to_string());
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    portainer_stand_in(&h, sa("127.0.0.1:9000"));
+    let d = dir.display();
+    std::fs::write(
+        dir.join("nginx.conf"),
+        format!(
+            "user root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\nevents {{}}\n\
+             http {{\n  access_log {d}/access.log combined;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+             server {{\n    listen 192.0.2.1:80;\n    location / {{ proxy_pass http://127.0.0.1:9000; }}\n  }}\n}}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("access.log"), "").unwrap();
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    // Guarded at once, and without our stdout: a leftover nginx must not keep the test
+    // harness waiting.
+    let _nginx = Kill(
+        Command::new("ip")
+            .args(["netns", "exec", &h, "nginx", "-c"])
+            .arg(dir.join("nginx.conf"))
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let login = |from: &str, password: &str| -> String {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &w,
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "2",
+                "--interface",
+                from,
+            ])
+            .args(["-H", "Content-Type: application/json", "-d"])
+            .arg(format!(
+                "{{\"username\":\"admin\",\"password\":\"{password}\"}}"
+            ))
+            .arg("http://192.0.2.1/api/auth")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    eventually(10, "nginx answers", || {
+        login("192.0.2.200", "right") == "200"
+    });
+    std::fs::write(
+        dir.join("moat.toml"),
+        "[daemon]\nstate_dir = \"state\"\nsocket = \"moat.sock\"\n\n[enforce]\nuse = [\"kernel\"]\n\n\
+         [jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\nmaxretry = 5\n",
+    )
+    .unwrap();
+    let moat = Moat::start(&h, dir);
+    // The bot guesses until its connections are dropped; the user keeps logging in.
+    let mut answered = 0;
+    for _ in 0..20 {
+        let code = login("192.0.2.100", "guess");
+        if code == "000" {
+            break;
+        }
+        assert_eq!(code, "422");
+        answered += 1;
+        assert_eq!(
+            login("192.0.2.200", "right"),
+            "200",
+            "the user logs in meanwhile"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        (5..=7).contains(&answered),
+        "the bot got {answered} answers before its ban"
+    );
+    assert_eq!(
+        login("192.0.2.100", "right"),
+        "000",
+        "banned, even with the right password"
+    );
+    assert_eq!(login("192.0.2.200", "right"), "200");
+    let status = moat.must(&["status", "portainer"]);
+    assert!(
+        status.contains("192.0.2.100") && status.contains("Currently banned:  1"),
+        "{status}"
+    );
+}

@@ -192,12 +192,7 @@ impl Enforcer for IptablesEnforcer {
                 }
                 Vec::new()
             }
-            Err(error) => (0..batch.len())
-                .map(|index| Failed {
-                    index,
-                    error: error.clone(),
-                })
-                .collect(),
+            Err(error) => Failed::all(batch, &error),
         }
     }
 

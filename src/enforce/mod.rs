@@ -64,6 +64,18 @@ pub struct Failed {
     pub error: String,
 }
 
+impl Failed {
+    /// Every change of a batch that failed as a whole (one transaction), with one error.
+    pub fn all(batch: &[Change], error: &str) -> Vec<Failed> {
+        (0..batch.len())
+            .map(|index| Failed {
+                index,
+                error: error.to_string(),
+            })
+            .collect()
+    }
+}
+
 /// Something that enforces bans.
 pub trait Enforcer: Send {
     /// The name in status output and logs.

@@ -427,12 +427,7 @@ impl Enforcer for NftEnforcer {
         tracing::debug!(changes = batch.len(), ?planned, total = ?started.elapsed(), "nft batch");
         match result {
             Ok(()) => Vec::new(),
-            Err(error) => (0..batch.len())
-                .map(|index| Failed {
-                    index,
-                    error: error.clone(),
-                })
-                .collect(),
+            Err(error) => Failed::all(batch, &error),
         }
     }
 

@@ -265,61 +265,52 @@ pub fn tcp_server(ns: &str, addr: std::net::SocketAddr) {
     rx.recv().unwrap();
 }
 
-/// Whether a TCP connection from `from` (inside `ns`) to `to` gets the server's "ok" within
-/// a second.
-pub fn reaches(ns: &str, from: std::net::IpAddr, to: std::net::SocketAddr) -> bool {
+/// A TCP connection from `from` to `to`, made inside `ns` (the returned stream's socket lives
+/// there), with one-second timeouts; `None` when it cannot be made.
+fn connect_from(
+    ns: &str,
+    from: std::net::IpAddr,
+    to: std::net::SocketAddr,
+) -> Option<std::net::TcpStream> {
     in_netns(ns, move || {
-        use std::io::Read;
         let domain = if to.is_ipv4() {
             socket2::Domain::IPV4
         } else {
             socket2::Domain::IPV6
         };
-        let s = socket2::Socket::new(domain, socket2::Type::STREAM, None).unwrap();
-        if s.bind(&std::net::SocketAddr::new(from, 0).into()).is_err() {
-            return false;
-        }
-        if s.connect_timeout(&to.into(), Duration::from_millis(1000))
-            .is_err()
-        {
-            return false;
-        }
-        let mut stream: std::net::TcpStream = s.into();
+        let s = socket2::Socket::new(domain, socket2::Type::STREAM, None).ok()?;
+        s.bind(&std::net::SocketAddr::new(from, 0).into()).ok()?;
+        s.connect_timeout(&to.into(), Duration::from_millis(1000))
+            .ok()?;
+        let stream: std::net::TcpStream = s.into();
         stream
             .set_read_timeout(Some(Duration::from_millis(1000)))
-            .unwrap();
-        let mut buf = [0u8; 3];
-        stream.read_exact(&mut buf).is_ok() && &buf == b"ok\n"
+            .ok()?;
+        Some(stream)
     })
+}
+
+/// Whether a TCP connection from `from` (inside `ns`) to `to` gets the server's "ok" within
+/// a second.
+pub fn reaches(ns: &str, from: std::net::IpAddr, to: std::net::SocketAddr) -> bool {
+    use std::io::Read;
+    let Some(mut stream) = connect_from(ns, from, to) else {
+        return false;
+    };
+    let mut buf = [0u8; 3];
+    stream.read_exact(&mut buf).is_ok() && &buf == b"ok\n"
 }
 
 /// Whether an HTTP request from `from` (inside `ns`) to `to` gets any HTTP response within a
 /// second.
 pub fn http_reaches(ns: &str, from: std::net::IpAddr, to: std::net::SocketAddr) -> bool {
-    in_netns(ns, move || {
-        use std::io::{Read, Write};
-        let domain = if to.is_ipv4() {
-            socket2::Domain::IPV4
-        } else {
-            socket2::Domain::IPV6
-        };
-        let s = socket2::Socket::new(domain, socket2::Type::STREAM, None).unwrap();
-        if s.bind(&std::net::SocketAddr::new(from, 0).into()).is_err() {
-            return false;
-        }
-        if s.connect_timeout(&to.into(), Duration::from_millis(1000))
-            .is_err()
-        {
-            return false;
-        }
-        let mut stream: std::net::TcpStream = s.into();
-        stream
-            .set_read_timeout(Some(Duration::from_millis(1000)))
-            .unwrap();
-        if stream.write_all(b"GET / HTTP/1.0\r\n\r\n").is_err() {
-            return false;
-        }
-        let mut buf = [0u8; 7];
-        stream.read_exact(&mut buf).is_ok() && &buf == b"HTTP/1."
-    })
+    use std::io::{Read, Write};
+    let Some(mut stream) = connect_from(ns, from, to) else {
+        return false;
+    };
+    if stream.write_all(b"GET / HTTP/1.0\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 7];
+    stream.read_exact(&mut buf).is_ok() && &buf == b"HTTP/1."
 }

@@ -625,3 +625,33 @@ fn seed_scenario_nginx_portainer_and_a_password_guessing_bot() {
         "{status}"
     );
 }
+
+/// `[enforce] lift_on_stop = true`: stopping moat lifts its kernel bans; starting it again puts
+/// them back from the ledger.
+#[test]
+fn lift_on_stop_lifts_and_a_restart_restores() {
+    if !can_run("lift_on_stop_lifts_and_a_restart_restores") {
+        return;
+    }
+    let lab = Lab::build("l");
+    let (w, h) = (lab.wan().to_string(), lab.host().to_string());
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join("access.log"), "").unwrap();
+    std::fs::write(
+        dir.join("moat.toml"),
+        "[daemon]\nstate_dir = \"state\"\nsocket = \"moat.sock\"\n\n[enforce]\nuse = [\"nftables\"]\nlift_on_stop = true\n\n\
+         [jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\n",
+    )
+    .unwrap();
+    let (attacker, service) = (ip("192.0.2.100"), sa("192.0.2.1:2222"));
+    let mut moat = Moat::start(&h, dir);
+    moat.must(&["ban", "192.0.2.100", "--for", "1h"]);
+    eventually(5, "banned", || !reaches(&w, attacker, service));
+    moat.stop();
+    assert!(reaches(&w, attacker, service), "lifted at stop");
+    let _moat = Moat::start(&h, dir);
+    eventually(5, "banned again from the ledger", || {
+        !reaches(&w, attacker, service)
+    });
+}

@@ -70,6 +70,9 @@ pub struct EnforceTable {
     #[serde(rename = "use")]
     pub uses: Option<Vec<EnforcerName>>,
     pub exec: Option<ExecTable>,
+    /// Lift every ban from the enforcers when moat stops (default: they stay in force, and
+    /// kernel bans end by their own timeouts).
+    pub lift_on_stop: Option<bool>,
 }
 
 /// An enforcer moat has.

@@ -251,6 +251,7 @@ impl Config {
             enforce = EnforceTable {
                 uses: file.enforce.uses.or(enforce.uses),
                 exec: file.enforce.exec.or(enforce.exec),
+                lift_on_stop: file.enforce.lift_on_stop.or(enforce.lift_on_stop),
             };
             for (name, table) in file.jails {
                 let span = table.span();

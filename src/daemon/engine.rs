@@ -168,6 +168,8 @@ pub struct Engine {
     /// The host's own addresses, never banned; refreshed every few ticks.
     own: Vec<IpAddr>,
     ticks: u64,
+    /// `[enforce] lift_on_stop`: the ledger keeps the bans, the enforcers drop them at stop.
+    lift_on_stop: bool,
 }
 
 impl Engine {
@@ -212,6 +214,7 @@ impl Engine {
             metrics,
             own: safety::own_addresses(),
             ticks: 0,
+            lift_on_stop: config.enforce.lift_on_stop.unwrap_or(false),
         };
         engine.build_routes();
         engine.load_active();
@@ -357,6 +360,17 @@ impl Engine {
             }
         }
         self.checkpoint();
+        if self.lift_on_stop {
+            let mut targets: Vec<IpNet> = self.active.values().map(|a| a.ban.target).collect();
+            targets.sort();
+            targets.dedup();
+            tracing::info!(
+                count = targets.len(),
+                "lifting every ban from the enforcers (lift_on_stop)"
+            );
+            self.enforcers
+                .apply(targets.into_iter().map(Change::Unban).collect());
+        }
         self.enforcers.stop();
     }
 

@@ -246,9 +246,9 @@ impl Drop for Netns {
     }
 }
 
-/// A TCP server in `ns` on `addr` that answers every connection with "ok\n"; runs until the
-/// namespace goes.
-pub fn tcp_server(ns: &str, addr: std::net::SocketAddr) {
+/// Listens on `addr` inside `ns` and hands each connection to `handle` on a thread of its own;
+/// returns once listening, runs until the namespace goes.
+pub fn serve_in_netns(ns: &str, addr: std::net::SocketAddr, handle: fn(std::net::TcpStream)) {
     let path = format!("/var/run/netns/{ns}");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -257,12 +257,18 @@ pub fn tcp_server(ns: &str, addr: std::net::SocketAddr) {
         let listener = std::net::TcpListener::bind(addr).unwrap();
         tx.send(()).unwrap();
         for conn in listener.incoming().flatten() {
-            use std::io::Write;
-            let mut conn = conn;
-            let _ = conn.write_all(b"ok\n");
+            std::thread::spawn(move || handle(conn));
         }
     });
     rx.recv().unwrap();
+}
+
+/// A TCP server in `ns` on `addr` that answers every connection with "ok\n".
+pub fn tcp_server(ns: &str, addr: std::net::SocketAddr) {
+    serve_in_netns(ns, addr, |mut conn| {
+        use std::io::Write;
+        let _ = conn.write_all(b"ok\n");
+    });
 }
 
 /// A TCP connection from `from` to `to`, made inside `ns` (the returned stream's socket lives

@@ -160,9 +160,13 @@ fn build_enforcers(config: &Config, metrics: &metrics::Metrics) -> anyhow::Resul
                 );
             }
             EnforcerName::Nftables => {
-                NftEnforcer::probe()
+                let how = NftEnforcer::probe()
                     .map_err(|e| anyhow::anyhow!("the nftables enforcer cannot work here: {e}"))?;
-                e.add(Box::new(NftEnforcer::new()), 5);
+                e.add_with_detail(
+                    Box::new(NftEnforcer::new()),
+                    5,
+                    Some(format!("through {how}")),
+                );
             }
             EnforcerName::Iptables => {
                 IptablesEnforcer::probe()
@@ -170,8 +174,8 @@ fn build_enforcers(config: &Config, metrics: &metrics::Metrics) -> anyhow::Resul
                 e.add(Box::new(IptablesEnforcer::new()), 5);
             }
             EnforcerName::Kernel => match NftEnforcer::probe() {
-                Ok(()) => {
-                    let why = "chosen by `kernel`: nftables works here".to_string();
+                Ok(how) => {
+                    let why = format!("chosen by `kernel`: nftables works here (through {how})");
                     tracing::info!("{why}");
                     e.add_with_detail(Box::new(NftEnforcer::new()), 5, Some(why));
                 }

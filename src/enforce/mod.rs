@@ -11,6 +11,7 @@
 pub mod exec;
 pub mod iptables;
 pub mod log;
+pub mod nft;
 pub mod nftables;
 pub mod safety;
 

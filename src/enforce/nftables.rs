@@ -21,24 +21,20 @@
 //! Swarm's ingress, for IPv4 and IPv6, whatever Docker's own firewall backend. Elements carry
 //! kernel-side timeouts: a ban ends on time even when moat is stopped.
 //!
-//! Only this table is ever created, replaced or deleted. Every change is one `nft -f -`
-//! transaction: all of a batch or nothing. Why the `nft` program rather than netlink from
-//! Rust: the only Rust bindings (nftnl/mnl) wrap the C libraries and expose the raw netlink
-//! objects; `nft -f -` takes the documented syntax, applies a whole batch as one transaction,
-//! loads 100,000 elements in about 0.4 s, and costs one process (2 to 3 ms) per batch, which
-//! batching amortises. Measured figures are in the README.
+//! Only this table is ever created, replaced or deleted. Every change is one nft script, one
+//! kernel transaction: all of a batch or nothing. Scripts run through libnftables in process
+//! (about 0.1 ms for a small batch) or the `nft` program (2 to 3 ms); [`super::nft`] says why.
 //!
 //! Networks go to interval sets, which refuse overlapping elements: a network inside another
 //! banned one is left out while the wider one holds (the wider ban already drops it).
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 use ipnet::IpNet;
 use jiff::Timestamp;
 use serde_json::Value;
 
+use super::nft::Nft;
 use super::{Change, Enforcer, Failed};
 
 /// The table moat owns.
@@ -83,57 +79,16 @@ pub fn table_script() -> String {
     )
 }
 
-/// Runs `nft -f -` with `script`; the error is nft's message.
-pub fn run_nft(script: &str) -> Result<(), String> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run nft: {e}"))?;
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(script.as_bytes())
-        .map_err(|e| format!("writing to nft: {e}"))?;
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("waiting for nft: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        let err = String::from_utf8_lossy(&out.stderr);
-        Err(format!(
-            "nft: {}",
-            err.lines().next().unwrap_or("failed").trim()
-        ))
-    }
-}
-
 /// The table as the kernel holds it now (without the sets' elements when `terse`): `None`
 /// when absent.
-fn list_table(terse: bool) -> Result<Option<Value>, String> {
-    let mut cmd = Command::new("nft");
-    if terse {
-        cmd.arg("-t");
+fn list_table(nft: &mut Nft, terse: bool) -> Result<Option<Value>, String> {
+    match nft.list_json(&format!("list table inet {TABLE}"), terse) {
+        Ok(json) => serde_json::from_str(&json)
+            .map(Some)
+            .map_err(|e| format!("nft's JSON: {e}")),
+        Err(e) if e.contains("No such file or directory") => Ok(None),
+        Err(e) => Err(e),
     }
-    let out = cmd
-        .args(["-j", "list", "table", "inet", TABLE])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run nft: {e}"))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        if err.contains("No such file or directory") {
-            return Ok(None);
-        }
-        return Err(format!("nft: {}", err.trim()));
-    }
-    serde_json::from_slice(&out.stdout)
-        .map(Some)
-        .map_err(|e| format!("nft's JSON: {e}"))
 }
 
 /// Whether the listed table has exactly moat's sets, chain and rules.
@@ -198,6 +153,7 @@ fn elements(table: &Value) -> HashSet<IpNet> {
 
 /// Bans in `inet moat`.
 pub struct NftEnforcer {
+    nft: Nft,
     /// What the daemon wants banned, and until when (`None`: forever).
     wanted: HashMap<IpNet, Option<Timestamp>>,
     /// The wanted networks (wider than one address).
@@ -219,6 +175,7 @@ impl Default for NftEnforcer {
 impl NftEnforcer {
     pub fn new() -> NftEnforcer {
         NftEnforcer {
+            nft: Nft::open(),
             wanted: HashMap::new(),
             nets: Default::default(),
             listed: false,
@@ -227,21 +184,18 @@ impl NftEnforcer {
         }
     }
 
-    /// Whether nftables works here (the `nft` program and the kernel's nf_tables).
-    pub fn probe() -> Result<(), String> {
-        let out = Command::new("nft")
-            .args(["list", "tables"])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run nft: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "nft list tables failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
+    /// Whether nftables works here (libnftables or the `nft` program, and the kernel's
+    /// nf_tables): how it runs, or why it does not.
+    pub fn probe() -> Result<String, String> {
+        let mut nft = Nft::open();
+        nft.list_json("list tables", true)
+            .map(|_| nft.describe())
+            .map_err(|e| format!("nft list tables failed: {e}"))
+    }
+
+    /// How scripts reach the kernel, for status.
+    pub fn describe(&self) -> String {
+        self.nft.describe()
     }
 
     /// The wanted network (other than `t`) that covers `t`, if any.
@@ -362,7 +316,7 @@ impl NftEnforcer {
 
     /// Replaces the table with an empty, correct one.
     fn rebuild(&mut self) -> Result<(), String> {
-        run_nft(&table_script())?;
+        self.nft.run(&table_script())?;
         self.in_kernel.clear();
         Ok(())
     }
@@ -379,7 +333,7 @@ impl NftEnforcer {
 
     /// Reads the table's elements back; restores the table when it is not intact.
     fn sync_from_kernel(&mut self) -> Result<(), String> {
-        match list_table(false)? {
+        match list_table(&mut self.nft, false)? {
             Some(t) if is_intact(&t) => {
                 self.in_kernel = elements(&t);
                 Ok(())
@@ -405,7 +359,7 @@ impl Enforcer for NftEnforcer {
             return Vec::new();
         }
         let planned = started.elapsed();
-        let result = match run_nft(&script) {
+        let result = match self.nft.run(&script) {
             Ok(()) => {
                 self.commit(&ops);
                 Ok(())
@@ -420,7 +374,8 @@ impl Enforcer for NftEnforcer {
                         .into_iter()
                         .filter(|(t, _)| !self.in_kernel.contains(t))
                         .collect();
-                    run_nft(&self.script(&ops, now)).map(|()| self.commit(&ops))
+                    let script = self.script(&ops, now);
+                    self.nft.run(&script).map(|()| self.commit(&ops))
                 })
             }
         };
@@ -448,7 +403,7 @@ impl Enforcer for NftEnforcer {
     /// Lists only the table's structure (not the sets' elements, so it stays cheap with
     /// 100,000 bans); restores the table when it is missing or changed.
     fn intact(&mut self) -> Result<bool, String> {
-        match list_table(true)? {
+        match list_table(&mut self.nft, true)? {
             Some(t) if is_intact(&t) => Ok(true),
             found => {
                 self.repair(found.is_some())?;

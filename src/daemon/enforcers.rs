@@ -16,7 +16,7 @@ use jiff::Timestamp;
 use prometheus_client::metrics::histogram::Histogram;
 
 use super::protocol::EnforcerStatus;
-use crate::enforce::{reconcile, BanOrder, Change, Enforcer};
+use crate::enforce::{BanOrder, Change, Enforcer};
 
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const LAST_RETRY: Duration = Duration::from_secs(60);
@@ -24,7 +24,7 @@ const LAST_RETRY: Duration = Duration::from_secs(60);
 enum Msg {
     /// Changes, and when the line that caused them was read (for the latency histogram).
     Apply(Vec<Change>, Option<Instant>),
-    Reconcile(Vec<BanOrder>),
+    Reconcile(Arc<Vec<BanOrder>>),
     /// The periodic drift check, with the bans to restore should the state be gone.
     Check(Arc<Vec<BanOrder>>),
     Stop,
@@ -108,6 +108,7 @@ impl Enforcers {
 
     /// Brings every enforcer to exactly `wanted`.
     pub fn reconcile(&self, wanted: Vec<BanOrder>) {
+        let wanted = Arc::new(wanted);
         for r in &self.runners {
             let _ = r.tx.send(Msg::Reconcile(wanted.clone()));
         }
@@ -198,23 +199,24 @@ fn run(
                 }
                 batch.extend(c.into_iter().map(|c| (c, 0)))
             }
-            Msg::Reconcile(wanted) => match enforcer.held() {
-                Ok(held) => {
-                    let t = Instant::now();
-                    let changes = reconcile(&wanted, &held);
-                    tracing::debug!(enforcer = enforcer.name(), wanted = wanted.len(), held = held.len(), changes = changes.len(), took = ?t.elapsed(), "reconcile");
-                    batch.extend(changes.into_iter().map(|c| (c, 0)))
+            Msg::Reconcile(wanted) => {
+                let t = Instant::now();
+                match enforcer.converge(&wanted) {
+                    Ok(changes) => {
+                        tracing::debug!(enforcer = enforcer.name(), wanted = wanted.len(), changes = changes.len(), took = ?t.elapsed(), "converge");
+                        batch.extend(changes.into_iter().map(|c| (c, 0)))
+                    }
+                    Err(e) => {
+                        tracing::error!(enforcer = enforcer.name(), "cannot converge: {e}");
+                        note_error(status, &e);
+                        batch.extend(wanted.iter().map(|b| (Change::Ban(b.clone()), 0)));
+                    }
                 }
-                Err(e) => {
-                    tracing::error!(enforcer = enforcer.name(), "cannot list what is held: {e}");
-                    note_error(status, &e);
-                    batch.extend(wanted.into_iter().map(|b| (Change::Ban(b), 0)));
-                }
-            },
+            }
             Msg::Check(wanted) => match enforcer.intact() {
                 Ok(true) => {}
-                Ok(false) => match enforcer.held() {
-                    Ok(held) => batch.extend(reconcile(&wanted, &held).into_iter().map(|c| (c, 0))),
+                Ok(false) => match enforcer.converge(&wanted) {
+                    Ok(changes) => batch.extend(changes.into_iter().map(|c| (c, 0))),
                     Err(e) => note_error(status, &e),
                 },
                 Err(e) => {

@@ -261,6 +261,7 @@ impl Engine {
     /// in their jails' windows and sends them to every enforcer as one reconciliation.
     fn load_active(&mut self) {
         let now = Timestamp::now();
+        let started = Instant::now();
         let records = match self.ledger.active() {
             Ok(r) => r,
             Err(e) => {
@@ -270,6 +271,8 @@ impl Engine {
                 Vec::new()
             }
         };
+        let read = started.elapsed();
+        self.active.reserve(records.len());
         let mut expired = Vec::new();
         for r in records {
             if r.until.is_some_and(|u| u <= now) {
@@ -310,6 +313,8 @@ impl Engine {
         let wanted = self.wanted();
         tracing::info!(
             active = wanted.len(),
+            ?read,
+            took = ?started.elapsed(),
             "re-applying active bans to every enforcer"
         );
         self.enforcers.reconcile(wanted);

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use ipnet::IpNet;
 use jiff::Timestamp;
 
-use super::{Change, Enforcer, Failed};
+use super::{seconds_left, Change, Enforcer, Failed};
 
 const SET4: &str = "moat-ban4";
 const SET6: &str = "moat-ban6";
@@ -155,9 +155,13 @@ impl Enforcer for IptablesEnforcer {
         for c in batch {
             match c {
                 Change::Ban(b) => {
+                    // 0: no timeout.
                     let timeout = match b.until {
                         None => 0,
-                        Some(u) => now.duration_until(u).as_secs().max(1),
+                        Some(u) => match seconds_left(now, u) {
+                            Some(secs) => secs,
+                            None => continue,
+                        },
                     };
                     // -exist: adding a held entry updates its timeout.
                     script.push_str(&format!(

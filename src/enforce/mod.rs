@@ -89,6 +89,13 @@ pub trait Enforcer: Send {
     /// The targets currently held.
     fn held(&mut self) -> Result<HashSet<IpNet>, String>;
 
+    /// The changes that bring it to hold exactly `wanted` (at start, after drift). By default
+    /// the difference between `wanted` and [`Enforcer::held`]; an enforcer that can replace
+    /// its whole state in one step more cheaply than it can list it (nftables) prepares that.
+    fn converge(&mut self, wanted: &[BanOrder]) -> Result<Vec<Change>, String> {
+        Ok(reconcile(wanted, &self.held()?))
+    }
+
     /// Whether what it holds can change behind moat's back (a ruleset flush), so that it
     /// must be checked periodically, not only at start.
     fn drifts(&self) -> bool {
@@ -96,8 +103,8 @@ pub trait Enforcer: Send {
     }
 
     /// The periodic check: `Ok(true)` when its state is as it left it; `Ok(false)` when it
-    /// found it gone or changed and restored the structure, so that the bans must be applied
-    /// again (the caller reconciles). Cheap: it runs every few seconds.
+    /// found it gone or changed (and restored the structure or prepared to), so that the bans
+    /// must be applied again (the caller converges). Cheap: it runs every few seconds.
     fn intact(&mut self) -> Result<bool, String> {
         Ok(true)
     }
@@ -106,6 +113,14 @@ pub trait Enforcer: Send {
     fn repairs(&self) -> u64 {
         0
     }
+}
+
+/// A kernel-side timeout for a ban ending at `until`: whole seconds, rounded up (a ban with
+/// 0.4 s left must still take effect, and the kernel then lets it go at most a second after
+/// moat lifts it); `None` when it has already ended.
+pub fn seconds_left(now: Timestamp, until: Timestamp) -> Option<i64> {
+    let ms = now.duration_until(until).as_millis();
+    (ms > 0).then(|| ((ms + 999) / 1000) as i64)
 }
 
 /// The changes that bring an enforcer holding `held` to the active bans `wanted`.

@@ -198,10 +198,12 @@ fn bans_cover_host_services_and_published_ports(enforcer: &str, tag: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     std::fs::write(dir.join("access.log"), "").unwrap();
+    std::fs::write(dir.join("auth.log"), "").unwrap();
     std::fs::write(
         dir.join("moat.toml"),
         format!("[daemon]\nstate_dir = \"state\"\nsocket = \"moat.sock\"\n\n[enforce]\nuse = [\"{enforcer}\"]\n\n\
-         [jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\nmaxretry = 2\n"),
+         [jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\nmaxretry = 2\n\n\
+         [jails.ssh]\nfilter = \"sshd\"\nsources = [\"auth.log\"]\nports = [2222, \"60000-60010/udp\"]\n"),
     )
     .unwrap();
     let (attacker, legit) = (ip("192.0.2.100"), ip("192.0.2.200"));
@@ -270,6 +272,25 @@ fn bans_cover_host_services_and_published_ports(enforcer: &str, tag: &str) {
     eventually(5, "the unbanned client is back", || {
         reaches(&w, attacker, service) && reaches(&w, attacker, published)
     });
+
+    // A jail with `ports` bans only there: the host service on 2222, not the published 8080;
+    // the same client banned on every port by another jail is held apart and lifted apart.
+    moat.must(&["ban", "192.0.2.100", "--jail", "ssh", "--for", "1h"]);
+    eventually(5, "dropped on the jail's port", || {
+        !reaches(&w, attacker, service)
+    });
+    assert!(reaches(&w, attacker, published), "other ports stay open");
+    moat.must(&["ban", "192.0.2.100", "--jail", "portainer", "--for", "1h"]);
+    eventually(5, "dropped everywhere", || {
+        !reaches(&w, attacker, published)
+    });
+    moat.must(&["unban", "192.0.2.100", "--jail", "portainer"]);
+    eventually(5, "the every-port ban lifted", || {
+        reaches(&w, attacker, published)
+    });
+    assert!(!reaches(&w, attacker, service), "the port ban holds");
+    moat.must(&["unban", "192.0.2.100"]);
+    eventually(5, "both lifted", || reaches(&w, attacker, service));
 
     // A ban that ends while moat runs, its element already gone from the kernel (as when the
     // kernel's timeout ends it first): lifting it is no failure and no repair.

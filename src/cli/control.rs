@@ -334,6 +334,7 @@ pub fn unban(
     socket: &SocketArgs,
     target: Option<String>,
     all: bool,
+    jail: Option<String>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     if let Some(t) = &target {
@@ -344,6 +345,7 @@ pub fn unban(
         Request::Unban {
             target: target.clone(),
             all,
+            jail,
         },
     )?;
     if json {

@@ -102,6 +102,9 @@ enum Command {
         target: Option<String>,
         #[arg(long)]
         all: bool,
+        /// Only this jail's bans (another jail's ban of the same address stays).
+        #[arg(long)]
+        jail: Option<String>,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -140,9 +143,10 @@ pub fn main() -> ExitCode {
         Command::Unban {
             target,
             all,
+            jail,
             json,
             socket,
-        } => control::unban(&socket, target, all, json),
+        } => control::unban(&socket, target, all, jail, json),
         Command::Reload { socket } => control::reload(&socket),
     };
     match result {

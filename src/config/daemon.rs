@@ -87,7 +87,8 @@ pub enum EnforcerName {
     Nftables,
     /// ipset sets matched in iptables' raw PREROUTING (hosts without nftables).
     Iptables,
-    /// nftables where it works, else iptables/ipset.
+    /// nftables where it works, else iptables/ipset (`auto` is the same).
+    #[serde(alias = "auto")]
     Kernel,
 }
 
@@ -114,9 +115,9 @@ pub struct ExecTable {
 }
 
 /// The placeholders an argv template may use.
-pub const PLACEHOLDERS: &[&str] = &["ip", "jail", "until", "failures"];
+pub const PLACEHOLDERS: &[&str] = &["ip", "jail", "until", "failures", "ports"];
 
-/// A command as a list of arguments with `{ip}`, `{jail}`, `{until}`, `{failures}`.
+/// A command as a list of arguments with `{ip}`, `{jail}`, `{until}`, `{failures}`, `{ports}`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ArgvTemplate(pub Vec<String>);
 

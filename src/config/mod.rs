@@ -23,7 +23,8 @@ use crate::detect::{library, Filter, FilterSpec};
 use crate::jail::{IgnoreList, JailParams, DEFAULT_MAX_CLIENTS};
 use daemon::{DaemonTable, EnforceTable, EnforcerName, EscalateTable, Escalation};
 use value::{
-    Duration, FilterName, MaxRetry, Net, PatternText, PrefixLen, TimeFormatText, Zone, ZoneSpec,
+    Duration, FilterName, MaxRetry, Net, PatternText, PortsValue, PrefixLen, TimeFormatText, Zone,
+    ZoneSpec,
 };
 
 /// The keys shared by `[defaults]` and `[jails.NAME]`; every one optional.
@@ -47,6 +48,7 @@ pub struct JailTable {
     pub ipv6_prefix: Option<PrefixLen>,
     pub max_clients: Option<usize>,
     pub escalate: Option<EscalateTable>,
+    pub ports: Option<PortsValue>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -75,6 +77,8 @@ pub struct JailConfig {
     pub zone: ZoneSpec,
     /// Longer bans for repeat offenders, when configured.
     pub escalation: Option<Escalation>,
+    /// The ports its bans cover; `None`: every port.
+    pub ports: Option<crate::enforce::Ports>,
     /// The jail's table merged over the defaults, as written (for layering overrides).
     pub table: JailTable,
 }
@@ -329,7 +333,8 @@ pub fn merge(defaults: &JailTable, jail: &JailTable) -> JailTable {
         ignore,
         ipv6_prefix,
         max_clients,
-        escalate
+        escalate,
+        ports
     )
 }
 
@@ -425,6 +430,7 @@ pub fn resolve(name: &str, t: &JailTable) -> Result<JailConfig, String> {
         params,
         zone: t.timezone.as_ref().map_or(ZoneSpec::Local, |z| z.0.clone()),
         escalation,
+        ports: t.ports.as_ref().map(|p| p.0.clone()),
         table: t.clone(),
     })
 }
@@ -483,6 +489,13 @@ maxretry = 3
             e.starts_with("moat.toml:2:13: invalid regex: unclosed group"),
             "{e}"
         );
+        let e = err("[jails.x]\nfilter = \"sshd\"\nports = [22, \"ssh\"]\n");
+        assert!(
+            e.starts_with("moat.toml:3:") && e.contains("\"ssh\" is not a port"),
+            "{e}"
+        );
+        let c = Config::parse("[jails.x]\nfilter = \"sshd\"\nports = 2222\n", "m").unwrap();
+        assert_eq!(c.jails[0].ports.as_ref().unwrap().to_string(), "2222");
         let e = err("[jails.x]\nfilter = \"portaner\"\n");
         assert!(e.contains("did you mean \"portainer\""), "{e}");
         let e = err("[jails.x]\nmaxretry = 3\n");

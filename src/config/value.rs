@@ -272,3 +272,42 @@ mod tests {
         assert!(parse_net("192.0.2.0/33").is_err());
     }
 }
+
+/// `ports`: a list of ports, ranges and protocols (`[22, "8000-8100", "53/udp"]`), or one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortsValue(pub crate::enforce::Ports);
+
+impl<'de> Deserialize<'de> for PortsValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Entry {
+            Number(i64),
+            Text(String),
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(Entry),
+            Many(Vec<Entry>),
+        }
+        let entries = match OneOrMany::deserialize(d).map_err(|_| {
+            de::Error::custom(
+                "expected a port or a list of ports; hint: ports = [22, \"8000-8100\", \"53/udp\"]",
+            )
+        })? {
+            OneOrMany::One(e) => vec![e],
+            OneOrMany::Many(v) => v,
+        };
+        let texts: Vec<String> = entries
+            .into_iter()
+            .map(|e| match e {
+                Entry::Number(n) => n.to_string(),
+                Entry::Text(t) => t,
+            })
+            .collect();
+        crate::enforce::Ports::parse(texts.iter().map(String::as_str))
+            .map(PortsValue)
+            .map_err(de::Error::custom)
+    }
+}

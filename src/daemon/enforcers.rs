@@ -314,7 +314,7 @@ mod tests {
             }
             Vec::new()
         }
-        fn held(&mut self) -> Result<HashSet<ipnet::IpNet>, String> {
+        fn held(&mut self) -> Result<HashSet<crate::enforce::Key>, String> {
             Ok(HashSet::new())
         }
     }
@@ -330,7 +330,9 @@ mod tests {
             }),
             3,
         );
-        e.apply(vec![Change::Unban("192.0.2.1/32".parse().unwrap())]);
+        e.apply(vec![Change::Unban(crate::enforce::Key::all_ports(
+            "192.0.2.1/32".parse().unwrap(),
+        ))]);
         std::thread::sleep(Duration::from_millis(200));
         let st = &e.status()[0];
         assert_eq!((st.failed, st.queued, st.applied), (1, 1, 0));

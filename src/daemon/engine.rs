@@ -9,7 +9,7 @@
 //! It is a plain thread, not an async task: everything it does is CPU work or a short SQLite
 //! write, and it keeps the detection path free of an executor.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,7 +27,7 @@ use super::Shared;
 use crate::config::value::parse_duration;
 use crate::config::{Config, JailConfig};
 use crate::detect::{Filter, Prefilter, TimeContext, Verdict};
-use crate::enforce::{parse_target, safety, BanOrder, Change, Target};
+use crate::enforce::{parse_target, safety, BanOrder, Change, Key, Ports, Target};
 use crate::jail::{BanDecision, ClientKey, Jail, Outcome};
 use crate::ledger::{Cursor, JailCheckpoint, Ledger, NewBan, Origin, SAMPLE_LINES};
 
@@ -146,6 +146,21 @@ struct Active {
     /// The ledger's id; `None` while the write is pending.
     id: Option<i64>,
     ban: NewBan,
+    /// The jail's `ports` when the ban was placed; `None`: every port.
+    ports: Option<Ports>,
+}
+
+impl Active {
+    fn key(&self) -> Key {
+        Key {
+            target: self.ban.target,
+            ports: self.ports.clone(),
+        }
+    }
+
+    fn order(&self) -> BanOrder {
+        order(&self.ban, self.ports.clone())
+    }
 }
 
 pub struct Engine {
@@ -293,11 +308,13 @@ impl Engine {
                 reason: r.reason.clone(),
             };
             self.hold_in_jail(&ban);
+            let ports = self.ports_of(&r.jail);
             self.active.insert(
                 (r.jail, r.target),
                 Active {
                     id: Some(r.id),
                     ban,
+                    ports,
                 },
             );
         }
@@ -321,7 +338,15 @@ impl Engine {
     }
 
     fn wanted(&self) -> Vec<BanOrder> {
-        self.active.values().map(|a| order(&a.ban)).collect()
+        self.active.values().map(Active::order).collect()
+    }
+
+    /// The ports a jail's bans cover (`None`: every port, also for bans not from a jail).
+    fn ports_of(&self, jail: &str) -> Option<Ports> {
+        self.jails
+            .iter()
+            .find(|j| j.config.name == jail)
+            .and_then(|j| j.config.ports.clone())
     }
 
     fn hold_in_jail(&mut self, ban: &NewBan) {
@@ -366,15 +391,15 @@ impl Engine {
         }
         self.checkpoint();
         if self.lift_on_stop {
-            let mut targets: Vec<IpNet> = self.active.values().map(|a| a.ban.target).collect();
-            targets.sort();
-            targets.dedup();
+            let mut keys: Vec<Key> = self.active.values().map(Active::key).collect();
+            keys.sort();
+            keys.dedup();
             tracing::info!(
-                count = targets.len(),
+                count = keys.len(),
                 "lifting every ban from the enforcers (lift_on_stop)"
             );
             self.enforcers
-                .apply(targets.into_iter().map(Change::Unban).collect());
+                .apply(keys.into_iter().map(Change::Unban).collect());
         }
         self.enforcers.stop();
     }
@@ -491,10 +516,11 @@ impl Engine {
         }
         let until = ban.until.map_or("forever".into(), |u| u.to_string());
         tracing::info!(ip = %Target(ban.target), jail = %ban.jail, failures = ban.failures, %until, "ban");
+        let ports = self.ports_of(&ban.jail);
         self.enforcers
-            .apply_read_at(vec![Change::Ban(order(&ban))], read_at);
+            .apply_read_at(vec![Change::Ban(order(&ban, ports.clone()))], read_at);
         self.active
-            .insert((ban.jail.clone(), ban.target), Active { id, ban });
+            .insert((ban.jail.clone(), ban.target), Active { id, ban, ports });
         self.metrics.active_bans.set(self.active.len() as i64);
     }
 
@@ -547,6 +573,7 @@ impl Engine {
     fn end(&mut self, keys: &[(String, IpNet)], now: Timestamp, reason: &str) -> Vec<ActiveBan> {
         let mut ids = Vec::new();
         let mut ended = Vec::new();
+        let mut lifted: HashSet<Key> = HashSet::new();
         for k in keys {
             if let Some(a) = self.active.remove(k) {
                 ids.extend(a.id);
@@ -558,20 +585,25 @@ impl Engine {
                     }
                 }
                 tracing::info!(ip = %Target(a.ban.target), jail = %a.ban.jail, reason, "unban");
+                lifted.insert(a.key());
                 ended.push(active_view(&a.ban));
             }
         }
         if let Err(e) = self.ledger.end_bans(&ids, now, reason) {
             tracing::error!("cannot record the end of {} bans: {e}", ids.len());
         }
-        let mut lifted: Vec<IpNet> = ended.iter().map(|b| b.target).collect();
+        // A target another jail still bans on the same ports stays (one pass over the active
+        // bans, however many ended at once).
+        if !lifted.is_empty() {
+            for a in self.active.values() {
+                if lifted.contains(&a.key()) {
+                    lifted.remove(&a.key());
+                }
+            }
+        }
+        let mut lifted: Vec<Key> = lifted.into_iter().collect();
         lifted.sort();
-        lifted.dedup();
-        let changes: Vec<Change> = lifted
-            .into_iter()
-            .filter(|t| !self.active.values().any(|a| a.ban.target == *t))
-            .map(Change::Unban)
-            .collect();
+        let changes: Vec<Change> = lifted.into_iter().map(Change::Unban).collect();
         if !changes.is_empty() {
             self.enforcers.apply(changes);
         }
@@ -634,9 +666,16 @@ impl Engine {
                 Ok(b) => Reply::ok(b),
                 Err(e) => Reply::err(e),
             },
-            Request::Unban { target, all } => {
+            Request::Unban { target, all, jail } => {
+                if let Some(j) = &jail {
+                    if !self.jails.iter().any(|r| &r.config.name == j) {
+                        return Reply::err(format!("no jail named {j:?}"));
+                    }
+                }
+                let of_jail =
+                    |(name, _): &&(String, IpNet)| jail.as_ref().is_none_or(|j| j == name);
                 let keys: Vec<(String, IpNet)> = if all {
-                    self.active.keys().cloned().collect()
+                    self.active.keys().filter(of_jail).cloned().collect()
                 } else {
                     let Some(t) = target else {
                         return Reply::err("name an address or network, or --all");
@@ -648,6 +687,7 @@ impl Engine {
                     self.active
                         .keys()
                         .filter(|(_, held)| held.contains(&t) || t.contains(held))
+                        .filter(of_jail)
                         .cloned()
                         .collect()
                 };
@@ -849,6 +889,23 @@ impl Engine {
         for b in &holds {
             self.hold_in_jail(b);
         }
+        // A changed jail's `ports`: its bans move to the new ports, in every enforcer.
+        let ports: HashMap<String, Option<Ports>> = changed
+            .iter()
+            .map(|j| (j.clone(), self.ports_of(j)))
+            .collect();
+        let mut moved = false;
+        for a in self.active.values_mut() {
+            if let Some(p) = ports.get(&a.ban.jail) {
+                if *p != a.ports {
+                    a.ports = p.clone();
+                    moved = true;
+                }
+            }
+        }
+        if moved {
+            self.enforcers.reconcile(self.wanted());
+        }
         // A removed jail's bans end with it, as when fail2ban stops a jail.
         let gone: Vec<(String, IpNet)> = self
             .active
@@ -920,12 +977,13 @@ fn same_jail(a: &JailConfig, b: &JailConfig) -> bool {
     format!("{:?}", a.table) == format!("{:?}", b.table)
 }
 
-fn order(b: &NewBan) -> BanOrder {
+fn order(b: &NewBan, ports: Option<Ports>) -> BanOrder {
     BanOrder {
         target: b.target,
         jail: b.jail.clone(),
         until: b.until,
         failures: b.failures,
+        ports,
     }
 }
 

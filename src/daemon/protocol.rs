@@ -36,6 +36,9 @@ pub enum Request {
         target: Option<String>,
         #[serde(default)]
         all: bool,
+        /// Only this jail's bans.
+        #[serde(default)]
+        jail: Option<String>,
     },
     Reload,
 }

@@ -3,7 +3,8 @@
 //! There is no shell anywhere: the template is split into arguments when the configuration is
 //! read, and a placeholder is replaced by a value moat produced itself — `{ip}` is a parsed
 //! address or network printed back, `{jail}` a configured name, `{until}` a time moat computed,
-//! `{failures}` a number. Nothing from a log line reaches the command. The program runs with a
+//! `{failures}` a number, `{ports}` the jail's ports (`22, 80-443`; empty for every port).
+//! Nothing from a log line reaches the command. The program runs with a
 //! minimal environment, no standard input, and a timeout after which it is killed.
 
 use std::collections::HashSet;
@@ -11,17 +12,16 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ipnet::IpNet;
 use wait_timeout::ChildExt;
 
-use super::{Change, Enforcer, Failed, Target};
+use super::{Change, Enforcer, Failed, Key, Target};
 use crate::config::daemon::ArgvTemplate;
 
 pub struct ExecEnforcer {
     ban: Vec<String>,
     unban: Option<Vec<String>>,
     timeout: Duration,
-    held: HashSet<IpNet>,
+    held: HashSet<Key>,
 }
 
 impl ExecEnforcer {
@@ -79,20 +79,17 @@ impl ExecEnforcer {
 
 /// The argv for one change.
 pub fn expand(template: &[String], change: &Change) -> Vec<String> {
-    let (ip, jail, until, failures) = match change {
+    let (jail, until, failures) = match change {
         Change::Ban(b) => (
-            Target(b.target).to_string(),
             b.jail.clone(),
             b.until.map_or("forever".to_string(), |t| t.to_string()),
             b.failures.to_string(),
         ),
-        Change::Unban(t) => (
-            Target(*t).to_string(),
-            String::new(),
-            String::new(),
-            String::new(),
-        ),
+        Change::Unban(_) => (String::new(), String::new(), String::new()),
     };
+    let key = change.key();
+    let ip = Target(key.target).to_string();
+    let ports = key.ports.map(|p| p.to_string()).unwrap_or_default();
     template
         .iter()
         .map(|arg| {
@@ -100,6 +97,7 @@ pub fn expand(template: &[String], change: &Change) -> Vec<String> {
                 .replace("{jail}", &jail)
                 .replace("{until}", &until)
                 .replace("{failures}", &failures)
+                .replace("{ports}", &ports)
         })
         .collect()
 }
@@ -122,10 +120,10 @@ impl Enforcer for ExecEnforcer {
             match result {
                 Ok(()) => match change {
                     Change::Ban(b) => {
-                        self.held.insert(b.target);
+                        self.held.insert(b.key());
                     }
-                    Change::Unban(t) => {
-                        self.held.remove(t);
+                    Change::Unban(k) => {
+                        self.held.remove(k);
                     }
                 },
                 Err(error) => failed.push(Failed { index, error }),
@@ -136,7 +134,7 @@ impl Enforcer for ExecEnforcer {
 
     /// What this process applied: a command cannot be asked what it holds, so after a restart
     /// every active ban is applied again (as fail2ban re-runs `actionban` for restored bans).
-    fn held(&mut self) -> Result<HashSet<IpNet>, String> {
+    fn held(&mut self) -> Result<HashSet<Key>, String> {
         Ok(self.held.clone())
     }
 }
@@ -152,17 +150,33 @@ mod tests {
             jail: "ssh".into(),
             until: None,
             failures: 3,
+            ports: None,
         })
     }
 
     #[test]
     fn expands_placeholders_into_single_arguments() {
-        let t: Vec<String> = ["/bin/echo", "{ip}", "jail={jail}", "{until}", "{failures}"]
-            .map(String::from)
-            .to_vec();
+        let t: Vec<String> = [
+            "/bin/echo",
+            "{ip}",
+            "jail={jail}",
+            "{until}",
+            "{failures}",
+            "{ports}",
+        ]
+        .map(String::from)
+        .to_vec();
         assert_eq!(
             expand(&t, &ban("2001:db8::/64")),
-            ["/bin/echo", "2001:db8::/64", "jail=ssh", "forever", "3"]
+            ["/bin/echo", "2001:db8::/64", "jail=ssh", "forever", "3", ""]
+        );
+        let Change::Ban(mut on_22) = ban("192.0.2.7/32") else {
+            unreachable!()
+        };
+        on_22.ports = Some(crate::enforce::Ports::parse(["22", "53/udp"]).unwrap());
+        assert_eq!(
+            expand(&t, &Change::Unban(on_22.key()))[1..],
+            ["192.0.2.7", "jail=", "", "", "22/tcp, 22,53/udp"]
         );
     }
 

@@ -3,13 +3,11 @@
 
 use std::collections::HashSet;
 
-use ipnet::IpNet;
-
-use super::{Change, Enforcer, Failed, Target};
+use super::{Change, Enforcer, Failed, Key};
 
 #[derive(Default)]
 pub struct LogEnforcer {
-    held: HashSet<IpNet>,
+    held: HashSet<Key>,
 }
 
 impl Enforcer for LogEnforcer {
@@ -23,19 +21,19 @@ impl Enforcer for LogEnforcer {
                 Change::Ban(b) => {
                     let until = b.until.map_or("forever".to_string(), |t| t.to_string());
                     // The engine logs every decision already; this enforcer adds nothing else.
-                    tracing::debug!(target: "moat::enforce::log", ip = %Target(b.target), jail = %b.jail, %until, failures = b.failures, "ban");
-                    self.held.insert(b.target);
+                    tracing::debug!(target: "moat::enforce::log", ban = %b.key(), jail = %b.jail, %until, failures = b.failures, "ban");
+                    self.held.insert(b.key());
                 }
-                Change::Unban(t) => {
-                    tracing::debug!(target: "moat::enforce::log", ip = %Target(*t), "unban");
-                    self.held.remove(t);
+                Change::Unban(k) => {
+                    tracing::debug!(target: "moat::enforce::log", ban = %k, "unban");
+                    self.held.remove(k);
                 }
             }
         }
         Vec::new()
     }
 
-    fn held(&mut self) -> Result<HashSet<IpNet>, String> {
+    fn held(&mut self) -> Result<HashSet<Key>, String> {
         Ok(self.held.clone())
     }
 }

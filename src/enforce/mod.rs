@@ -13,6 +13,7 @@ pub mod iptables;
 pub mod log;
 pub mod nft;
 pub mod nftables;
+pub mod ports;
 pub mod safety;
 
 use std::collections::{BTreeMap, HashSet};
@@ -22,6 +23,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use jiff::Timestamp;
 
+pub use ports::Ports;
+
 /// A ban as an enforcer sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BanOrder {
@@ -30,20 +33,66 @@ pub struct BanOrder {
     /// `None`: forever.
     pub until: Option<Timestamp>,
     pub failures: u32,
+    /// The ports it covers (the jail's `ports`); `None`: every port.
+    pub ports: Option<Ports>,
+}
+
+impl BanOrder {
+    pub fn key(&self) -> Key {
+        Key {
+            target: self.target,
+            ports: self.ports.clone(),
+        }
+    }
+}
+
+/// What an enforcer holds once however many jails ban it: a target, on every port or on a
+/// jail's ports. A target banned on every port and on port 22 is held twice; lifting one
+/// leaves the other.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    pub target: IpNet,
+    pub ports: Option<Ports>,
+}
+
+impl Key {
+    /// `target` on every port.
+    pub fn all_ports(target: IpNet) -> Key {
+        Key {
+            target,
+            ports: None,
+        }
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.ports {
+            None => write!(f, "{}", Target(self.target)),
+            Some(p) => write!(f, "{} (ports {p})", Target(self.target)),
+        }
+    }
 }
 
 /// One change to what an enforcer holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
     Ban(BanOrder),
-    Unban(IpNet),
+    Unban(Key),
 }
 
 impl Change {
     pub fn target(&self) -> IpNet {
         match self {
             Change::Ban(b) => b.target,
-            Change::Unban(t) => *t,
+            Change::Unban(k) => k.target,
+        }
+    }
+
+    pub fn key(&self) -> Key {
+        match self {
+            Change::Ban(b) => b.key(),
+            Change::Unban(k) => k.clone(),
         }
     }
 }
@@ -51,8 +100,8 @@ impl Change {
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Change::Ban(b) => write!(f, "ban {} ({})", Target(b.target), b.jail),
-            Change::Unban(t) => write!(f, "unban {}", Target(*t)),
+            Change::Ban(b) => write!(f, "ban {} ({})", b.key(), b.jail),
+            Change::Unban(k) => write!(f, "unban {k}"),
         }
     }
 }
@@ -86,8 +135,8 @@ pub trait Enforcer: Send {
     /// error. Returns the changes that failed (none when all took effect).
     fn apply(&mut self, batch: &[Change]) -> Vec<Failed>;
 
-    /// The targets currently held.
-    fn held(&mut self) -> Result<HashSet<IpNet>, String>;
+    /// What it currently holds.
+    fn held(&mut self) -> Result<HashSet<Key>, String>;
 
     /// The changes that bring it to hold exactly `wanted` (at start, after drift). By default
     /// the difference between `wanted` and [`Enforcer::held`]; an enforcer that can replace
@@ -124,11 +173,12 @@ pub fn seconds_left(now: Timestamp, until: Timestamp) -> Option<i64> {
 }
 
 /// The changes that bring an enforcer holding `held` to the active bans `wanted`.
-pub fn reconcile(wanted: &[BanOrder], held: &HashSet<IpNet>) -> Vec<Change> {
-    let mut want: BTreeMap<IpNet, &BanOrder> = BTreeMap::new();
+pub fn reconcile(wanted: &[BanOrder], held: &HashSet<Key>) -> Vec<Change> {
+    let mut want: BTreeMap<Key, &BanOrder> = BTreeMap::new();
     for b in wanted {
-        // Two jails may ban the same target; the enforcer holds it once, until the later end.
-        want.entry(b.target)
+        // Two jails may ban the same target on the same ports; the enforcer holds it once,
+        // until the later end.
+        want.entry(b.key())
             .and_modify(|cur| {
                 if later(b.until, cur.until) {
                     *cur = b;
@@ -137,13 +187,13 @@ pub fn reconcile(wanted: &[BanOrder], held: &HashSet<IpNet>) -> Vec<Change> {
             .or_insert(b);
     }
     let mut changes: Vec<Change> = want
-        .values()
-        .filter(|b| !held.contains(&b.target))
-        .map(|b| Change::Ban((*b).clone()))
+        .iter()
+        .filter(|(k, _)| !held.contains(k))
+        .map(|(_, b)| Change::Ban((*b).clone()))
         .collect();
-    let mut stale: Vec<&IpNet> = held.iter().filter(|t| !want.contains_key(t)).collect();
+    let mut stale: Vec<&Key> = held.iter().filter(|k| !want.contains_key(k)).collect();
     stale.sort();
-    changes.extend(stale.into_iter().map(|t| Change::Unban(*t)));
+    changes.extend(stale.into_iter().map(|k| Change::Unban(k.clone())));
     changes
 }
 
@@ -198,6 +248,7 @@ mod tests {
             jail: "j".into(),
             until: until.map(|s| Timestamp::from_second(s).unwrap()),
             failures: 1,
+            ports: None,
         }
     }
 
@@ -208,22 +259,26 @@ mod tests {
             order("192.0.2.2/32", Some(10)),
             order("192.0.2.2/32", None),
         ];
-        let held: HashSet<IpNet> = [
-            "192.0.2.1/32".parse().unwrap(),
-            "192.0.2.9/32".parse().unwrap(),
-        ]
-        .into_iter()
-        .collect();
+        let key = |t: &str| Key::all_ports(t.parse().unwrap());
+        let mut held: HashSet<Key> = [key("192.0.2.1/32"), key("192.0.2.9/32")].into();
         let changes = reconcile(&wanted, &held);
         assert_eq!(
             changes,
             vec![
                 Change::Ban(order("192.0.2.2/32", None)),
-                Change::Unban("192.0.2.9/32".parse().unwrap())
+                Change::Unban(key("192.0.2.9/32"))
             ]
         );
-        let all: HashSet<IpNet> = wanted.iter().map(|b| b.target).collect();
+        let all: HashSet<Key> = wanted.iter().map(BanOrder::key).collect();
         assert!(reconcile(&wanted, &all).is_empty());
+        // The same target on a jail's ports is held apart from its every-port ban.
+        let mut on_22 = order("192.0.2.1/32", Some(10));
+        on_22.ports = Some(Ports::parse(["22"]).unwrap());
+        held.remove(&key("192.0.2.9/32"));
+        assert_eq!(
+            reconcile(&[on_22.clone()], &held),
+            vec![Change::Ban(on_22), Change::Unban(key("192.0.2.1/32"))]
+        );
     }
 
     #[test]

@@ -28,26 +28,60 @@
 //! Networks go to interval sets, which refuse overlapping elements: a network inside another
 //! banned one is left out while the wider one holds (the wider ban already drops it).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use ipnet::IpNet;
 use jiff::Timestamp;
 use serde_json::Value;
 
 use super::nft::Nft;
-use super::{reconcile, seconds_left, BanOrder, Change, Enforcer, Failed};
+use super::{reconcile, seconds_left, BanOrder, Change, Enforcer, Failed, Key, Ports};
 
 /// The table moat owns.
 pub const TABLE: &str = "moat";
 
-/// Which set a target goes to.
-fn set_of(t: &IpNet) -> &'static str {
-    match t {
-        IpNet::V4(n) if n.prefix_len() == 32 => "ban4",
-        IpNet::V4(_) => "ban4net",
-        IpNet::V6(n) if n.prefix_len() == 128 => "ban6",
-        IpNet::V6(_) => "ban6net",
+/// The four sets of a scope: single IPv4 addresses, IPv4 networks, the same for IPv6.
+/// Every-port bans go to `ban4`…; a jail's ports to `p22_4`… (named after the ports).
+fn sets_of(scope: &Option<Ports>) -> [String; 4] {
+    let (prefix, sep) = match scope {
+        None => ("ban".to_string(), ""),
+        Some(p) => (p.name(), "_"),
+    };
+    ["4", "4net", "6", "6net"].map(|kind| format!("{prefix}{sep}{kind}"))
+}
+
+/// Which set a ban goes to.
+fn set_of(k: &Key) -> String {
+    let [v4, v4net, v6, v6net] = sets_of(&k.ports);
+    match k.target {
+        IpNet::V4(n) if n.prefix_len() == 32 => v4,
+        IpNet::V4(_) => v4net,
+        IpNet::V6(n) if n.prefix_len() == 128 => v6,
+        IpNet::V6(_) => v6net,
     }
+}
+
+/// The rules of a scope: its four sets, dropped on every port or on its ports.
+fn rules_of(scope: &Option<Ports>) -> Vec<String> {
+    let sets = sets_of(scope);
+    let mut rules = Vec::new();
+    for (i, set) in sets.iter().enumerate() {
+        let family = if i < 2 { "ip" } else { "ip6" };
+        match scope {
+            None => rules.push(format!("{family} saddr @{set} drop")),
+            Some(p) => {
+                for (proto, ranges) in [("tcp", p.tcp()), ("udp", p.udp())] {
+                    if !ranges.is_empty() {
+                        let ports = super::ports::ranges_text(ranges, ", ", "-");
+                        rules.push(format!(
+                            "{family} saddr @{set} {proto} dport {{ {ports} }} drop"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    rules
 }
 
 /// A target as an element of its set: an address alone, or a network.
@@ -72,25 +106,36 @@ fn sep(list: &str) -> &'static str {
     }
 }
 
-/// The table's definition, as one `nft -f` script that replaces it atomically.
-pub fn table_script() -> String {
-    format!(
-        "add table inet {TABLE}\n\
-         delete table inet {TABLE}\n\
-         table inet {TABLE} {{\n\
-         \tset ban4 {{ type ipv4_addr; flags timeout; }}\n\
-         \tset ban4net {{ type ipv4_addr; flags interval, timeout; }}\n\
-         \tset ban6 {{ type ipv6_addr; flags timeout; }}\n\
-         \tset ban6net {{ type ipv6_addr; flags interval, timeout; }}\n\
-         \tchain prerouting {{\n\
-         \t\ttype filter hook prerouting priority -300; policy accept;\n\
-         \t\tip saddr @ban4 drop\n\
-         \t\tip saddr @ban4net drop\n\
-         \t\tip6 saddr @ban6 drop\n\
-         \t\tip6 saddr @ban6net drop\n\
-         \t}}\n\
-         }}\n"
-    )
+/// The table's definition with the sets and rules of `scopes`, as one `nft -f` script that
+/// replaces it atomically.
+pub fn table_script<'a>(scopes: impl IntoIterator<Item = &'a Option<Ports>>) -> String {
+    use std::fmt::Write;
+    let scopes: Vec<_> = scopes.into_iter().collect();
+    let mut s =
+        format!("add table inet {TABLE}\ndelete table inet {TABLE}\ntable inet {TABLE} {{\n");
+    for scope in &scopes {
+        let [v4, v4net, v6, v6net] = sets_of(scope);
+        let _ = writeln!(s, "\tset {v4} {{ type ipv4_addr; flags timeout; }}");
+        let _ = writeln!(
+            s,
+            "\tset {v4net} {{ type ipv4_addr; flags interval, timeout; }}"
+        );
+        let _ = writeln!(s, "\tset {v6} {{ type ipv6_addr; flags timeout; }}");
+        let _ = writeln!(
+            s,
+            "\tset {v6net} {{ type ipv6_addr; flags interval, timeout; }}"
+        );
+    }
+    s.push_str(
+        "\tchain prerouting {\n\t\ttype filter hook prerouting priority -300; policy accept;\n",
+    );
+    for scope in &scopes {
+        for rule in rules_of(scope) {
+            let _ = writeln!(s, "\t\t{rule}");
+        }
+    }
+    s.push_str("\t}\n}\n");
+    s
 }
 
 /// moat's table as the kernel holds it now, without the sets' elements: `None` when absent.
@@ -119,8 +164,9 @@ fn own_table(nft: &mut Nft) -> Result<Option<Value>, String> {
     Ok(Some(serde_json::json!({ "nftables": items })))
 }
 
-/// Whether the listed table has exactly moat's sets, chain and rules.
-fn is_intact(table: &Value) -> bool {
+/// Whether the listed table has the sets, chain and rules of `scopes`: every set with its
+/// flags, the base chain, and as many rules as the scopes make, each set dropped by one.
+fn is_intact(table: &Value, scopes: &BTreeSet<Option<Ports>>) -> bool {
     let items = table["nftables"].as_array().cloned().unwrap_or_default();
     let mut sets = HashSet::new();
     let mut chain_ok = false;
@@ -147,14 +193,14 @@ fn is_intact(table: &Value) -> bool {
             rules.push(r["expr"].to_string());
         }
     }
-    let rule_sets = ["ban4", "ban4net", "ban6", "ban6net"];
-    sets.len() == 4
-        && chain_ok
-        && rules.len() == 4
-        && rule_sets.iter().all(|s| {
-            rules
-                .iter()
-                .any(|r| r.contains(&format!("\"@{s}\"")) && r.contains("drop"))
+    let wanted_rules: usize = scopes.iter().map(|s| rules_of(s).len()).sum();
+    chain_ok
+        && rules.len() == wanted_rules
+        && scopes.iter().flat_map(sets_of).all(|set| {
+            sets.contains(&set)
+                && rules
+                    .iter()
+                    .any(|r| r.contains(&format!("\"@{set}\"")) && r.contains("drop"))
         })
 }
 
@@ -162,13 +208,15 @@ fn is_intact(table: &Value) -> bool {
 pub struct NftEnforcer {
     nft: Nft,
     /// What the daemon wants banned, and until when (`None`: forever).
-    wanted: HashMap<IpNet, Option<Timestamp>>,
+    wanted: HashMap<Key, Option<Timestamp>>,
     /// The wanted networks (wider than one address).
-    nets: std::collections::BTreeSet<IpNet>,
+    nets: BTreeSet<Key>,
+    /// The scopes whose sets and rules the table has (every port, and the jails' ports).
+    scopes: BTreeSet<Option<Ports>>,
     /// The next batch replaces the whole table (at start, after a failed batch).
     replace: bool,
     /// What this process put in the kernel.
-    in_kernel: HashSet<IpNet>,
+    in_kernel: HashSet<Key>,
     /// Table rebuilds after drift, for status and metrics.
     pub repairs: u64,
 }
@@ -184,7 +232,8 @@ impl NftEnforcer {
         NftEnforcer {
             nft: Nft::open(),
             wanted: HashMap::new(),
-            nets: Default::default(),
+            nets: BTreeSet::new(),
+            scopes: BTreeSet::from([None]),
             replace: true,
             in_kernel: HashSet::new(),
             repairs: 0,
@@ -195,9 +244,9 @@ impl NftEnforcer {
     /// nf_tables): how it runs, or why it does not.
     pub fn probe() -> Result<String, String> {
         let mut nft = Nft::open();
-        nft.list_json("list tables", true)
+        nft.list_json("list ruleset", true)
             .map(|_| nft.describe())
-            .map_err(|e| format!("nft list tables failed: {e}"))
+            .map_err(|e| format!("nft list ruleset failed: {e}"))
     }
 
     /// How scripts reach the kernel, for status.
@@ -205,54 +254,68 @@ impl NftEnforcer {
         self.nft.describe()
     }
 
-    /// The wanted network (other than `t`) that covers `t`, if any.
-    fn covered(&self, t: &IpNet) -> bool {
-        self.nets.iter().any(|n| n != t && n.contains(t))
+    /// Whether a wanted network of the same scope (other than `k`) covers `k`.
+    fn covered(&self, k: &Key) -> bool {
+        self.nets
+            .iter()
+            .any(|n| n != k && n.ports == k.ports && n.target.contains(&k.target))
     }
 
     /// The kernel operations for a batch, computed from what this process put in the kernel:
     /// `(target, Some(until))` to (re)add, `(target, None)` to delete. Only a network being
     /// added or removed costs more than the batch itself (it may cover held targets).
-    fn plan(&mut self, batch: &[Change]) -> Vec<(IpNet, Option<Option<Timestamp>>)> {
-        let mut ops: HashMap<IpNet, Option<Option<Timestamp>>> = HashMap::new();
+    fn plan(&mut self, batch: &[Change]) -> Vec<(Key, Option<Option<Timestamp>>)> {
+        let mut ops: HashMap<Key, Option<Option<Timestamp>>> = HashMap::new();
         for c in batch {
             match c {
                 Change::Ban(b) => {
-                    let t = b.target;
-                    let old = self.wanted.insert(t, b.until);
-                    let is_net = t.prefix_len() < t.max_prefix_len();
+                    let k = b.key();
+                    if !self.scopes.contains(&k.ports) {
+                        // A jail's ports seen for the first time: the table needs its sets and
+                        // rules, so this batch replaces it.
+                        self.scopes.insert(k.ports.clone());
+                        self.replace = true;
+                    }
+                    let old = self.wanted.insert(k.clone(), b.until);
+                    let is_net = k.target.prefix_len() < k.target.max_prefix_len();
                     if is_net {
-                        self.nets.insert(t);
+                        self.nets.insert(k.clone());
                         // Targets inside it leave the kernel: the network drops them.
-                        for held in self.in_kernel.iter().filter(|h| **h != t && t.contains(*h)) {
-                            ops.insert(*held, None);
+                        for held in self.in_kernel.iter().filter(|h| {
+                            **h != k && h.ports == k.ports && k.target.contains(&h.target)
+                        }) {
+                            ops.insert(held.clone(), None);
                         }
                     }
-                    if self.covered(&t) {
-                        if self.in_kernel.contains(&t) {
-                            ops.insert(t, None);
+                    if self.covered(&k) {
+                        if self.in_kernel.contains(&k) {
+                            ops.insert(k, None);
                         }
                         continue;
                     }
-                    if !self.in_kernel.contains(&t) || old != Some(b.until) {
-                        ops.insert(t, Some(b.until));
+                    if !self.in_kernel.contains(&k) || old != Some(b.until) {
+                        ops.insert(k, Some(b.until));
                     }
                 }
-                Change::Unban(t) => {
-                    self.wanted.remove(t);
-                    if self.nets.remove(t) {
+                Change::Unban(k) => {
+                    self.wanted.remove(k);
+                    if self.nets.remove(k) {
                         // What it covered and is still wanted goes back in.
-                        let back: Vec<(IpNet, Option<Timestamp>)> = self
+                        let back: Vec<(Key, Option<Timestamp>)> = self
                             .wanted
                             .iter()
-                            .filter(|(w, _)| t.contains(*w) && !self.covered(w))
-                            .map(|(w, u)| (*w, *u))
+                            .filter(|(w, _)| {
+                                w.ports == k.ports
+                                    && k.target.contains(&w.target)
+                                    && !self.covered(w)
+                            })
+                            .map(|(w, u)| (w.clone(), *u))
                             .collect();
                         for (w, u) in back {
                             ops.insert(w, Some(u));
                         }
                     }
-                    ops.insert(*t, None);
+                    ops.insert(k.clone(), None);
                 }
             }
         }
@@ -262,17 +325,17 @@ impl NftEnforcer {
     /// The `nft` script for planned operations: per set, one command for the deletions and one
     /// for the additions, each listing all its elements (100,000 elements in one command load
     /// in about 0.4 s; as 100,000 commands, ten times slower).
-    fn script(&self, ops: &[(IpNet, Option<Option<Timestamp>>)], now: Timestamp) -> String {
+    fn script(&self, ops: &[(Key, Option<Option<Timestamp>>)], now: Timestamp) -> String {
         use std::fmt::Write;
         let mut ops: Vec<_> = ops.iter().collect();
-        ops.sort_unstable_by_key(|(t, _)| *t);
-        let mut deletes: std::collections::BTreeMap<&str, String> = Default::default();
-        let mut adds: std::collections::BTreeMap<&str, String> = Default::default();
+        ops.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut deletes: BTreeMap<String, String> = BTreeMap::new();
+        let mut adds: BTreeMap<String, String> = BTreeMap::new();
         for (t, op) in ops {
             // Deletions come first, also before a re-add (which replaces an element's timeout).
             if self.in_kernel.contains(t) {
                 let list = deletes.entry(set_of(t)).or_default();
-                let _ = write!(list, "{}{}", sep(list), Element(t));
+                let _ = write!(list, "{}{}", sep(list), Element(&t.target));
             }
             let Some(until) = op else { continue };
             let secs = match until {
@@ -283,7 +346,7 @@ impl NftEnforcer {
                 },
             };
             let list = adds.entry(set_of(t)).or_default();
-            let _ = write!(list, "{}{}", sep(list), Element(t));
+            let _ = write!(list, "{}{}", sep(list), Element(&t.target));
             if let Some(secs) = secs {
                 let _ = write!(list, " timeout {secs}s");
             }
@@ -302,11 +365,11 @@ impl NftEnforcer {
     }
 
     /// Records planned operations as done.
-    fn commit(&mut self, ops: &[(IpNet, Option<Option<Timestamp>>)]) {
+    fn commit(&mut self, ops: &[(Key, Option<Option<Timestamp>>)]) {
         for (t, op) in ops {
             match op {
                 Some(_) => {
-                    self.in_kernel.insert(*t);
+                    self.in_kernel.insert(t.clone());
                 }
                 None => {
                     self.in_kernel.remove(t);
@@ -316,11 +379,11 @@ impl NftEnforcer {
     }
 
     /// Every wanted target not covered by a wider one, as operations (after a rebuild).
-    fn everything(&self) -> Vec<(IpNet, Option<Option<Timestamp>>)> {
+    fn everything(&self) -> Vec<(Key, Option<Option<Timestamp>>)> {
         self.wanted
             .iter()
             .filter(|(t, _)| !self.covered(t))
-            .map(|(t, u)| (*t, Some(*u)))
+            .map(|(t, u)| (t.clone(), Some(*u)))
             .collect()
     }
 
@@ -331,8 +394,12 @@ impl NftEnforcer {
         self.replace = true;
         self.in_kernel.clear();
         let started = std::time::Instant::now();
+        // The scopes of what is wanted now (a jail whose ports changed leaves none behind).
+        self.scopes = std::iter::once(None)
+            .chain(self.wanted.keys().map(|k| k.ports.clone()))
+            .collect();
         let all = self.everything();
-        let script = table_script() + &self.script(&all, now);
+        let script = table_script(&self.scopes) + &self.script(&all, now);
         let built = started.elapsed();
         self.nft.run(&script)?;
         tracing::debug!(elements = all.len(), ?built, took = ?started.elapsed(), "table replaced");
@@ -382,9 +449,9 @@ impl Enforcer for NftEnforcer {
 
     /// What this process put in the kernel (the periodic [`Enforcer::intact`] check keeps it
     /// true), counting targets left out because a wider network covers them.
-    fn held(&mut self) -> Result<HashSet<IpNet>, String> {
+    fn held(&mut self) -> Result<HashSet<Key>, String> {
         let mut held = self.in_kernel.clone();
-        held.extend(self.wanted.keys().filter(|t| self.covered(t)).copied());
+        held.extend(self.wanted.keys().filter(|t| self.covered(t)).cloned());
         Ok(held)
     }
 
@@ -406,7 +473,7 @@ impl Enforcer for NftEnforcer {
     /// counted, and the next batch (the caller converges) replaces the table.
     fn intact(&mut self) -> Result<bool, String> {
         match own_table(&mut self.nft)? {
-            Some(t) if is_intact(&t) => Ok(true),
+            Some(t) if is_intact(&t, &self.scopes) => Ok(true),
             found => {
                 self.repairs += 1;
                 tracing::warn!(
@@ -438,8 +505,13 @@ mod tests {
 
     #[test]
     fn sets_and_elements() {
-        assert_eq!(set_of(&"192.0.2.1/32".parse().unwrap()), "ban4");
-        assert_eq!(set_of(&"2001:db8::/64".parse().unwrap()), "ban6net");
+        assert_eq!(set_of(&unban("192.0.2.1/32")), "ban4");
+        assert_eq!(set_of(&unban("2001:db8::/64")), "ban6net");
+        let on_22 = Key {
+            ports: Some(Ports::parse(["22"]).unwrap()),
+            ..unban("198.51.100.0/24")
+        };
+        assert_eq!(set_of(&on_22), "p22_4net");
         let element = |t: &str| Element(&t.parse().unwrap()).to_string();
         assert_eq!(element("192.0.2.1/32"), "192.0.2.1");
         assert_eq!(element("198.51.100.0/24"), "198.51.100.0/24");
@@ -451,7 +523,12 @@ mod tests {
             jail: "j".into(),
             until: until.map(|s| Timestamp::from_second(s).unwrap()),
             failures: 1,
+            ports: None,
         })
+    }
+
+    fn unban(t: &str) -> Key {
+        Key::all_ports(t.parse().unwrap())
     }
 
     fn run(e: &mut NftEnforcer, batch: &[Change]) -> String {
@@ -477,14 +554,11 @@ mod tests {
         );
         // Added before it is deleted: an element the kernel let expire is no error.
         assert_eq!(
-            run(&mut e, &[Change::Unban("192.0.2.1/32".parse().unwrap())]),
+            run(&mut e, &[Change::Unban(unban("192.0.2.1/32"))]),
             "add element inet moat ban4 { 192.0.2.1 }\n\
              delete element inet moat ban4 { 192.0.2.1 }"
         );
-        assert_eq!(
-            run(&mut e, &[Change::Unban("192.0.2.1/32".parse().unwrap())]),
-            ""
-        );
+        assert_eq!(run(&mut e, &[Change::Unban(unban("192.0.2.1/32"))]), "");
     }
 
     #[test]
@@ -499,10 +573,43 @@ mod tests {
         );
         assert_eq!(run(&mut e, &[ban("198.51.100.9/32", None)]), "");
         assert_eq!(
-            run(&mut e, &[Change::Unban("198.51.100.0/24".parse().unwrap())]),
+            run(&mut e, &[Change::Unban(unban("198.51.100.0/24"))]),
             "add element inet moat ban4net { 198.51.100.0/24 }\n\
              delete element inet moat ban4net { 198.51.100.0/24 }\n\
              add element inet moat ban4 { 198.51.100.7, 198.51.100.9 }"
         );
+    }
+
+    #[test]
+    fn a_jails_ports_have_their_own_sets_and_rules() {
+        let ports = Some(Ports::parse(["22", "53/udp"]).unwrap());
+        let script = table_script(&[None, ports.clone()]);
+        for line in [
+            "set p22_4net { type ipv4_addr; flags interval, timeout; }",
+            "ip saddr @ban4 drop",
+            "ip saddr @t22_u22_53_4 tcp dport { 22 } drop",
+            "ip6 saddr @t22_u22_53_6net udp dport { 22, 53 } drop",
+        ] {
+            let line = line.replace("p22_4net", "t22_u22_53_4net");
+            assert!(script.contains(&line), "{line}\n{script}");
+        }
+        // The same address on every port and on the jail's ports: two elements, lifted apart.
+        let mut e = NftEnforcer::new();
+        let Change::Ban(mut on_ports) = ban("192.0.2.1/32", None) else {
+            unreachable!()
+        };
+        on_ports.ports = ports;
+        run(&mut e, &[ban("192.0.2.1/32", None)]);
+        assert_eq!(
+            run(&mut e, &[Change::Ban(on_ports.clone())]),
+            "add element inet moat t22_u22_53_4 { 192.0.2.1 }"
+        );
+        assert!(e.replace, "a new scope replaces the table");
+        assert_eq!(
+            run(&mut e, &[Change::Unban(unban("192.0.2.1/32"))]),
+            "add element inet moat ban4 { 192.0.2.1 }\n\
+             delete element inet moat ban4 { 192.0.2.1 }"
+        );
+        assert_eq!(e.held().unwrap(), HashSet::from([on_ports.key()]));
     }
 }

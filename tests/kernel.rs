@@ -104,8 +104,18 @@ struct Moat {
 
 impl Moat {
     fn start(ns: &str, dir: &Path) -> Moat {
+        Moat::start_with_path(ns, dir, None)
+    }
+
+    /// With `bin` first in moat's PATH (programs standing in for the usual ones).
+    fn start_with_path(ns: &str, dir: &Path, bin: Option<&Path>) -> Moat {
         let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
-        let child = Command::new("ip")
+        let mut cmd = Command::new("ip");
+        if let Some(bin) = bin {
+            let path = std::env::var("PATH").unwrap_or_default();
+            cmd.env("PATH", format!("{}:{path}", bin.display()));
+        }
+        let child = cmd
             .args(["netns", "exec", ns, MOAT, "run", "-c"])
             .arg(dir.join("moat.toml"))
             .stdin(Stdio::null())
@@ -192,11 +202,36 @@ fn iptables_bans_cover_host_services_and_published_ports() {
     }
 }
 
-fn bans_cover_host_services_and_published_ports(enforcer: &str, tag: &str) {
+/// The iptables enforcer on a host whose `iptables` is iptables-legacy (x_tables, not
+/// nf_tables), as on older distributions; Docker's chains stay iptables-nft's here, as the
+/// two coexist in one kernel.
+#[test]
+fn iptables_legacy_bans_cover_host_services_and_published_ports() {
+    if can_run("iptables_legacy_bans_cover_host_services_and_published_ports") {
+        bans_cover_host_services_and_published_ports("iptables-legacy", "kl");
+    }
+}
+
+fn bans_cover_host_services_and_published_ports(variant: &str, tag: &str) {
     let lab = Lab::build(tag);
     let (w, h) = (lab.wan().to_string(), lab.host().to_string());
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
+    let bin = dir.join("bin");
+    let enforcer = if variant == "iptables-legacy" {
+        std::fs::create_dir(&bin).unwrap();
+        for prog in ["iptables", "ip6tables"] {
+            let legacy = format!("/usr/sbin/{prog}-legacy");
+            assert!(
+                Path::new(&legacy).exists(),
+                "{legacy} (Debian's iptables package)"
+            );
+            std::os::unix::fs::symlink(legacy, bin.join(prog)).unwrap();
+        }
+        "iptables"
+    } else {
+        variant
+    };
     std::fs::write(dir.join("access.log"), "").unwrap();
     std::fs::write(dir.join("auth.log"), "").unwrap();
     std::fs::write(
@@ -224,7 +259,7 @@ fn bans_cover_host_services_and_published_ports(enforcer: &str, tag: &str) {
     ] {
         assert!(reaches(&w, from, to), "before any ban, {from} reaches {to}");
     }
-    let mut moat = Moat::start(&h, dir);
+    let mut moat = Moat::start_with_path(&h, dir, bin.exists().then_some(bin.as_path()));
 
     // A ban from the log: two failed logins.
     for _ in 0..2 {
@@ -260,6 +295,13 @@ fn bans_cover_host_services_and_published_ports(enforcer: &str, tag: &str) {
     // Nothing else was touched: Docker's chains are still there.
     let nat = ns_run(&h, "iptables -t nat -S DOCKER");
     assert!(nat.contains("DNAT"), "{nat}");
+    if variant == "iptables-legacy" {
+        let raw = ns_run(&h, "iptables-legacy -t raw -S PREROUTING");
+        assert!(
+            raw.contains("moat-ban4"),
+            "moat's rule is iptables-legacy's: {raw}"
+        );
+    }
 
     // IPv6: a /64 ban catches the attacker's rotated address.
     moat.must(&["ban", "2001:db8:a::/64", "--for", "1h"]);
@@ -326,7 +368,10 @@ fn bans_cover_host_services_and_published_ports(enforcer: &str, tag: &str) {
     eventually(5, "banned again", || !reaches(&w, attacker, service));
     ns_run(&h, "nft flush ruleset");
     if enforcer == "iptables" {
-        ns_run(&h, "iptables-legacy -t raw -F PREROUTING 2>/dev/null; ipset destroy moat-ban4; ipset destroy moat-ban6");
+        // (moat's rule is in iptables-nft's raw table, which the flush removed, or in
+        // iptables-legacy's, which it did not.)
+        ns_run(&h, "iptables-legacy -t raw -F PREROUTING 2>/dev/null; ip6tables-legacy -t raw -F PREROUTING 2>/dev/null; \
+                     ipset destroy moat-ban4; ipset destroy moat-ban6");
     }
     assert!(reaches(&w, attacker, service), "the flush lifted the ban");
     let t0 = Instant::now();

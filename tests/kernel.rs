@@ -468,7 +468,7 @@ fn a_real_docker_published_port_is_banned_and_unbanned() {
     if !can_run("a_real_docker_published_port_is_banned_and_unbanned") {
         return;
     }
-    let docker = match support::Dockerd::start("kd") {
+    let mut docker = match support::Dockerd::start("kd") {
         Ok(d) => d,
         Err(why) => {
             return support::skip("a_real_docker_published_port_is_banned_and_unbanned", &why)
@@ -493,6 +493,8 @@ fn a_real_docker_published_port_is_banned_and_unbanned() {
         "-d",
         "--name",
         "web",
+        "--restart",
+        "always",
         "-p",
         "8080:80",
         "moat-test/busybox:1",
@@ -532,6 +534,22 @@ fn a_real_docker_published_port_is_banned_and_unbanned() {
     assert!(
         nat.contains("--dport 8080") && nat.contains("DNAT"),
         "{nat}"
+    );
+    // Docker restarts (its chains flushed and rebuilt, the container started again): the
+    // ban still holds, since nothing of Docker's touches moat's table.
+    docker.restart().unwrap();
+    assert_eq!(
+        docker.log().matches("API listen on").count(),
+        2,
+        "{}",
+        docker.log()
+    );
+    eventually(30, "the container answers again after the restart", || {
+        support::http_reaches(&w, legit, web)
+    });
+    assert!(
+        !support::http_reaches(&w, attacker, web),
+        "the ban survives a Docker restart"
     );
     moat.must(&["unban", "192.0.2.100"]);
     eventually(5, "the unbanned client is back", || {

@@ -62,12 +62,28 @@ impl Dockerd {
             .prefix("moat-dockerd-")
             .tempdir()
             .unwrap();
-        let run = dir.path();
-        let log = std::fs::File::create(run.join("dockerd.log")).unwrap();
+        let mut d = Dockerd {
+            netns,
+            dir,
+            child: None,
+        };
+        d.spawn()?;
+        d.import_busybox()?;
+        Ok(d)
+    }
+
+    /// Starts dockerd in the namespace and waits until it answers.
+    fn spawn(&mut self) -> Result<(), String> {
+        let run = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(run.join("dockerd.log"))
+            .unwrap();
         // nsenter, not `ip netns exec`: the latter mounts a fresh /sys that hides the cgroup
         // mounts dockerd needs.
         let child = Command::new("nsenter")
-            .arg(format!("--net=/var/run/netns/{netns}"))
+            .arg(format!("--net=/var/run/netns/{}", self.netns))
             .arg("dockerd")
             .arg(format!("--host=unix://{}/docker.sock", run.display()))
             .arg(format!("--data-root={}/data", run.display()))
@@ -83,20 +99,38 @@ impl Dockerd {
             .stderr(log)
             .spawn()
             .map_err(|e| format!("cannot start dockerd: {e}"))?;
-        let d = Dockerd {
-            netns,
-            dir,
-            child: Some(child),
-        };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !d.docker(&["info"]).status.success() {
+        while !self.docker(&["info"]).status.success() {
             if Instant::now() > deadline {
-                return Err(format!("dockerd did not come up:\n{}", d.log()));
+                return Err(format!("dockerd did not come up:\n{}", self.log()));
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        d.import_busybox()?;
-        Ok(d)
+        Ok(())
+    }
+
+    /// Stops dockerd (SIGTERM, as `systemctl stop docker` does), leaving its containers.
+    fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// `systemctl restart docker`: dockerd stops and starts again, rebuilding its iptables
+    /// chains; containers with a restart policy come back.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.terminate();
+        self.spawn()
     }
 
     pub fn host(&self) -> String {
@@ -168,18 +202,7 @@ impl Drop for Dockerd {
             .args(["rm", "-f", "-v"])
             .args(String::from_utf8_lossy(&self.docker(&["ps", "-aq"]).stdout).split_whitespace())
             .output();
-        if let Some(mut c) = self.child.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.terminate();
         let _ = Command::new("ip")
             .args(["netns", "del", &self.netns])
             .status();

@@ -50,15 +50,20 @@ fn sets_of(scope: &Option<Ports>) -> [String; 4] {
     ["4", "4net", "6", "6net"].map(|kind| format!("{prefix}{sep}{kind}"))
 }
 
-/// Which set a ban goes to.
-fn set_of(k: &Key) -> String {
-    let [v4, v4net, v6, v6net] = sets_of(&k.ports);
-    match k.target {
-        IpNet::V4(n) if n.prefix_len() == 32 => v4,
-        IpNet::V4(_) => v4net,
-        IpNet::V6(n) if n.prefix_len() == 128 => v6,
-        IpNet::V6(_) => v6net,
+/// Which of its scope's four sets a target goes to.
+fn kind_of(t: &IpNet) -> usize {
+    match t {
+        IpNet::V4(n) if n.prefix_len() == 32 => 0,
+        IpNet::V4(_) => 1,
+        IpNet::V6(n) if n.prefix_len() == 128 => 2,
+        IpNet::V6(_) => 3,
     }
+}
+
+/// Which set a ban goes to.
+#[cfg(test)]
+fn set_of(k: &Key) -> String {
+    sets_of(&k.ports)[kind_of(&k.target)].clone()
 }
 
 /// The rules of a scope: its four sets, dropped on every port or on its ports.
@@ -280,6 +285,12 @@ impl NftEnforcer {
                     let is_net = k.target.prefix_len() < k.target.max_prefix_len();
                     if is_net {
                         self.nets.insert(k.clone());
+                    }
+                    if self.replace {
+                        // The whole table is written from `wanted`: no operations to plan.
+                        continue;
+                    }
+                    if is_net {
                         // Targets inside it leave the kernel: the network drops them.
                         for held in self.in_kernel.iter().filter(|h| {
                             **h != k && h.ports == k.ports && k.target.contains(&h.target)
@@ -329,12 +340,14 @@ impl NftEnforcer {
         use std::fmt::Write;
         let mut ops: Vec<_> = ops.iter().collect();
         ops.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut deletes: BTreeMap<String, String> = BTreeMap::new();
-        let mut adds: BTreeMap<String, String> = BTreeMap::new();
+        // Keyed by scope and kind; named once per set, not per element.
+        let mut deletes: BTreeMap<(&Option<Ports>, usize), String> = BTreeMap::new();
+        let mut adds: BTreeMap<(&Option<Ports>, usize), String> = BTreeMap::new();
         for (t, op) in ops {
+            let set = (&t.ports, kind_of(&t.target));
             // Deletions come first, also before a re-add (which replaces an element's timeout).
             if self.in_kernel.contains(t) {
-                let list = deletes.entry(set_of(t)).or_default();
+                let list = deletes.entry(set).or_default();
                 let _ = write!(list, "{}{}", sep(list), Element(&t.target));
             }
             let Some(until) = op else { continue };
@@ -345,20 +358,23 @@ impl NftEnforcer {
                     secs => secs,
                 },
             };
-            let list = adds.entry(set_of(t)).or_default();
+            let list = adds.entry(set).or_default();
             let _ = write!(list, "{}{}", sep(list), Element(&t.target));
             if let Some(secs) = secs {
                 let _ = write!(list, " timeout {secs}s");
             }
         }
         let mut s = String::new();
+        let name = |(scope, kind): &(&Option<Ports>, usize)| sets_of(scope)[*kind].clone();
         for (set, list) in &deletes {
+            let set = name(set);
             // Added first, so that deleting an element the kernel already let expire (its
             // timeout ends with the ban) is not an error that fails the whole batch.
             let _ = writeln!(s, "add element inet {TABLE} {set} {{ {list} }}");
             let _ = writeln!(s, "delete element inet {TABLE} {set} {{ {list} }}");
         }
         for (set, list) in &adds {
+            let set = name(set);
             let _ = writeln!(s, "add element inet {TABLE} {set} {{ {list} }}");
         }
         s
@@ -527,6 +543,13 @@ mod tests {
         })
     }
 
+    /// An enforcer whose table is in place (its first replacement done).
+    fn fresh() -> NftEnforcer {
+        let mut e = NftEnforcer::new();
+        e.replace = false;
+        e
+    }
+
     fn unban(t: &str) -> Key {
         Key::all_ports(t.parse().unwrap())
     }
@@ -540,7 +563,7 @@ mod tests {
 
     #[test]
     fn batches_become_element_changes() {
-        let mut e = NftEnforcer::new();
+        let mut e = fresh();
         assert_eq!(
             run(&mut e, &[ban("192.0.2.1/32", Some(1_000_600))]),
             "add element inet moat ban4 { 192.0.2.1 timeout 600s }"
@@ -563,7 +586,7 @@ mod tests {
 
     #[test]
     fn networks_cover_what_they_contain() {
-        let mut e = NftEnforcer::new();
+        let mut e = fresh();
         run(&mut e, &[ban("198.51.100.7/32", None)]);
         assert_eq!(
             run(&mut e, &[ban("198.51.100.0/24", None)]),
@@ -594,17 +617,20 @@ mod tests {
             assert!(script.contains(&line), "{line}\n{script}");
         }
         // The same address on every port and on the jail's ports: two elements, lifted apart.
-        let mut e = NftEnforcer::new();
+        let mut e = fresh();
         let Change::Ban(mut on_ports) = ban("192.0.2.1/32", None) else {
             unreachable!()
         };
         on_ports.ports = ports;
         run(&mut e, &[ban("192.0.2.1/32", None)]);
-        assert_eq!(
-            run(&mut e, &[Change::Ban(on_ports.clone())]),
-            "add element inet moat t22_u22_53_4 { 192.0.2.1 }"
-        );
+        // A new scope: the table is replaced (with its sets and rules), nothing planned.
+        assert_eq!(run(&mut e, &[Change::Ban(on_ports.clone())]), "");
         assert!(e.replace, "a new scope replaces the table");
+        let all = e.everything();
+        let script = e.script(&all, Timestamp::from_second(1_000_000).unwrap());
+        assert!(script.contains("add element inet moat t22_u22_53_4 { 192.0.2.1 }"));
+        e.commit(&all);
+        e.replace = false;
         assert_eq!(
             run(&mut e, &[Change::Unban(unban("192.0.2.1/32"))]),
             "add element inet moat ban4 { 192.0.2.1 }\n\

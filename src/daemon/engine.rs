@@ -596,9 +596,7 @@ impl Engine {
         // bans, however many ended at once).
         if !lifted.is_empty() {
             for a in self.active.values() {
-                if lifted.contains(&a.key()) {
-                    lifted.remove(&a.key());
-                }
+                lifted.remove(&a.key());
             }
         }
         let mut lifted: Vec<Key> = lifted.into_iter().collect();

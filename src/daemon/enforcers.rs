@@ -19,6 +19,8 @@ use super::protocol::EnforcerStatus;
 use crate::enforce::{BanOrder, Change, Enforcer};
 
 const FIRST_RETRY: Duration = Duration::from_secs(1);
+/// A batch this large (the active bans at start-up) leaves megabytes freed behind it.
+const BIG_BATCH: usize = 10_000;
 const LAST_RETRY: Duration = Duration::from_secs(60);
 
 enum Msg {
@@ -240,6 +242,9 @@ fn run(
         if !batch.is_empty() {
             let changes: Vec<Change> = batch.iter().map(|(c, _)| c.clone()).collect();
             let failed = enforcer.apply(&changes);
+            if changes.len() >= BIG_BATCH {
+                give_back_freed_memory();
+            }
             let mut st = status.lock().unwrap();
             st.applied += (changes.len() - failed.len()) as u64;
             for f in &failed {
@@ -276,6 +281,17 @@ fn run(
         if stopping {
             break;
         }
+    }
+}
+
+/// Returns memory freed after a big batch to the system. glibc keeps freed memory in each
+/// thread's arena: after loading 100,000 bans at start-up (the ledger's rows, the orders, the
+/// nft script), moat held 134 MB resident of which 55 MB were free; trimmed, 79 MB.
+fn give_back_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it takes the allocator's locks itself.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -1,5 +1,6 @@
 //! Targets no enforcer may ban, whatever a log or an admin says: the host's own addresses,
-//! loopback, link-local, unspecified and multicast ranges, and networks wider than /16 (IPv4)
+//! loopback, link-local, unspecified, multicast and reserved (240.0.0.0/4, where Cloudflare's
+//! pseudo-IPv4 addresses live) ranges, Cloudflare's proxies, and networks wider than /16 (IPv4)
 //! or /32 (IPv6) unless forced. Locking the host out of its own network, or banning half the
 //! internet because of one typo, is worse than missing a ban; a refused ban is logged with its
 //! reason, and a refused `moat ban` says why.
@@ -21,6 +22,38 @@ const NEVER: &[(&str, &str)] = &[
     ("::/128", "unspecified"),
     ("224.0.0.0/4", "multicast"),
     ("ff00::/8", "multicast"),
+    (
+        "240.0.0.0/4",
+        "reserved (Class E, Cloudflare's pseudo-IPv4)",
+    ),
+];
+
+/// Cloudflare's proxy ranges, as published at <https://www.cloudflare.com/ips/> (2026). Behind
+/// Cloudflare every request arrives from one of these: a log showing them has not restored the
+/// client's address, and banning one would cut off every visitor behind that proxy.
+pub const CLOUDFLARE: &[&str] = &[
+    "173.245.48.0/20",
+    "103.21.244.0/22",
+    "103.22.200.0/22",
+    "103.31.4.0/22",
+    "141.101.64.0/18",
+    "108.162.192.0/18",
+    "190.93.240.0/20",
+    "188.114.96.0/20",
+    "197.234.240.0/22",
+    "198.41.128.0/17",
+    "162.158.0.0/15",
+    "104.16.0.0/13",
+    "104.24.0.0/14",
+    "172.64.0.0/13",
+    "131.0.72.0/22",
+    "2400:cb00::/32",
+    "2606:4700::/32",
+    "2803:f800::/32",
+    "2405:b500::/32",
+    "2405:8100::/32",
+    "2a06:98c0::/29",
+    "2c0f:f248::/32",
 ];
 
 fn overlap(a: &IpNet, b: &IpNet) -> bool {
@@ -33,6 +66,16 @@ pub fn refuse(target: &IpNet, own: &[IpAddr], force: bool) -> Option<String> {
         let net: IpNet = net.parse().expect("valid constant");
         if overlap(target, &net) {
             return Some(format!("{target} is or covers {what} addresses ({net})"));
+        }
+    }
+    for net in CLOUDFLARE {
+        let net: IpNet = net.parse().expect("valid constant");
+        if overlap(target, &net) {
+            return Some(format!(
+                "{target} is or covers Cloudflare's proxy addresses ({net}): the log shows \
+                 Cloudflare instead of the client; restore the client's address (nginx: \
+                 set_real_ip_from for Cloudflare's ranges, real_ip_header CF-Connecting-IP)"
+            ));
         }
     }
     if let Some(a) = own.iter().find(|a| target.contains(*a)) {
@@ -100,6 +143,17 @@ mod tests {
         assert!(refuse(&n("2001:db8::/16"), &own, false).is_some());
         assert!(refuse(&n("203.0.113.5/32"), &own, false).is_none());
         assert!(refuse(&n("2001:db8:1:2::/64"), &own, false).is_none());
+        // Cloudflare's proxies and the reserved range its pseudo-IPv4 addresses come from
+        // (pure checks: no traffic goes anywhere).
+        assert!(refuse(&n("162.158.1.2/32"), &own, true)
+            .unwrap()
+            .contains("Cloudflare's proxy"));
+        assert!(refuse(&n("2606:4700:1::/64"), &own, true)
+            .unwrap()
+            .contains("real_ip_header"));
+        assert!(refuse(&n("240.16.0.1/32"), &own, true)
+            .unwrap()
+            .contains("Class E"));
     }
 
     #[test]

@@ -181,20 +181,25 @@ impl IptablesEnforcer {
             .map(str::trim)
             .filter(|s| s.starts_with("moat-") && !ours.contains(*s))
             .collect();
-        for set in &stale {
-            for program in ["iptables", "ip6tables"] {
-                let rules = run(program, &["-t", "raw", "-S", "PREROUTING"], None)?;
-                for line in rules.lines() {
-                    let words: Vec<&str> = line.split_whitespace().collect();
-                    if words.first() == Some(&"-A")
-                        && words.windows(2).any(|w| w == ["--match-set", set])
-                    {
-                        let mut delete = vec!["-t", "raw", "-D"];
-                        delete.extend(&words[1..]);
-                        run(program, &delete, None)?;
-                    }
+        if stale.is_empty() {
+            return Ok(());
+        }
+        // Their rules first (a set in use cannot be destroyed): one listing per program.
+        for program in ["iptables", "ip6tables"] {
+            let rules = run(program, &["-t", "raw", "-S", "PREROUTING"], None)?;
+            for line in rules.lines() {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let matches_stale = words
+                    .windows(2)
+                    .any(|w| w[0] == "--match-set" && stale.contains(&w[1]));
+                if words.first() == Some(&"-A") && matches_stale {
+                    let mut delete = vec!["-t", "raw", "-D"];
+                    delete.extend(&words[1..]);
+                    run(program, &delete, None)?;
                 }
             }
+        }
+        for set in &stale {
             run("ipset", &["destroy", set], None)?;
             tracing::info!(set, "removed an ipset of ports no jail uses any more");
         }

@@ -24,5 +24,6 @@ pub mod detect;
 pub mod enforce;
 pub mod jail;
 pub mod ledger;
+pub mod ports;
 pub mod scan;
 pub mod source;

@@ -62,6 +62,7 @@ struct ConfigFile {
     daemon: DaemonTable,
     #[serde(default)]
     enforce: EnforceTable,
+    ports: Option<Spanned<crate::ports::PortsTable>>,
 }
 
 /// A jail ready to run: its merged filter and its parameters.
@@ -99,6 +100,9 @@ pub struct Config {
     pub jails: Vec<JailConfig>,
     pub daemon: DaemonTable,
     pub enforce: EnforceTable,
+    /// The port policy `[ports]` declares, if any.
+    pub ports: Option<crate::ports::PortPolicy>,
+    pub ports_backend: crate::ports::Backend,
 }
 
 /// A configuration problem, located in its file.
@@ -245,6 +249,8 @@ impl Config {
         let mut defaults = JailTable::default();
         let mut daemon = DaemonTable::default();
         let mut enforce = EnforceTable::default();
+        // `[ports]` is one declaration: a later file's replaces an earlier one's whole.
+        let mut ports: Option<(crate::ports::PortsTable, usize, Range<usize>)> = None;
         // Each jail's merged table and where it was last written, for messages.
         let mut tables: BTreeMap<String, (JailTable, usize, Range<usize>)> = BTreeMap::new();
         for (i, (path, text)) in texts.iter().enumerate() {
@@ -257,6 +263,10 @@ impl Config {
                 exec: file.enforce.exec.or(enforce.exec),
                 lift_on_stop: file.enforce.lift_on_stop.or(enforce.lift_on_stop),
             };
+            if let Some(p) = file.ports {
+                let span = p.span();
+                ports = Some((p.into_inner(), i, span));
+            }
             for (name, table) in file.jails {
                 let span = table.span();
                 let entry = tables
@@ -296,6 +306,16 @@ impl Config {
             })?;
             jails.push(jail);
         }
+        let (ports, ports_backend) = match &ports {
+            None => (None, crate::ports::Backend::default()),
+            Some((table, file, span)) => {
+                let policy = table.resolve().map_err(|m| {
+                    let (path, text) = &texts[*file];
+                    ConfigError::at(path, text, Some(span.clone()), m)
+                })?;
+                (Some(policy), table.backend.unwrap_or_default())
+            }
+        };
         Ok(Config {
             path: None,
             files: Vec::new(),
@@ -303,6 +323,8 @@ impl Config {
             jails,
             daemon,
             enforce,
+            ports,
+            ports_backend,
         })
     }
 

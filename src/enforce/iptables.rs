@@ -45,26 +45,10 @@ fn rules_of(set: &str, scope: &Option<Ports>) -> Vec<Vec<String>> {
     };
     let mut rules = Vec::new();
     for (proto, ranges) in [("tcp", p.tcp()), ("udp", p.udp())] {
-        // multiport takes 15 slots; a range uses two.
-        let mut chunk: Vec<(u16, u16)> = Vec::new();
-        let mut slots = 0;
-        let mut chunks = Vec::new();
-        for &r in ranges {
-            let cost = if r.0 == r.1 { 1 } else { 2 };
-            if slots + cost > 15 {
-                chunks.push(std::mem::take(&mut chunk));
-                slots = 0;
-            }
-            chunk.push(r);
-            slots += cost;
-        }
-        if !chunk.is_empty() {
-            chunks.push(chunk);
-        }
-        for c in chunks {
+        for c in multiport_lists(ranges) {
             let mut r = base.to_vec();
             r.extend(["-p", proto, "-m", "multiport", "--dports"].map(String::from));
-            r.push(super::ports::ranges_text(&c, ",", ":"));
+            r.push(c);
             r.extend(["-j", "DROP"].map(String::from));
             rules.push(r);
         }
@@ -72,7 +56,31 @@ fn rules_of(set: &str, scope: &Option<Ports>) -> Vec<Vec<String>> {
     rules
 }
 
-fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<String, String> {
+/// Port ranges as `--dports` lists (`22,80:443`) that fit multiport's 15 slots (a range
+/// takes two), as many as needed.
+pub fn multiport_lists(ranges: &[(u16, u16)]) -> Vec<String> {
+    let mut chunk: Vec<(u16, u16)> = Vec::new();
+    let mut slots = 0;
+    let mut chunks = Vec::new();
+    for &r in ranges {
+        let cost = if r.0 == r.1 { 1 } else { 2 };
+        if slots + cost > 15 {
+            chunks.push(std::mem::take(&mut chunk));
+            slots = 0;
+        }
+        chunk.push(r);
+        slots += cost;
+    }
+    if !chunk.is_empty() {
+        chunks.push(chunk);
+    }
+    chunks
+        .iter()
+        .map(|c| super::ports::ranges_text(c, ",", ":"))
+        .collect()
+}
+
+pub fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<String, String> {
     let mut child = Command::new(program)
         .args(args)
         .stdin(if input.is_some() {

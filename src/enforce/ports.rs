@@ -113,7 +113,7 @@ impl Ports {
 
 /// FNV-1a, 32 bits: a hash that stays the same across Rust releases (std's does not
 /// promise to), so that kernel object names survive an upgrade. Five lines, no crate.
-fn fnv1a(bytes: &[u8]) -> u32 {
+pub fn fnv1a(bytes: &[u8]) -> u32 {
     bytes.iter().fold(0x811c_9dc5, |h: u32, b| {
         (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
     })

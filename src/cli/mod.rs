@@ -6,6 +6,7 @@
 mod check_config;
 mod control;
 mod filters;
+mod ports;
 mod run;
 mod scan;
 
@@ -110,6 +111,11 @@ enum Command {
         #[command(flatten)]
         socket: control::SocketArgs,
     },
+    /// The port policy: plan, apply (with rollback unless confirmed), confirm, status.
+    Ports {
+        #[command(subcommand)]
+        command: ports::PortsCommand,
+    },
     /// Make the running daemon read its configuration again (like SIGHUP).
     Reload {
         #[command(flatten)]
@@ -123,6 +129,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Scan(args) => scan::run(*args),
         Command::Filters { command } => filters::run(command),
+        Command::Ports { command } => ports::run(command),
         Command::CheckConfig { config } => check_config::run(&config),
         Command::Run { config } => run::run(&config),
         Command::Status { jail, json, socket } => control::status(&socket, jail, json),

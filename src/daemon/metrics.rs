@@ -47,6 +47,10 @@ pub struct Metrics {
     pub enforcer_queue: Family<EnforcerLabel, Gauge>,
     pub enforcer_repairs: Family<EnforcerLabel, Gauge>,
     pub refused: Family<JailLabel, Counter>,
+    /// Times the port policy was found gone or changed and restored.
+    pub ports_repairs: Counter,
+    /// Published container ports the port policy blocks.
+    pub ports_blocked: Gauge,
     /// From reading the line that completed a window to the enforcer receiving the ban.
     pub ban_latency: Histogram,
     registry: Registry,
@@ -70,6 +74,8 @@ impl Metrics {
             enforcer_queue: Family::default(),
             enforcer_repairs: Family::default(),
             refused: Family::default(),
+            ports_repairs: Counter::default(),
+            ports_blocked: Gauge::default(),
             // 50 µs to ~3 s.
             ban_latency: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
             registry: Registry::with_prefix("moat"),
@@ -103,6 +109,16 @@ impl Metrics {
             "refused_bans",
             "Bans refused by the safety rules (own addresses, loopback, too wide)",
             m.refused.clone(),
+        );
+        r.register(
+            "ports_repairs",
+            "Times the port policy was found gone or changed (a flush, a reload) and restored",
+            m.ports_repairs.clone(),
+        );
+        r.register(
+            "ports_blocked_publications",
+            "Ports published by containers or services that the port policy blocks",
+            m.ports_blocked.clone(),
         );
         r.register(
             "ban_latency_seconds",

@@ -24,6 +24,7 @@ pub mod control;
 pub mod enforcers;
 pub mod engine;
 pub mod metrics;
+pub mod ports;
 pub mod protocol;
 pub mod sources;
 
@@ -285,6 +286,12 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
+    ports::start(&config, &state_dir, &shared);
+    let ports_task = tokio::spawn(ports::keep(
+        state_dir.clone(),
+        shared.clone(),
+        metrics.clone(),
+    ));
     let engine = Engine::start(&config, ledger, enforcers, shared.clone(), metrics);
     let cursors = engine.saved_cursors();
     // Small: a block is up to 256 KiB, and a source that reads faster than the engine decides
@@ -363,6 +370,7 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
     let _ = shutdown_tx.send(true);
     let _ = sources_task.await;
     ticker.abort();
+    ports_task.abort();
     if let Some(m) = metrics_task {
         m.abort();
     }

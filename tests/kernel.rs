@@ -4,14 +4,12 @@
 //! with the reason elsewhere (a failure under MOAT_TEST_STRICT=1).
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{ns_run, reaches, tcp_server, Netns};
-
-const MOAT: &str = env!("CARGO_BIN_EXE_moat");
+use support::{eventually, ns_run, reaches, tcp_server, Moat, Netns};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -95,97 +93,6 @@ fn can_run(test: &str) -> bool {
         }
     }
     true
-}
-
-struct Moat {
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl Moat {
-    fn start(ns: &str, dir: &Path) -> Moat {
-        Moat::start_with_path(ns, dir, None)
-    }
-
-    /// With `bin` first in moat's PATH (programs standing in for the usual ones).
-    fn start_with_path(ns: &str, dir: &Path, bin: Option<&Path>) -> Moat {
-        let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
-        let mut cmd = Command::new("ip");
-        if let Some(bin) = bin {
-            let path = std::env::var("PATH").unwrap_or_default();
-            cmd.env("PATH", format!("{}:{path}", bin.display()));
-        }
-        let child = cmd
-            .args(["netns", "exec", ns, MOAT, "run", "-c"])
-            .arg(dir.join("moat.toml"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let m = Moat {
-            dir: dir.to_path_buf(),
-            child: Some(child),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !m.cli(&["status"]).0 {
-            assert!(Instant::now() < deadline, "moat did not start: {}", m.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        m
-    }
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
-    }
-    fn cli(&self, args: &[&str]) -> (bool, String) {
-        let out = Command::new(MOAT)
-            .args(args)
-            .arg("-c")
-            .arg(self.dir.join("moat.toml"))
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
-    }
-    fn must(&self, args: &[&str]) -> String {
-        let (ok, out) = self.cli(args);
-        assert!(ok, "moat {args:?}: {out}");
-        out
-    }
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // `ip netns exec` passes the signal on to moat, its only child.
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Moat {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// Waits until `f` holds, up to `secs`.
-fn eventually(secs: u64, what: &str, f: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "not within {secs}s: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

@@ -91,6 +91,9 @@ impl Dockerd {
             .arg(format!("--pidfile={}/docker.pid", run.display()))
             .args([
                 "--bip=198.18.0.1/24",
+                // Networks Docker makes itself (Swarm's docker_gwbridge) stay in the
+                // benchmarking range too.
+                "--default-address-pool=base=198.19.0.0/17,size=24",
                 "--iptables=true",
                 "--storage-driver=vfs",
             ])
@@ -296,7 +299,7 @@ pub fn tcp_server(ns: &str, addr: std::net::SocketAddr) {
 
 /// A TCP connection from `from` to `to`, made inside `ns` (the returned stream's socket lives
 /// there), with one-second timeouts; `None` when it cannot be made.
-fn connect_from(
+pub fn connect_from(
     ns: &str,
     from: std::net::IpAddr,
     to: std::net::SocketAddr,
@@ -342,4 +345,104 @@ pub fn http_reaches(ns: &str, from: std::net::IpAddr, to: std::net::SocketAddr) 
     }
     let mut buf = [0u8; 7];
     stream.read_exact(&mut buf).is_ok() && &buf == b"HTTP/1."
+}
+
+const MOAT: &str = env!("CARGO_BIN_EXE_moat");
+
+/// moat's daemon run in a namespace with `dir/moat.toml`, and its commands.
+pub struct Moat {
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Moat {
+    pub fn start(ns: &str, dir: &Path) -> Moat {
+        Moat::start_with_path(ns, dir, None)
+    }
+
+    /// With `bin` first in moat's PATH (programs standing in for the usual ones).
+    pub fn start_with_path(ns: &str, dir: &Path, bin: Option<&Path>) -> Moat {
+        Moat::start_with_env(ns, dir, bin, &[])
+    }
+
+    /// With `env` set for the daemon as well.
+    pub fn start_with_env(ns: &str, dir: &Path, bin: Option<&Path>, env: &[(&str, &str)]) -> Moat {
+        let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
+        let mut cmd = Command::new("ip");
+        cmd.envs(env.iter().copied());
+        if let Some(bin) = bin {
+            let path = std::env::var("PATH").unwrap_or_default();
+            cmd.env("PATH", format!("{}:{path}", bin.display()));
+        }
+        let child = cmd
+            .args(["netns", "exec", ns, MOAT, "run", "-c"])
+            .arg(dir.join("moat.toml"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let m = Moat {
+            dir: dir.to_path_buf(),
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !m.cli(&["status"]).0 {
+            assert!(Instant::now() < deadline, "moat did not start: {}", m.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        m
+    }
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+    pub fn cli(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(MOAT)
+            .args(args)
+            .arg("-c")
+            .arg(self.dir.join("moat.toml"))
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+    pub fn must(&self, args: &[&str]) -> String {
+        let (ok, out) = self.cli(args);
+        assert!(ok, "moat {args:?}: {out}");
+        out
+    }
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // `ip netns exec` passes the signal on to moat, its only child.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Moat {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Waits until `f` holds, up to `secs`.
+pub fn eventually(secs: u64, what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "not within {secs}s: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

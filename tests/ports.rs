@@ -201,8 +201,14 @@ fn iptables_policy_on_a_real_docker_host() {
     policy_on_a_real_docker_host("iptables", "pi");
 }
 
+/// DOCKER-USER and INPUT, ports matched with `--ctorigdstport`.
+#[test]
+fn docker_user_policy_on_a_real_docker_host() {
+    policy_on_a_real_docker_host("docker-user", "pu");
+}
+
 fn policy_on_a_real_docker_host(backend: &str, tag: &str) {
-    let test = format!("{backend}_policy_on_a_real_docker_host");
+    let test = format!("{}_policy_on_a_real_docker_host", backend.replace('-', "_"));
     let Some(mut host) = Host::start(&test, tag) else {
         return;
     };

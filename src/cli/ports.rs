@@ -15,7 +15,7 @@ use super::{DEFAULT_CONFIG, EXIT_ERROR};
 use crate::config::Config;
 use crate::daemon::control::request;
 use crate::daemon::protocol::Request;
-use crate::ports::compile::{compile, Ruleset};
+use crate::ports::compile::compile;
 use crate::ports::docker::{judge, publications, Judged};
 use crate::ports::keeper::{self, Tick};
 use crate::ports::kernel::{Kernel, Listing};
@@ -115,19 +115,14 @@ fn diff(held: &Listing, wanted: &Listing) -> Vec<(String, char, String)> {
     out
 }
 
-/// The ruleset the configuration declares (an empty one when it has no `[ports]`).
-fn declared(config: &Config) -> Option<Ruleset> {
-    config.ports.as_ref().map(compile)
-}
-
 fn plan(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let config = Config::load(path)?;
     let state =
         keeper::read(&keeper::state_path(&state_dir(&config))).map_err(anyhow::Error::msg)?;
     let mut kernel = Kernel::open(config.ports_backend);
     let held = kernel.held().map_err(anyhow::Error::msg)?;
-    let wanted = match declared(&config) {
-        Some(set) => kernel.wanted(&set),
+    let wanted = match &config.ports {
+        Some(p) => kernel.wanted(&kernel.compile(p)),
         None => held.iter().map(|(f, _)| (*f, Vec::new())).collect(),
     };
     let changes = diff(&held, &wanted);
@@ -298,7 +293,7 @@ fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let mut kernel = keeper::kernel_for(&state, config.ports_backend);
     let policy: Option<&PortPolicy> = state.policy.as_ref();
     let intact = match policy {
-        Some(p) => kernel.held().map_err(anyhow::Error::msg)? == kernel.wanted(&compile(p)),
+        Some(p) => kernel.held().map_err(anyhow::Error::msg)? == kernel.wanted(&kernel.compile(p)),
         None => true,
     };
     let dropped = policy.and_then(|_| kernel.dropped());

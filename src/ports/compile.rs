@@ -119,7 +119,18 @@ fn ports_words(o: &Opening) -> String {
     parts.join(" ")
 }
 
-fn opening_rule(o: &Opening) -> Rule {
+/// How iptables rules match the port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortMatch {
+    /// `-m multiport --dports`: the port as the packet carries it (before DNAT in mangle
+    /// PREROUTING, and on INPUT).
+    Multiport,
+    /// `-m conntrack --ctorigdstport`: the port the client asked for, even after DNAT (in
+    /// DOCKER-USER, where `--dport` is the container's port); one range per rule.
+    CtOrig,
+}
+
+fn opening_rule(o: &Opening, style: PortMatch) -> Rule {
     let what = ports_words(o);
     let text = match (o.why, o.from.is_empty()) {
         (Why::Swarm, _) => format!("swarm {what} to {}", nets_text(&o.from)),
@@ -173,13 +184,26 @@ fn opening_rule(o: &Opening) -> Rule {
                 "{nft_from}{proto} dport {{ {} }} accept comment \"{c}\"",
                 ranges_text(ranges, ", ", "-")
             ));
-            for list in multiport_lists(ranges) {
-                let line = |from: &str| {
-                    format!(
-                        "{from}-p {proto} -m multiport --dports {list} {} -j RETURN",
-                        ipt_comment(&c)
-                    )
-                };
+            let matches: Vec<String> = match style {
+                PortMatch::Multiport => multiport_lists(ranges)
+                    .into_iter()
+                    .map(|list| format!("-m multiport --dports {list}"))
+                    .collect(),
+                PortMatch::CtOrig => ranges
+                    .iter()
+                    .map(|&(lo, hi)| {
+                        let r = if lo == hi {
+                            lo.to_string()
+                        } else {
+                            format!("{lo}:{hi}")
+                        };
+                        format!("-m conntrack --ctorigdstport {r}")
+                    })
+                    .collect(),
+            };
+            for m in matches {
+                let line =
+                    |from: &str| format!("{from}-p {proto} {m} {} -j RETURN", ipt_comment(&c));
                 rule.ipt4.extend(ipt4_from.iter().map(|f| line(f)));
                 rule.ipt6.extend(ipt6_from.iter().map(|f| line(f)));
             }
@@ -229,8 +253,13 @@ const ICMP6: &[(&str, u8)] = &[
     ("mld2-listener-report", 143),
 ];
 
-/// Compiles `policy`.
+/// Compiles `policy` (iptables rules matching ports with multiport).
 pub fn compile(policy: &PortPolicy) -> Ruleset {
+    compile_with(policy, PortMatch::Multiport)
+}
+
+/// Compiles `policy`, iptables rules matching ports the way `style` says.
+pub fn compile_with(policy: &PortPolicy, style: PortMatch) -> Ruleset {
     let mut set = Ruleset::default();
     for i in &policy.interfaces {
         let c = format!("public interface {i}");
@@ -310,7 +339,7 @@ pub fn compile(policy: &PortPolicy) -> Ruleset {
         ipt6: vec![ipt("-p udp -m udp --sport 547 --dport 546", c, "RETURN")],
     });
     for o in &policy.openings {
-        set.inbound.push(opening_rule(o));
+        set.inbound.push(opening_rule(o, style));
     }
     let c = "drop other new connections";
     set.inbound.push(Rule {
@@ -368,11 +397,11 @@ impl Ruleset {
         s
     }
 
-    /// The `iptables-restore --noflush` input that fills moat's two `mangle` chains (declared
-    /// chains are flushed and refilled in one commit; nothing else is touched), with the jump
-    /// from PREROUTING when `jump` (it is missing).
-    pub fn ipt_restore(&self, v6: bool, jump: bool) -> String {
-        let mut s = format!("*mangle\n:{CHAIN} - [0:0]\n:{CHAIN_IN} - [0:0]\n");
+    /// The `iptables-restore --noflush` input that fills moat's two chains in `table`
+    /// (declared chains are flushed and refilled in one commit; nothing else is touched), with
+    /// a jump from each chain of `jumps` (those missing).
+    pub fn ipt_restore(&self, v6: bool, table: &str, jumps: &[&str]) -> String {
+        let mut s = format!("*{table}\n:{CHAIN} - [0:0]\n:{CHAIN_IN} - [0:0]\n");
         let pick = |r: &Rule| if v6 { r.ipt6.clone() } else { r.ipt4.clone() };
         for r in self.dispatch.iter().flat_map(pick) {
             let _ = writeln!(s, "-A {CHAIN} {r}");
@@ -380,8 +409,8 @@ impl Ruleset {
         for r in self.inbound.iter().flat_map(pick) {
             let _ = writeln!(s, "-A {CHAIN_IN} {r}");
         }
-        if jump {
-            let _ = writeln!(s, "-I PREROUTING 1 -j {CHAIN}");
+        for from in jumps {
+            let _ = writeln!(s, "-I {from} 1 -j {CHAIN}");
         }
         s.push_str("COMMIT\n");
         s
@@ -393,12 +422,12 @@ pub fn nft_remove_script() -> String {
     format!("add table inet {TABLE}\ndelete table inet {TABLE}\n")
 }
 
-/// The `iptables-restore --noflush` input that removes moat's chains, with the jump when
-/// `jump` (it is present).
-pub fn ipt_remove(jump: bool) -> String {
-    let mut s = format!("*mangle\n:{CHAIN} - [0:0]\n:{CHAIN_IN} - [0:0]\n");
-    if jump {
-        let _ = writeln!(s, "-D PREROUTING -j {CHAIN}");
+/// The `iptables-restore --noflush` input that removes moat's chains from `table`, with the
+/// jumps from `jumps` (those present).
+pub fn ipt_remove(table: &str, jumps: &[&str]) -> String {
+    let mut s = format!("*{table}\n:{CHAIN} - [0:0]\n:{CHAIN_IN} - [0:0]\n");
+    for from in jumps {
+        let _ = writeln!(s, "-D {from} -j {CHAIN}");
     }
     let _ = writeln!(s, "-X {CHAIN}\n-X {CHAIN_IN}\nCOMMIT");
     s
@@ -446,8 +475,8 @@ mod tests {
              allow = [{ ports = [\"22/tcp\"], from = [\"203.0.113.0/24\"] }]\n",
         );
         let set = compile(&p);
-        let v4 = set.ipt_restore(false, true);
-        let v6 = set.ipt_restore(true, false);
+        let v4 = set.ipt_restore(false, "mangle", &["PREROUTING"]);
+        let v6 = set.ipt_restore(true, "mangle", &[]);
         assert!(v4.contains("-A MOAT-PORTS -i eth+ -m comment --comment \"public interface eth*\" -j MOAT-PORTS-IN"), "{v4}");
         assert!(v4.contains(
             "-A MOAT-PORTS-IN -s 203.0.113.0/24 -p tcp -m multiport --dports 22 -m comment"
@@ -458,6 +487,26 @@ mod tests {
         // The source-limited rule has no IPv6 copy: SSH stays closed to IPv6.
         assert!(!set.comments(Family::Ipv6).iter().any(|c| c.contains("22")));
         assert!(set.comments(Family::Ipv4).iter().any(|c| c.contains("22")));
+    }
+
+    #[test]
+    fn docker_user_rules_match_the_port_the_client_asked_for() {
+        let p = policy("interfaces = [\"eth0\"]\nopen = [\"443/tcp\", \"8000-8010/tcp\"]");
+        let v4 = compile_with(&p, PortMatch::CtOrig).ipt_restore(
+            false,
+            "filter",
+            &["DOCKER-USER", "INPUT"],
+        );
+        assert!(
+            v4.contains("-p tcp -m conntrack --ctorigdstport 443 -m comment"),
+            "{v4}"
+        );
+        assert!(v4.contains("--ctorigdstport 8000:8010 "), "{v4}");
+        assert!(!v4.contains("multiport"));
+        assert!(
+            v4.starts_with("*filter\n")
+                && v4.contains("-I DOCKER-USER 1 -j MOAT-PORTS\n-I INPUT 1 -j MOAT-PORTS\n")
+        );
     }
 
     #[test]

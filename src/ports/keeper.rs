@@ -17,7 +17,6 @@ use jiff::{SignedDuration, Timestamp};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use super::compile::compile;
 use super::kernel::Kernel;
 use super::policy::{Backend, PortPolicy};
 
@@ -113,7 +112,7 @@ impl Locked {
 /// Puts `policy` (or no policy) in the kernel through `kernel`.
 fn put(kernel: &mut Kernel, policy: Option<&PortPolicy>) -> Result<(), String> {
     match policy {
-        Some(p) => kernel.apply(&compile(p)),
+        Some(p) => kernel.apply(&kernel.compile(p)),
         None => kernel.remove(),
     }
 }
@@ -232,7 +231,7 @@ pub fn tick(state_dir: &Path, repair: bool) -> Result<Tick, String> {
     let Some(policy) = locked.state.policy.clone() else {
         return Ok(Tick::Nothing);
     };
-    let set = compile(&policy);
+    let set = kernel.compile(&policy);
     let held = kernel.held()?;
     if held == kernel.wanted(&set) {
         return Ok(Tick::Nothing);

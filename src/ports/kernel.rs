@@ -7,8 +7,8 @@
 
 use serde_json::Value;
 
-use super::compile::{self, Family, Ruleset, CHAIN, CHAIN_IN, TABLE};
-use super::policy::Backend;
+use super::compile::{self, compile_with, Family, PortMatch, Ruleset, CHAIN, CHAIN_IN, TABLE};
+use super::policy::{Backend, PortPolicy};
 use crate::enforce::iptables::run;
 use crate::enforce::nft::Nft;
 use crate::enforce::nftables::NftEnforcer;
@@ -16,6 +16,25 @@ use crate::enforce::nftables::NftEnforcer;
 /// The first line of each family's listing: the hook into the packet path is in place.
 const NFT_BASE: &str = "base chain on prerouting at priority -150";
 const IPT_BASE: &str = "mangle PREROUTING jumps to MOAT-PORTS";
+const DOCKER_USER_BASE: &str = "DOCKER-USER and INPUT jump to MOAT-PORTS";
+
+/// Where the iptables backends put their chains, and what jumps to them.
+struct Place {
+    table: &'static str,
+    jumps: &'static [&'static str],
+    base: &'static str,
+}
+
+const MANGLE: Place = Place {
+    table: "mangle",
+    jumps: &["PREROUTING"],
+    base: IPT_BASE,
+};
+const DOCKER_USER: Place = Place {
+    table: "filter",
+    jumps: &["DOCKER-USER", "INPUT"],
+    base: DOCKER_USER_BASE,
+};
 
 /// One family's rules in words, as held or as wanted.
 pub type Listing = Vec<(Family, Vec<String>)>;
@@ -24,6 +43,7 @@ pub type Listing = Vec<(Family, Vec<String>)>;
 pub enum Kernel {
     Nftables(Nft),
     Iptables,
+    DockerUser,
 }
 
 impl Kernel {
@@ -31,6 +51,7 @@ impl Kernel {
     pub fn open(wanted: Backend) -> Kernel {
         match wanted {
             Backend::Iptables => Kernel::Iptables,
+            Backend::DockerUser => Kernel::DockerUser,
             Backend::Nftables => Kernel::Nftables(Nft::open()),
             Backend::Auto => match NftEnforcer::probe() {
                 Ok(_) => Kernel::Nftables(Nft::open()),
@@ -43,6 +64,23 @@ impl Kernel {
         match self {
             Kernel::Nftables(_) => Backend::Nftables,
             Kernel::Iptables => Backend::Iptables,
+            Kernel::DockerUser => Backend::DockerUser,
+        }
+    }
+
+    fn place(&self) -> Option<&'static Place> {
+        match self {
+            Kernel::Nftables(_) => None,
+            Kernel::Iptables => Some(&MANGLE),
+            Kernel::DockerUser => Some(&DOCKER_USER),
+        }
+    }
+
+    /// `policy` compiled for this backend.
+    pub fn compile(&self, policy: &PortPolicy) -> Ruleset {
+        match self {
+            Kernel::DockerUser => compile_with(policy, PortMatch::CtOrig),
+            _ => compile_with(policy, PortMatch::Multiport),
         }
     }
 
@@ -54,10 +92,10 @@ impl Kernel {
                 c.extend(set.comments(Family::Inet));
                 vec![(Family::Inet, c)]
             }
-            Kernel::Iptables => [Family::Ipv4, Family::Ipv6]
+            Kernel::Iptables | Kernel::DockerUser => [Family::Ipv4, Family::Ipv6]
                 .into_iter()
                 .map(|f| {
-                    let mut c = vec![IPT_BASE.to_string()];
+                    let mut c = vec![self.place().expect("iptables").base.to_string()];
                     c.extend(set.comments(f));
                     (f, c)
                 })
@@ -69,10 +107,13 @@ impl Kernel {
     pub fn held(&mut self) -> Result<Listing, String> {
         match self {
             Kernel::Nftables(nft) => Ok(vec![(Family::Inet, nft_held(nft)?)]),
-            Kernel::Iptables => Ok(vec![
-                (Family::Ipv4, ipt_held("iptables")?),
-                (Family::Ipv6, ipt_held("ip6tables")?),
-            ]),
+            Kernel::Iptables | Kernel::DockerUser => {
+                let place = self.place().expect("iptables");
+                Ok(vec![
+                    (Family::Ipv4, ipt_held("iptables", place)?),
+                    (Family::Ipv6, ipt_held("ip6tables", place)?),
+                ])
+            }
         }
     }
 
@@ -81,13 +122,28 @@ impl Kernel {
     pub fn apply(&mut self, set: &Ruleset) -> Result<(), String> {
         match self {
             Kernel::Nftables(nft) => nft.run(&set.nft_script()),
-            Kernel::Iptables => {
+            Kernel::Iptables | Kernel::DockerUser => {
+                let place = self.place().expect("iptables");
                 for (v6, program) in [(false, "iptables"), (true, "ip6tables")] {
-                    let jump = has_jump(program);
+                    if place.jumps.contains(&"DOCKER-USER")
+                        && run(program, &["-w", "-S", "DOCKER-USER"], None).is_err()
+                    {
+                        // Docker has not run yet (or something flushed its chains). Docker
+                        // adopts an existing DOCKER-USER and never flushes it, so creating it
+                        // here puts the policy in force before Docker's first start. Never
+                        // declared in the restore input: that would flush the admin's rules.
+                        run(program, &["-w", "-N", "DOCKER-USER"], None)?;
+                    }
+                    let missing: Vec<&str> = place
+                        .jumps
+                        .iter()
+                        .copied()
+                        .filter(|from| !has_jump(program, place.table, from))
+                        .collect();
                     run(
                         &format!("{program}-restore"),
                         &["-w", "--noflush"],
-                        Some(&set.ipt_restore(v6, !jump)),
+                        Some(&set.ipt_restore(v6, place.table, &missing)),
                     )?;
                 }
                 Ok(())
@@ -99,16 +155,22 @@ impl Kernel {
     pub fn remove(&mut self) -> Result<(), String> {
         match self {
             Kernel::Nftables(nft) => nft.run(&compile::nft_remove_script()),
-            Kernel::Iptables => {
+            Kernel::Iptables | Kernel::DockerUser => {
+                let place = self.place().expect("iptables");
                 for program in ["iptables", "ip6tables"] {
-                    if run(program, &["-w", "-t", "mangle", "-S", CHAIN], None).is_err() {
+                    if run(program, &["-w", "-t", place.table, "-S", CHAIN], None).is_err() {
                         continue;
                     }
-                    let jump = has_jump(program);
+                    let present: Vec<&str> = place
+                        .jumps
+                        .iter()
+                        .copied()
+                        .filter(|from| has_jump(program, place.table, from))
+                        .collect();
                     run(
                         &format!("{program}-restore"),
                         &["-w", "--noflush"],
-                        Some(&compile::ipt_remove(jump)),
+                        Some(&compile::ipt_remove(place.table, &present)),
                     )?;
                 }
                 Ok(())
@@ -133,13 +195,8 @@ impl Kernel {
     }
 }
 
-fn has_jump(program: &str) -> bool {
-    run(
-        program,
-        &["-w", "-t", "mangle", "-C", "PREROUTING", "-j", CHAIN],
-        None,
-    )
-    .is_ok()
+fn has_jump(program: &str, table: &str, from: &str) -> bool {
+    run(program, &["-w", "-t", table, "-C", from, "-j", CHAIN], None).is_ok()
 }
 
 /// The policy table's rules in words, read from a terse listing of the whole ruleset (cheap
@@ -190,14 +247,18 @@ fn comment_of(line: &str) -> Option<String> {
 }
 
 /// One iptables family's policy chains in words.
-fn ipt_held(program: &str) -> Result<Vec<String>, String> {
+fn ipt_held(program: &str, place: &Place) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
-    if has_jump(program) {
-        out.push(IPT_BASE.to_string());
+    if place
+        .jumps
+        .iter()
+        .all(|from| has_jump(program, place.table, from))
+    {
+        out.push(place.base.to_string());
     }
     let mut comments = Vec::new();
     for chain in [CHAIN, CHAIN_IN] {
-        match run(program, &["-w", "-t", "mangle", "-S", chain], None) {
+        match run(program, &["-w", "-t", place.table, "-S", chain], None) {
             Ok(text) => comments.extend(
                 text.lines()
                     .filter(|l| l.starts_with("-A "))

@@ -55,6 +55,10 @@ pub enum Backend {
     Nftables,
     /// Chains in `mangle` PREROUTING, for iptables and ip6tables.
     Iptables,
+    /// Chains in `filter` jumped to from DOCKER-USER and INPUT, matching the port with
+    /// `--ctorigdstport` (for admins whose other tools expect DOCKER-USER).
+    #[serde(rename = "docker-user")]
+    DockerUser,
 }
 
 impl Backend {
@@ -63,6 +67,7 @@ impl Backend {
             Backend::Auto => "auto",
             Backend::Nftables => "nftables",
             Backend::Iptables => "iptables",
+            Backend::DockerUser => "docker-user",
         }
     }
 }

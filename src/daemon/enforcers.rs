@@ -194,7 +194,10 @@ fn run(
         };
         // Everything queued goes in one batch.
         let mut batch: Vec<(Change, u32)> = Vec::new();
-        let mut take = |m: Msg, batch: &mut Vec<(Change, u32)>, stopping: &mut bool| match m {
+        let mut take = |m: Msg,
+                        batch: &mut Vec<(Change, u32)>,
+                        stopping: &mut bool,
+                        check: &mut Option<Arc<Vec<BanOrder>>>| match m {
             Msg::Apply(c, read_at) => {
                 if let (Some(h), Some(at)) = (&latency, read_at) {
                     h.observe(at.elapsed().as_secs_f64());
@@ -215,7 +218,20 @@ fn run(
                     }
                 }
             }
-            Msg::Check(wanted) => match enforcer.intact() {
+            // Only the latest check of those queued runs: a slow one (a remote API) must not
+            // let checks pile up ahead of the changes.
+            Msg::Check(wanted) => *check = Some(wanted),
+            Msg::Stop => *stopping = true,
+        };
+        let mut check = None;
+        if let Some(m) = first {
+            take(m, &mut batch, &mut stopping, &mut check);
+        }
+        while let Ok(m) = rx.try_recv() {
+            take(m, &mut batch, &mut stopping, &mut check);
+        }
+        if let Some(wanted) = check {
+            match enforcer.intact() {
                 Ok(true) => {}
                 Ok(false) => match enforcer.converge(&wanted) {
                     Ok(changes) => batch.extend(changes.into_iter().map(|c| (c, 0))),
@@ -225,14 +241,7 @@ fn run(
                     tracing::warn!(enforcer = enforcer.name(), "drift check failed: {e}");
                     note_error(status, &e);
                 }
-            },
-            Msg::Stop => *stopping = true,
-        };
-        if let Some(m) = first {
-            take(m, &mut batch, &mut stopping);
-        }
-        while let Ok(m) = rx.try_recv() {
-            take(m, &mut batch, &mut stopping);
+            }
         }
         let now = Instant::now();
         while retries.front().is_some_and(|r| r.at <= now) {

@@ -73,6 +73,141 @@ pub struct EnforceTable {
     /// Lift every ban from the enforcers when moat stops (default: they stay in force, and
     /// kernel bans end by their own timeouts).
     pub lift_on_stop: Option<bool>,
+    pub cloudflare: Option<CloudflareTable>,
+}
+
+/// `[enforce.cloudflare]`: bans at Cloudflare's edge.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CloudflareTable {
+    pub mode: Option<CloudflareMode>,
+    /// A file holding the API token (readable by its owner only).
+    pub token_file: Option<PathBuf>,
+    /// An environment variable holding the API token.
+    pub token_env: Option<String>,
+    /// The legacy global API key: the account's email and a file holding the key.
+    pub email: Option<String>,
+    pub key_file: Option<PathBuf>,
+    pub account_id: Option<String>,
+    pub zone_id: Option<String>,
+    /// The IP list's name (list mode): lowercase letters, digits, `_`, at most 50.
+    pub list: Option<String>,
+    pub action: Option<CloudflareAction>,
+    /// Access rules at `zone`, `account` or `user` level.
+    pub scope: Option<CloudflareScope>,
+    pub capacity: Option<usize>,
+    pub keep: Option<CloudflareKeep>,
+    pub ipv6_prefix: Option<u8>,
+    /// The API's base URL.
+    pub api: Option<String>,
+    pub requests_per_second: Option<f64>,
+    /// Requests per five minutes (Cloudflare's limit is 1,200 per user).
+    pub budget: Option<usize>,
+    /// How often what moat holds at Cloudflare is read back and converged.
+    pub reconcile: Option<Duration>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum CloudflareMode {
+    List,
+    AccessRules,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CloudflareAction {
+    Block,
+    Challenge,
+    ManagedChallenge,
+}
+
+impl CloudflareAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloudflareAction::Block => "block",
+            CloudflareAction::Challenge => "challenge",
+            CloudflareAction::ManagedChallenge => "managed_challenge",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CloudflareScope {
+    Zone,
+    Account,
+    User,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CloudflareKeep {
+    Newest,
+    Longest,
+}
+
+impl CloudflareTable {
+    /// What is missing or contradictory, in words.
+    pub fn check(&self) -> Result<(), String> {
+        let sources = [
+            self.token_file.is_some(),
+            self.token_env.is_some(),
+            self.email.is_some() || self.key_file.is_some(),
+        ]
+        .iter()
+        .filter(|x| **x)
+        .count();
+        if sources != 1 {
+            return Err("[enforce.cloudflare] needs exactly one credential: token_file,                         token_env, or email with key_file (the legacy global key); hint:                         token_file = \"/etc/moat/cloudflare.token\""
+                .into());
+        }
+        if self.email.is_some() != self.key_file.is_some() {
+            return Err("[enforce.cloudflare] the global key needs both email and key_file".into());
+        }
+        let mode = self.mode.unwrap_or(CloudflareMode::List);
+        let scope = self.scope.unwrap_or(CloudflareScope::Zone);
+        let need_account = mode == CloudflareMode::List || scope == CloudflareScope::Account;
+        let need_zone = mode == CloudflareMode::List || scope == CloudflareScope::Zone;
+        if need_account && self.account_id.is_none() {
+            return Err("[enforce.cloudflare] needs account_id (the IP list belongs to the                         account); hint: it is on the zone's overview page in the dashboard"
+                .into());
+        }
+        if need_zone && self.zone_id.is_none() {
+            return Err("[enforce.cloudflare] needs zone_id (the zone whose custom rule or                         access rules block); hint: it is on the zone's overview page"
+                .into());
+        }
+        if let Some(name) = &self.list {
+            let ok = !name.is_empty()
+                && name.len() <= 50
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !ok {
+                return Err(format!(
+                    "[enforce.cloudflare] list {name:?}: Cloudflare list names are lowercase                      letters, digits and _, at most 50; hint: \"moat_block\""
+                ));
+            }
+        }
+        if let Some(p) = self.ipv6_prefix {
+            if !(12..=128).contains(&p) {
+                return Err(format!(
+                    "[enforce.cloudflare] ipv6_prefix {p}: between 12 and 128"
+                ));
+            }
+        }
+        if mode == CloudflareMode::List && self.action == Some(CloudflareAction::Challenge) {
+            return Err("[enforce.cloudflare] a custom rule has no `challenge` action; hint:                         managed_challenge"
+                .into());
+        }
+        if self
+            .requests_per_second
+            .is_some_and(|r| !(r > 0.0 && r <= 50.0))
+        {
+            return Err("[enforce.cloudflare] requests_per_second: between 0 and 50".into());
+        }
+        Ok(())
+    }
 }
 
 /// An enforcer moat has.
@@ -90,6 +225,8 @@ pub enum EnforcerName {
     /// nftables where it works, else iptables/ipset (`auto` is the same).
     #[serde(alias = "auto")]
     Kernel,
+    /// Cloudflare's edge: an IP list and a WAF rule, or IP Access Rules.
+    Cloudflare,
 }
 
 impl EnforcerName {
@@ -100,6 +237,7 @@ impl EnforcerName {
             EnforcerName::Nftables => "nftables",
             EnforcerName::Iptables => "iptables",
             EnforcerName::Kernel => "kernel",
+            EnforcerName::Cloudflare => "cloudflare",
         }
     }
 }

@@ -262,6 +262,7 @@ impl Config {
                 uses: file.enforce.uses.or(enforce.uses),
                 exec: file.enforce.exec.or(enforce.exec),
                 lift_on_stop: file.enforce.lift_on_stop.or(enforce.lift_on_stop),
+                cloudflare: file.enforce.cloudflare.or(enforce.cloudflare),
             };
             if let Some(p) = file.ports {
                 let span = p.span();
@@ -288,6 +289,19 @@ impl Config {
                  [enforce.exec] with ban = [\"/path/to/program\", \"{ip}\"]"
                     .into(),
             ));
+        }
+        if uses.contains(&EnforcerName::Cloudflare) {
+            let problem = match &enforce.cloudflare {
+                None => Some(
+                    "[enforce] uses \"cloudflare\" but there is no [enforce.cloudflare] table; \
+                     hint: add [enforce.cloudflare] with token_file, account_id and zone_id"
+                        .to_string(),
+                ),
+                Some(cf) => cf.check().err(),
+            };
+            if let Some(m) = problem {
+                return Err(ConfigError::at(last_path, last_text, None, m));
+            }
         }
         let mut jails = Vec::new();
         for (name, (table, file, span)) in &tables {

@@ -174,6 +174,27 @@ fn build_enforcers(config: &Config, metrics: &metrics::Metrics) -> anyhow::Resul
                     .map_err(|e| anyhow::anyhow!("the iptables enforcer cannot work here: {e}"))?;
                 e.add(Box::new(IptablesEnforcer::new()), 5);
             }
+            EnforcerName::Cloudflare => {
+                let t = config
+                    .enforce
+                    .cloudflare
+                    .as_ref()
+                    .expect("validated with the config");
+                let cf = crate::enforce::cloudflare::from_config(t)
+                    .map_err(|e| anyhow::anyhow!("the cloudflare enforcer: {e}"))?;
+                let detail = format!(
+                    "{} mode, {} requests/s at most, {} per 5 minutes",
+                    if t.mode == Some(crate::config::daemon::CloudflareMode::AccessRules) {
+                        "access-rules"
+                    } else {
+                        "list"
+                    },
+                    t.requests_per_second.unwrap_or(4.0),
+                    t.budget.unwrap_or(1200)
+                );
+                // Retried until applied: a remote change is never given up on.
+                e.add_with_detail(Box::new(cf), u32::MAX, Some(detail));
+            }
             EnforcerName::Kernel => match NftEnforcer::probe() {
                 Ok(how) => {
                     let why = format!("chosen by `kernel`: nftables works here (through {how})");

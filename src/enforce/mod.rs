@@ -8,6 +8,7 @@
 //! This module has `log` (records decisions only) and `exec` (runs a command per change).
 //! Kernel sets and Cloudflare implement the same trait.
 
+pub mod cloudflare;
 pub mod exec;
 pub mod iptables;
 pub mod log;

@@ -1,0 +1,888 @@
+//! The Cloudflare enforcer: bans at Cloudflare's edge, for hosts behind Cloudflare, where the
+//! kernel only ever sees Cloudflare's addresses.
+//!
+//! Two modes:
+//! - `list` (the default): an account IP list (created when missing) that one WAF custom rule
+//!   in the zone's `http_request_firewall_custom` phase blocks (`ip.src in $moat_block`,
+//!   created when missing; the phase's other rules are left alone). Bans and unbans go in
+//!   batches of list item operations, which Cloudflare runs asynchronously; moat polls each to
+//!   completion with backoff. 10,000 bans take two requests and their polls.
+//! - `access-rules`: one IP Access Rule per ban at zone, account or user scope, with notes
+//!   naming moat and the jail. The unban deletes the rule by its id after checking it still
+//!   holds that address (fail2ban once deleted another address's rule); a duplicate (code
+//!   10009) is looked up and adopted.
+//!
+//! What moat holds at Cloudflare is read back at start and every few minutes (list items and
+//! rules whose comment or notes start with `moat`) and converged to the ledger's active bans:
+//! a ban not yet placed (moat was stopped, Cloudflare was down) is placed, an unban not yet
+//! done is done, one that became moot is dropped. The ledger is the outbox; Cloudflare's state
+//! is compared with it, never trusted blindly. Nothing moat did not create is touched.
+//!
+//! IPv6 targets go to Cloudflare as their /64 (configurable): a client rotating through its
+//! /64 is one entry. Ports do not exist at Cloudflare's edge; a ban covers the site.
+
+pub mod api;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use jiff::Timestamp;
+use serde_json::{json, Value};
+
+use super::{BanOrder, Change, Enforcer, Failed, Key, Target};
+use api::{encode, Api, CallError};
+
+/// Which API carries the bans.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    List,
+    AccessRules,
+}
+
+/// Which bans to keep when the list is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// The most recent bans.
+    Newest,
+    /// The bans that end last (forever first).
+    Longest,
+}
+
+/// The enforcer's settings, resolved from `[enforce.cloudflare]`.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub mode: Mode,
+    pub account_id: Option<String>,
+    pub zone_id: Option<String>,
+    /// The IP list's name (list mode).
+    pub list: String,
+    /// `block`, `challenge` or `managed_challenge`.
+    pub action: String,
+    /// Access rules' scope: `zone`, `account` or `user`.
+    pub scope: String,
+    /// Most list items moat places.
+    pub capacity: usize,
+    pub keep: Keep,
+    /// IPv6 targets longer than this go as this prefix.
+    pub ipv6_prefix: u8,
+    /// How often what Cloudflare holds is read back and converged.
+    pub reconcile_every: Duration,
+}
+
+/// Items per list operation: 10,000 bans in two requests (Cloudflare documents no smaller
+/// limit per request; its account capacity is 10,000 items).
+const BATCH: usize = 5_000;
+/// Items per page when reading a list (the API's maximum).
+const PAGE: usize = 500;
+/// Rules per page when reading access rules.
+const RULES_PAGE: usize = 100;
+
+/// One entry at Cloudflare: its id when known, and the bans it stands for.
+#[derive(Clone, Debug, Default)]
+struct Remote {
+    id: Option<String>,
+    keys: BTreeSet<Key>,
+    /// When the latest of its bans ends (`None`: forever), for the capacity choice.
+    until: Option<Timestamp>,
+    placed: Option<Timestamp>,
+}
+
+pub struct CloudflareEnforcer {
+    api: Api,
+    s: Settings,
+    /// List mode: the list's id once found or created, and the zone rule checked.
+    list_id: Option<String>,
+    /// What moat holds at Cloudflare, by the address as Cloudflare writes it.
+    remote: HashMap<String, Remote>,
+    /// Whether `remote` was read from Cloudflare since start.
+    known: bool,
+    last_reconcile: Option<Instant>,
+    reconciles: u64,
+    /// Bans that could not be placed (full list, a target Cloudflare cannot take).
+    pub not_placed: u64,
+}
+
+/// The address as Cloudflare stores it, or why Cloudflare cannot take this target.
+fn remote_of(target: &IpNet, ipv6_prefix: u8, mode: Mode) -> Result<String, String> {
+    let target = match target {
+        IpNet::V6(n) if n.prefix_len() > ipv6_prefix => IpNet::V6(
+            ipnet::Ipv6Net::new(n.addr(), ipv6_prefix)
+                .expect("valid")
+                .trunc(),
+        ),
+        t => *t,
+    };
+    let prefix = target.prefix_len();
+    match (mode, target) {
+        (Mode::List, IpNet::V4(_)) if prefix < 8 => Err(format!(
+            "{target}: Cloudflare's lists take IPv4 networks of /8 or narrower"
+        )),
+        (Mode::List, IpNet::V6(_)) if prefix < 12 => Err(format!(
+            "{target}: Cloudflare's lists take IPv6 networks of /12 or narrower"
+        )),
+        (Mode::AccessRules, IpNet::V4(_)) if prefix != 32 && prefix != 24 && prefix != 16 => Err(
+            format!("{target}: IP Access Rules take single IPv4 addresses, /16 or /24 only"),
+        ),
+        (Mode::AccessRules, IpNet::V6(_)) if ![128, 64, 48, 32].contains(&prefix) => Err(format!(
+            "{target}: IP Access Rules take single IPv6 addresses, /32, /48 or /64 only"
+        )),
+        _ => Ok(Target(target).to_string()),
+    }
+}
+
+/// The comment or notes moat writes: what identifies moat's entries, and the ban they carry.
+fn comment_of(b: &BanOrder) -> String {
+    let until = b.until.map_or("forever".to_string(), |u| u.to_string());
+    format!("moat {} {} until {until}", b.jail, Target(b.target))
+}
+
+/// The ban a comment moat wrote carries: its target and end.
+fn parse_comment(c: &str) -> Option<(IpNet, Option<Timestamp>)> {
+    let mut f = c.strip_prefix("moat ")?.split_whitespace();
+    let _jail = f.next()?;
+    let target = super::parse_target(f.next()?).ok()?;
+    let until = match (f.next(), f.next()) {
+        (Some("until"), Some("forever")) | (None, _) => None,
+        (Some("until"), Some(ts)) => ts.parse().ok(),
+        _ => None,
+    };
+    Some((target, until))
+}
+
+fn later(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (None, _) | (_, None) => None,
+        (Some(a), Some(b)) => Some(a.max(b)),
+    }
+}
+
+/// Errors of a call failing a batch: every change of it, with the message.
+fn fail_all(indexes: impl IntoIterator<Item = usize>, e: &CallError) -> Vec<Failed> {
+    indexes
+        .into_iter()
+        .map(|index| Failed {
+            index,
+            error: e.to_string(),
+        })
+        .collect()
+}
+
+impl CloudflareEnforcer {
+    pub fn new(api: Api, s: Settings) -> CloudflareEnforcer {
+        CloudflareEnforcer {
+            api,
+            s,
+            list_id: None,
+            remote: HashMap::new(),
+            known: false,
+            last_reconcile: None,
+            reconciles: 0,
+            not_placed: 0,
+        }
+    }
+
+    /// Requests sent so far.
+    pub fn requests(&self) -> u64 {
+        self.api.counters.requests
+    }
+
+    fn account(&self) -> &str {
+        self.s.account_id.as_deref().unwrap_or_default()
+    }
+
+    fn zone(&self) -> &str {
+        self.s.zone_id.as_deref().unwrap_or_default()
+    }
+
+    /// List mode: finds or creates the list, and the zone rule that blocks it.
+    fn ensure_list(&mut self) -> Result<String, CallError> {
+        if let Some(id) = &self.list_id {
+            return Ok(id.clone());
+        }
+        let path = format!("/accounts/{}/rules/lists", self.account());
+        let lists = self.api.result("GET", &path, None)?;
+        let found = lists
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|l| l["name"] == self.s.list.as_str())
+            .and_then(|l| l["id"].as_str().map(String::from));
+        let id = match found {
+            Some(id) => id,
+            None => {
+                let body = json!({"name": self.s.list, "kind": "ip",
+                                  "description": "Bans placed by moat; items are managed by moat"});
+                let l = self.api.result("POST", &path, Some(&body))?;
+                tracing::info!(list = %self.s.list, "created the Cloudflare IP list");
+                l["id"].as_str().unwrap_or_default().to_string()
+            }
+        };
+        self.ensure_rule()?;
+        self.list_id = Some(id.clone());
+        Ok(id)
+    }
+
+    /// The custom rule `ip.src in $LIST` in the zone's entry point ruleset; other rules stay.
+    fn ensure_rule(&mut self) -> Result<(), CallError> {
+        let expression = format!("ip.src in ${}", self.s.list);
+        let rule = json!({"description": "moat: block the clients moat banned",
+                          "expression": expression, "action": self.s.action, "enabled": true});
+        let entry = format!(
+            "/zones/{}/rulesets/phases/http_request_firewall_custom/entrypoint",
+            self.zone()
+        );
+        match self.api.result("GET", &entry, None) {
+            Ok(rs) => {
+                let has = rs["rules"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|r| r["expression"] == expression.as_str());
+                if !has {
+                    let id = rs["id"].as_str().unwrap_or_default().to_string();
+                    let path = format!("/zones/{}/rulesets/{id}/rules", self.zone());
+                    self.api.result("POST", &path, Some(&rule))?;
+                    tracing::info!("added the blocking rule to the zone's custom rules");
+                }
+                Ok(())
+            }
+            Err(CallError::Api { status: 404, .. }) => {
+                self.api
+                    .result("PUT", &entry, Some(&json!({"rules": [rule]})))?;
+                tracing::info!("created the zone's custom rules with the blocking rule");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits for a list operation to finish: `Ok(None)` completed, `Ok(Some(error))` failed.
+    fn poll(&mut self, op: &str) -> Result<Option<String>, CallError> {
+        let path = format!(
+            "/accounts/{}/rules/lists/bulk_operations/{op}",
+            self.account()
+        );
+        let mut delay = Duration::from_millis(100);
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let r = self.api.result("GET", &path, None)?;
+            match r["status"].as_str() {
+                Some("completed") => return Ok(None),
+                Some("failed") => {
+                    return Ok(Some(r["error"].as_str().unwrap_or("failed").to_string()))
+                }
+                _ if Instant::now() > deadline => {
+                    return Err(CallError::Unavailable(format!(
+                        "list operation {op} did not finish within 5 minutes"
+                    )))
+                }
+                _ => {
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Reads every item of moat's list: address → (id, comment).
+    fn read_list(&mut self, list: &str) -> Result<Vec<(String, String, String)>, CallError> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = format!(
+                "/accounts/{}/rules/lists/{list}/items?per_page={PAGE}",
+                self.account()
+            );
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={}", encode(c)));
+            }
+            let v = self.api.call("GET", &path, None)?;
+            for i in v["result"].as_array().into_iter().flatten() {
+                out.push((
+                    i["ip"].as_str().unwrap_or_default().to_string(),
+                    i["id"].as_str().unwrap_or_default().to_string(),
+                    i["comment"].as_str().unwrap_or_default().to_string(),
+                ));
+            }
+            cursor = v["result_info"]["cursors"]["after"]
+                .as_str()
+                .map(String::from);
+            if cursor.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    fn rules_path(&self) -> String {
+        match self.s.scope.as_str() {
+            "account" => format!("/accounts/{}/firewall/access_rules/rules", self.account()),
+            "user" => "/user/firewall/access_rules/rules".to_string(),
+            _ => format!("/zones/{}/firewall/access_rules/rules", self.zone()),
+        }
+    }
+
+    /// Reads moat's access rules (notes starting with "moat"): address → (id, notes).
+    fn read_rules(
+        &mut self,
+        value: Option<&str>,
+    ) -> Result<Vec<(String, String, String)>, CallError> {
+        let mut out = Vec::new();
+        let mut page = 1;
+        loop {
+            let mut path = format!(
+                "{}?notes=moat&per_page={RULES_PAGE}&page={page}",
+                self.rules_path()
+            );
+            if let Some(v) = value {
+                path.push_str(&format!("&configuration.value={}", encode(v)));
+            }
+            let v = self.api.call("GET", &path, None)?;
+            for r in v["result"].as_array().into_iter().flatten() {
+                let notes = r["notes"].as_str().unwrap_or_default();
+                if notes.starts_with("moat ") {
+                    out.push((
+                        r["configuration"]["value"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                        r["id"].as_str().unwrap_or_default().to_string(),
+                        notes.to_string(),
+                    ));
+                }
+            }
+            let pages = v["result_info"]["total_pages"].as_u64().unwrap_or(1) as usize;
+            if page >= pages {
+                return Ok(out);
+            }
+            page += 1;
+        }
+    }
+
+    /// Reads what moat holds at Cloudflare into `remote`, keeping the bans known to stand for
+    /// each entry (a comment names one; moat may have placed more on the same /64).
+    fn refresh(&mut self) -> Result<(), CallError> {
+        let entries = match self.s.mode {
+            Mode::List => {
+                let list = self.ensure_list()?;
+                self.read_list(&list)?
+            }
+            Mode::AccessRules => self.read_rules(None)?,
+        };
+        let mut fresh: HashMap<String, Remote> = HashMap::new();
+        for (addr, id, comment) in entries {
+            let Some((target, until)) = parse_comment(&comment) else {
+                continue; // not moat's
+            };
+            let mut r = self.remote.remove(&addr).unwrap_or_default();
+            if r.keys.is_empty() {
+                r.keys.insert(Key::all_ports(target));
+                r.until = until;
+            }
+            r.id = Some(id);
+            fresh.insert(addr, r);
+        }
+        self.remote = fresh;
+        self.known = true;
+        self.last_reconcile = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Picks which new bans fit in the list, evicting held ones when `keep` prefers the new;
+    /// returns the addresses to evict and the new bans left out.
+    fn make_room(&self, new: &mut Vec<(String, BanOrder)>) -> (Vec<String>, usize) {
+        let cap = self.s.capacity;
+        if self.remote.len() + new.len() <= cap {
+            return (Vec::new(), 0);
+        }
+        // Everyone competing for a place: (held?, address, until, placed or now).
+        let now = Timestamp::now();
+        let mut all: Vec<(bool, String, Option<Timestamp>, Timestamp)> = self
+            .remote
+            .iter()
+            .map(|(a, r)| {
+                (
+                    true,
+                    a.clone(),
+                    r.until,
+                    r.placed.unwrap_or(Timestamp::UNIX_EPOCH),
+                )
+            })
+            .chain(new.iter().map(|(a, b)| (false, a.clone(), b.until, now)))
+            .collect();
+        match self.s.keep {
+            Keep::Newest => all.sort_by_key(|a| std::cmp::Reverse(a.3)),
+            // Forever first, then the latest end.
+            Keep::Longest => all.sort_by(|a, b| match (a.2, b.2) {
+                (None, None) => std::cmp::Ordering::Equal,
+                (None, _) => std::cmp::Ordering::Less,
+                (_, None) => std::cmp::Ordering::Greater,
+                (Some(x), Some(y)) => y.cmp(&x),
+            }),
+        }
+        let losers = &all[cap.min(all.len())..];
+        let evict: Vec<String> = losers.iter().filter(|l| l.0).map(|l| l.1.clone()).collect();
+        let out: HashSet<&String> = losers.iter().filter(|l| !l.0).map(|l| &l.1).collect();
+        let before = new.len();
+        new.retain(|(a, _)| !out.contains(a));
+        (evict, before - new.len())
+    }
+
+    fn apply_list(&mut self, batch: &[Change]) -> Vec<Failed> {
+        let list = match self.ensure_list() {
+            Ok(l) => l,
+            Err(e) => return fail_all(0..batch.len(), &e),
+        };
+        if !self.known {
+            if let Err(e) = self.refresh() {
+                return fail_all(0..batch.len(), &e);
+            }
+        }
+        let mut failed = Vec::new();
+        // In batch order: new addresses to add, addresses no ban stands for any more.
+        let mut adds: Vec<(String, BanOrder)> = Vec::new();
+        let mut add_index: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut gone: Vec<(String, Vec<usize>)> = Vec::new();
+        for (i, c) in batch.iter().enumerate() {
+            let addr = match remote_of(&c.target(), self.s.ipv6_prefix, Mode::List) {
+                Ok(a) => a,
+                Err(why) => {
+                    if matches!(c, Change::Ban(_)) {
+                        tracing::warn!("not sent to Cloudflare: {why}");
+                        self.not_placed += 1;
+                    }
+                    continue;
+                }
+            };
+            match c {
+                Change::Ban(b) => {
+                    if let Some(pos) = gone.iter().position(|(a, _)| a == &addr) {
+                        gone.remove(pos); // banned again before it went
+                    }
+                    if let Some(r) = self.remote.get_mut(&addr) {
+                        r.keys.insert(b.key());
+                        r.until = later(r.until, b.until);
+                    } else if let Some(pos) = adds.iter().position(|(a, _)| a == &addr) {
+                        adds[pos].1.until = later(adds[pos].1.until, b.until);
+                        add_index.entry(addr).or_default().push(i);
+                    } else {
+                        adds.push((addr.clone(), b.clone()));
+                        add_index.entry(addr).or_default().push(i);
+                    }
+                }
+                Change::Unban(k) => {
+                    if let Some(r) = self.remote.get_mut(&addr) {
+                        r.keys.remove(k);
+                        if r.keys.is_empty() && !gone.iter().any(|(a, _)| a == &addr) {
+                            gone.push((addr, vec![i]));
+                        }
+                    } else if let Some(pos) =
+                        adds.iter().position(|(a, b)| a == &addr && &b.key() == k)
+                    {
+                        adds.remove(pos); // lifted before it was placed
+                    }
+                }
+            }
+        }
+        let (evict, left_out) = self.make_room(&mut adds);
+        if left_out > 0 {
+            self.not_placed += left_out as u64;
+            tracing::warn!(
+                left_out,
+                capacity = self.s.capacity,
+                "Cloudflare list is full: bans not placed (keep = {:?})",
+                self.s.keep
+            );
+        }
+        for a in evict {
+            gone.push((a, Vec::new()));
+        }
+        if !gone.is_empty() {
+            if let Err(e) = self.delete_items(&list, &gone) {
+                let idx: Vec<usize> = gone.iter().flat_map(|g| g.1.clone()).collect();
+                failed.extend(fail_all(idx, &e));
+            }
+        }
+        for chunk in adds.chunks(BATCH) {
+            let items: Vec<Value> = chunk
+                .iter()
+                .map(|(a, b)| json!({"ip": a, "comment": comment_of(b)}))
+                .collect();
+            let idx: Vec<usize> = chunk
+                .iter()
+                .flat_map(|(a, _)| add_index.get(a).cloned().unwrap_or_default())
+                .collect();
+            let path = format!("/accounts/{}/rules/lists/{list}/items", self.account());
+            let r = self
+                .api
+                .result("POST", &path, Some(&Value::Array(items)))
+                .and_then(|v| {
+                    let op = v["operation_id"].as_str().unwrap_or_default().to_string();
+                    self.poll(&op)
+                });
+            match r {
+                Ok(None) => {
+                    let now = Timestamp::now();
+                    for (a, b) in chunk {
+                        let r = self.remote.entry(a.clone()).or_default();
+                        r.keys.insert(b.key());
+                        r.until = b.until;
+                        r.placed = Some(now);
+                    }
+                }
+                Ok(Some(error)) => {
+                    // Full (another list shares the account's capacity), or refused.
+                    self.not_placed += chunk.len() as u64;
+                    tracing::error!(bans = chunk.len(), %error, "Cloudflare refused a list operation");
+                    failed.extend(idx.into_iter().map(|index| Failed {
+                        index,
+                        error: format!("Cloudflare: {error}"),
+                    }));
+                }
+                Err(e) => failed.extend(fail_all(idx, &e)),
+            }
+        }
+        failed
+    }
+
+    /// Deletes the items of `gone` (addresses no ban stands for any more), finding ids not
+    /// known yet; addresses Cloudflare does not hold are moot.
+    fn delete_items(&mut self, list: &str, gone: &[(String, Vec<usize>)]) -> Result<(), CallError> {
+        let unknown = gone
+            .iter()
+            .filter(|(a, _)| self.remote.get(a).is_none_or(|r| r.id.is_none()))
+            .count();
+        if unknown > 0 {
+            // Ids of items placed since the last read: read the list again.
+            let keep: HashMap<String, Remote> = gone
+                .iter()
+                .filter_map(|(a, _)| self.remote.get(a).map(|r| (a.clone(), r.clone())))
+                .collect();
+            self.refresh()?;
+            for (a, r) in keep {
+                self.remote.entry(a).or_insert(r);
+            }
+        }
+        let ids: Vec<Value> = gone
+            .iter()
+            .filter_map(|(a, _)| self.remote.get(a).and_then(|r| r.id.clone()))
+            .map(|id| json!({"id": id}))
+            .collect();
+        for chunk in ids.chunks(BATCH) {
+            let path = format!("/accounts/{}/rules/lists/{list}/items", self.account());
+            let v = self
+                .api
+                .result("DELETE", &path, Some(&json!({"items": chunk})))?;
+            let op = v["operation_id"].as_str().unwrap_or_default().to_string();
+            if let Some(error) = self.poll(&op)? {
+                return Err(CallError::Api {
+                    status: 200,
+                    code: 0,
+                    message: error,
+                });
+            }
+        }
+        for (a, _) in gone {
+            self.remote.remove(a);
+        }
+        Ok(())
+    }
+
+    fn apply_rules(&mut self, batch: &[Change]) -> Vec<Failed> {
+        if !self.known {
+            if let Err(e) = self.refresh() {
+                return fail_all(0..batch.len(), &e);
+            }
+        }
+        let mut failed = Vec::new();
+        for (i, c) in batch.iter().enumerate() {
+            let r = match c {
+                Change::Ban(b) => self.ban_rule(b),
+                Change::Unban(k) => self.unban_rule(k),
+            };
+            if let Err(e) = r {
+                failed.push(Failed {
+                    index: i,
+                    error: e.to_string(),
+                });
+            }
+        }
+        failed
+    }
+
+    fn ban_rule(&mut self, b: &BanOrder) -> Result<(), CallError> {
+        let addr = match remote_of(&b.target, self.s.ipv6_prefix, Mode::AccessRules) {
+            Ok(a) => a,
+            Err(why) => {
+                tracing::warn!("not sent to Cloudflare: {why}");
+                self.not_placed += 1;
+                return Ok(());
+            }
+        };
+        if let Some(r) = self.remote.get_mut(&addr) {
+            r.keys.insert(b.key());
+            return Ok(());
+        }
+        let target = match addr.parse::<IpNet>() {
+            Ok(_) => "ip_range",
+            Err(_) if addr.contains(':') => "ip6",
+            Err(_) => "ip",
+        };
+        let body = json!({"mode": self.s.action,
+                          "configuration": {"target": target, "value": addr},
+                          "notes": comment_of(b)});
+        let path = self.rules_path();
+        let id = match self.api.result("POST", &path, Some(&body)) {
+            Ok(v) => v["id"].as_str().map(String::from),
+            Err(e) if e.code() == Some(10009) => {
+                // Already there: adopt moat's rule; another's rule blocks it already (and is
+                // never deleted by moat).
+                let found = self.read_rules(Some(&addr))?;
+                found
+                    .into_iter()
+                    .find(|(a, ..)| a == &addr)
+                    .map(|(_, id, _)| id)
+            }
+            Err(e) => return Err(e),
+        };
+        let r = self.remote.entry(addr).or_default();
+        r.id = id;
+        r.keys.insert(b.key());
+        r.until = b.until;
+        r.placed = Some(Timestamp::now());
+        Ok(())
+    }
+
+    fn unban_rule(&mut self, k: &Key) -> Result<(), CallError> {
+        let Ok(addr) = remote_of(&k.target, self.s.ipv6_prefix, Mode::AccessRules) else {
+            return Ok(());
+        };
+        let Some(r) = self.remote.get_mut(&addr) else {
+            return Ok(()); // never placed: moot
+        };
+        r.keys.remove(k);
+        if !r.keys.is_empty() {
+            return Ok(());
+        }
+        let Some(id) = r.id.clone() else {
+            // Adopted from another's rule, or unknown: leave it.
+            self.remote.remove(&addr);
+            return Ok(());
+        };
+        let path = format!("{}/{id}", self.rules_path());
+        // The rule must still be moat's rule for this address before it goes.
+        let check = if self.s.scope == "user" {
+            self.read_rules(Some(&addr))
+                .map(|rules| rules.iter().any(|(a, rid, _)| a == &addr && rid == &id))
+        } else {
+            match self.api.result("GET", &path, None) {
+                Ok(v) => Ok(v["configuration"]["value"] == addr.as_str()),
+                Err(CallError::Api { status: 404, .. }) => Ok(false),
+                Err(e) => Err(e),
+            }
+        };
+        if !check? {
+            tracing::warn!(%addr, %id, "the access rule no longer holds this address: not deleted");
+            self.remote.remove(&addr);
+            return Ok(());
+        }
+        match self.api.result("DELETE", &path, None) {
+            Ok(_) | Err(CallError::Api { status: 404, .. }) => {
+                self.remote.remove(&addr);
+                Ok(())
+            }
+            Err(e) => {
+                self.remote.get_mut(&addr).map(|r| r.keys.insert(k.clone()));
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Reads a secret from `path`, refusing a file others may read.
+fn read_secret(path: &std::path::Path) -> Result<String, String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if meta.mode() & 0o044 != 0 {
+        return Err(format!(
+            "{} is readable by others (mode {:o}); hint: chmod 600 {}",
+            path.display(),
+            meta.mode() & 0o777,
+            path.display()
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let secret = text.trim().to_string();
+    if secret.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(secret)
+}
+
+/// The credentials `[enforce.cloudflare]` names.
+pub fn auth_of(t: &crate::config::daemon::CloudflareTable) -> Result<api::Auth, String> {
+    if let Some(path) = &t.token_file {
+        return Ok(api::Auth::Token(read_secret(path)?));
+    }
+    if let Some(var) = &t.token_env {
+        let token = std::env::var(var)
+            .map_err(|_| format!("the environment variable {var} (token_env) is not set"))?;
+        return Ok(api::Auth::Token(token.trim().to_string()));
+    }
+    match (&t.email, &t.key_file) {
+        (Some(email), Some(key)) => {
+            tracing::warn!(
+                "Cloudflare: the global API key can do anything the account can; an API token \
+                 limited to the permissions moat needs is safer (docs/cloudflare.md)"
+            );
+            Ok(api::Auth::GlobalKey {
+                email: email.clone(),
+                key: read_secret(key)?,
+            })
+        }
+        _ => Err("no Cloudflare credential configured".into()),
+    }
+}
+
+/// The enforcer `[enforce.cloudflare]` describes.
+pub fn from_config(
+    t: &crate::config::daemon::CloudflareTable,
+) -> Result<CloudflareEnforcer, String> {
+    use crate::config::daemon::{
+        CloudflareAction, CloudflareKeep, CloudflareMode, CloudflareScope,
+    };
+    let auth = auth_of(t)?;
+    let budget = api::Budget::new(
+        t.requests_per_second.unwrap_or(4.0),
+        t.budget.unwrap_or(1200),
+        Duration::from_secs(300),
+    );
+    let api = Api::new(
+        t.api
+            .as_deref()
+            .unwrap_or("https://api.cloudflare.com/client/v4"),
+        auth,
+        budget,
+    );
+    let mode = match t.mode.unwrap_or(CloudflareMode::List) {
+        CloudflareMode::List => Mode::List,
+        CloudflareMode::AccessRules => Mode::AccessRules,
+    };
+    Ok(CloudflareEnforcer::new(
+        api,
+        Settings {
+            mode,
+            account_id: t.account_id.clone(),
+            zone_id: t.zone_id.clone(),
+            list: t.list.clone().unwrap_or_else(|| "moat_block".into()),
+            action: t.action.unwrap_or(CloudflareAction::Block).as_str().into(),
+            scope: match t.scope.unwrap_or(CloudflareScope::Zone) {
+                CloudflareScope::Zone => "zone",
+                CloudflareScope::Account => "account",
+                CloudflareScope::User => "user",
+            }
+            .into(),
+            capacity: t.capacity.unwrap_or(10_000),
+            keep: match t.keep.unwrap_or(CloudflareKeep::Newest) {
+                CloudflareKeep::Newest => Keep::Newest,
+                CloudflareKeep::Longest => Keep::Longest,
+            },
+            ipv6_prefix: t.ipv6_prefix.unwrap_or(64),
+            reconcile_every: t
+                .reconcile
+                .map_or(Duration::from_secs(600), |d| d.0.unsigned_abs()),
+        },
+    ))
+}
+
+impl Enforcer for CloudflareEnforcer {
+    fn name(&self) -> &'static str {
+        "cloudflare"
+    }
+
+    fn apply(&mut self, batch: &[Change]) -> Vec<Failed> {
+        match self.s.mode {
+            Mode::List => self.apply_list(batch),
+            Mode::AccessRules => self.apply_rules(batch),
+        }
+    }
+
+    fn held(&mut self) -> Result<HashSet<Key>, String> {
+        self.refresh().map_err(|e| e.to_string())?;
+        Ok(self
+            .remote
+            .values()
+            .flat_map(|r| r.keys.iter().cloned())
+            .collect())
+    }
+
+    /// Cloudflare's state can change behind moat's back (someone edits the list): read back
+    /// and converged every `reconcile_every`.
+    fn drifts(&self) -> bool {
+        true
+    }
+
+    fn intact(&mut self) -> Result<bool, String> {
+        let due = self
+            .last_reconcile
+            .is_none_or(|t| t.elapsed() >= self.s.reconcile_every);
+        if due {
+            self.reconciles += 1;
+            // Converging reads Cloudflare's state afresh; whether that works or not, the next
+            // look is a period away (retries of failed changes go on meanwhile).
+            self.known = false;
+            self.last_reconcile = Some(Instant::now());
+        }
+        Ok(!due)
+    }
+
+    fn repairs(&self) -> u64 {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_go_to_cloudflare_as_it_takes_them() {
+        let t = |s: &str| s.parse::<IpNet>().unwrap();
+        assert_eq!(
+            remote_of(&t("203.0.113.7/32"), 64, Mode::List).unwrap(),
+            "203.0.113.7"
+        );
+        assert_eq!(
+            remote_of(&t("2001:db8:1:2:3::1/128"), 64, Mode::List).unwrap(),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(
+            remote_of(&t("2001:db8:1:2:3::1/128"), 128, Mode::AccessRules).unwrap(),
+            "2001:db8:1:2:3::1"
+        );
+        assert!(remote_of(&t("198.51.100.0/27"), 64, Mode::AccessRules).is_err());
+        assert!(remote_of(&t("198.51.100.0/24"), 64, Mode::AccessRules).is_ok());
+        assert!(remote_of(&t("10.0.0.0/7"), 64, Mode::List).is_err());
+    }
+
+    #[test]
+    fn comments_carry_the_ban_back() {
+        let b = BanOrder {
+            target: "2001:db8::1/128".parse().unwrap(),
+            jail: "portainer".into(),
+            until: Some(Timestamp::from_second(1_800_000_000).unwrap()),
+            failures: 5,
+            ports: None,
+        };
+        let c = comment_of(&b);
+        assert!(
+            c.starts_with("moat portainer 2001:db8::1 until 2027-"),
+            "{c}"
+        );
+        let (t, u) = parse_comment(&c).unwrap();
+        assert_eq!((t, u), (b.target, b.until));
+        assert_eq!(parse_comment("banned by hand"), None);
+        let forever = BanOrder { until: None, ..b };
+        assert_eq!(parse_comment(&comment_of(&forever)).unwrap().1, None);
+    }
+}

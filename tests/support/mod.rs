@@ -3,9 +3,13 @@
 
 #![allow(dead_code)]
 
+pub mod cloudflare;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 /// Says why a test cannot run here; under MOAT_TEST_STRICT=1 that is a failure.
 pub fn skip(test: &str, why: &str) {
@@ -445,4 +449,147 @@ pub fn eventually(secs: u64, what: &str, f: impl Fn() -> bool) {
         assert!(Instant::now() < deadline, "not within {secs}s: {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A daemon in a temporary directory with its config, logs, state and socket.
+pub struct Daemon {
+    pub dir: PathBuf,
+    pub child: Option<Child>,
+}
+
+impl Daemon {
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("moat.toml")
+    }
+
+    /// Starts `moat run` and waits until it answers.
+    pub fn start(dir: &Path) -> Daemon {
+        Daemon::start_with(dir, &[])
+    }
+
+    pub fn start_with(dir: &Path, env: &[(&str, &str)]) -> Daemon {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("daemon.log"))
+            .unwrap();
+        let child = Command::new(MOAT)
+            .args(["run", "-c"])
+            .arg(dir.join("moat.toml"))
+            .env(
+                "MOAT_LOG",
+                std::env::var("MOAT_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let d = Daemon {
+            dir: dir.to_path_buf(),
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = d.moat(&["status", "--json"]);
+            if out.status.success() {
+                return d;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not come up: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    pub fn moat(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(MOAT);
+        cmd.args(args).arg("-c").arg(self.config());
+        cmd.output().unwrap()
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        let out = self.moat(args);
+        assert!(
+            out.status.success(),
+            "moat {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn jail(&self, name: &str) -> Value {
+        let s = self.json(&["status", name, "--json"]);
+        s["jails"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["name"] == name)
+            .unwrap()
+            .clone()
+    }
+
+    /// Waits until `f` holds for this jail's status.
+    pub fn wait_jail(&self, name: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        // Generous: CI runs these tests in parallel on two cores.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let j = self.jail(name);
+            if f(&j) {
+                return j;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; last status {j:#}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn stop(mut self) -> String {
+        let mut child = self.child.take().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = child.wait().unwrap();
+        assert!(
+            status.success(),
+            "moat run exited with {status}: {}",
+            self.log()
+        );
+        self.log()
+    }
+
+    pub fn kill9(mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn write_config(dir: &Path, body: &str) {
+    let text = format!(
+        "[daemon]\nstate_dir = \"state\"\nsocket = \"run/moat.sock\"\nfollow_from = \"start\"\n\n{body}"
+    );
+    std::fs::write(dir.join("moat.toml"), text).unwrap();
 }

@@ -1,0 +1,350 @@
+//! The Cloudflare enforcer end to end: the real daemon and CLI against the stateful fake of
+//! Cloudflare's API in tests/support/cloudflare.rs (no test can reach Cloudflare). No root
+//! needed.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+mod support;
+use support::cloudflare::{AccessRule, Fake, Item, List, Options, Outage};
+use support::{write_config, Daemon};
+
+fn eventually(secs: u64, what: &str, d: &Daemon, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "not within {secs}s: {what}\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn token_file(dir: &Path, token: &str) -> String {
+    let p = dir.join("cf.token");
+    std::fs::write(&p, format!("{token}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p.display().to_string()
+}
+
+fn config(dir: &Path, fake: &Fake, extra: &str) {
+    let token = token_file(dir, "good-token");
+    std::fs::write(dir.join("access.log"), "").unwrap();
+    write_config(
+        dir,
+        &format!(
+            "[enforce]\nuse = [\"cloudflare\"]\n\n[enforce.cloudflare]\ntoken_file = \"{token}\"\n\
+             account_id = \"{}\"\nzone_id = \"{}\"\napi = \"{}\"\n{extra}\n\
+             [jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\n",
+            fake.account(),
+            fake.zone(),
+            fake.url
+        ),
+    );
+}
+
+fn items(fake: &Fake) -> Vec<String> {
+    fake.state.lock().unwrap().items()
+}
+
+fn failure(ip: &str) -> String {
+    let now = jiff::Zoned::now()
+        .strftime("%d/%b/%Y:%H:%M:%S %z")
+        .to_string();
+    format!("{ip} - - [{now}] \"POST /api/auth HTTP/1.1\" 422 52 \"-\" \"bot\"\n")
+}
+
+#[test]
+fn list_mode_bans_and_unbans_at_the_edge() {
+    let fake = Fake::start(Options::default());
+    fake.token("good-token", &["lists", "waf"]);
+    let tmp = tempfile::tempdir().unwrap();
+    config(tmp.path(), &fake, "");
+    let d = Daemon::start(tmp.path());
+
+    d.json(&["ban", "203.0.113.7", "--for", "3s", "--json"]);
+    eventually(10, "203.0.113.7 is in the list", &d, || {
+        items(&fake).contains(&"203.0.113.7".to_string())
+    });
+    {
+        let st = fake.state.lock().unwrap();
+        let list = st.lists.values().find(|l| l.name == "moat_block").unwrap();
+        let item = list.items.values().find(|i| i.ip == "203.0.113.7").unwrap();
+        assert!(
+            item.comment.starts_with("moat manual 203.0.113.7 until "),
+            "{item:?}"
+        );
+        let (_, _, rules) = st.entrypoint.as_ref().expect("the zone rule was created");
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0]["expression"], "ip.src in $moat_block");
+        assert_eq!(rules[0]["action"], "block");
+    }
+    // IPv6 goes as its /64.
+    d.json(&["ban", "2001:db8:1:2::1", "--for", "1h", "--json"]);
+    eventually(10, "the /64 is in the list", &d, || {
+        items(&fake).contains(&"2001:db8:1:2::/64".to_string())
+    });
+    // From the log: five failed logins.
+    let log = tmp.path().join("access.log");
+    let lines: String = (0..5).map(|_| failure("198.51.100.9")).collect();
+    std::fs::write(&log, lines).unwrap();
+    eventually(10, "the bot is in the list", &d, || {
+        items(&fake).contains(&"198.51.100.9".to_string())
+    });
+    // Cloudflare's own ranges and Class E pseudo-IPv4 addresses are never sent.
+    for never in ["104.16.0.1", "240.16.0.1"] {
+        let out = d.moat(&["ban", never]);
+        assert!(!out.status.success(), "{never} refused");
+    }
+    // The ban ends: the item goes. An unban by hand: the /64 goes.
+    eventually(
+        15,
+        "203.0.113.7 left the list when its ban ended",
+        &d,
+        || !items(&fake).contains(&"203.0.113.7".to_string()),
+    );
+    d.json(&["unban", "2001:db8:1:2::1", "--json"]);
+    eventually(10, "the /64 left the list", &d, || {
+        !items(&fake).contains(&"2001:db8:1:2::/64".to_string())
+    });
+    let st = fake.state.lock().unwrap();
+    assert!(
+        st.items()
+            .iter()
+            .all(|i| !i.starts_with("104.16") && !i.starts_with("240.")),
+        "{:?}",
+        st.items()
+    );
+    // Never a PUT of the items (which would replace the whole list).
+    assert!(
+        !st.requests
+            .iter()
+            .any(|r| r.starts_with("PUT") && r.contains("/items")),
+        "{:?}",
+        st.requests
+    );
+}
+
+#[test]
+fn reconcile_adds_the_missing_removes_the_stale_and_leaves_the_foreign() {
+    let fake = Fake::start(Options::default());
+    fake.token("good-token", &["lists", "waf"]);
+    let tmp = tempfile::tempdir().unwrap();
+    config(tmp.path(), &fake, "");
+    let d = Daemon::start(tmp.path());
+    d.json(&["ban", "203.0.113.30", "--for", "1h", "--json"]);
+    eventually(10, "placed", &d, || {
+        items(&fake).contains(&"203.0.113.30".to_string())
+    });
+    d.stop();
+    // Behind moat's back: its item removed, a stale item of moat's, someone else's item.
+    {
+        let mut st = fake.state.lock().unwrap();
+        let list: &mut List = st.lists.values_mut().next().unwrap();
+        list.items.retain(|_, i| i.ip != "203.0.113.30");
+        for (id, ip, comment) in [
+            (
+                "stale",
+                "198.51.100.50",
+                "moat old 198.51.100.50 until forever",
+            ),
+            ("foreign", "198.51.100.60", "added by hand"),
+        ] {
+            list.items.insert(
+                id.into(),
+                Item {
+                    id: id.into(),
+                    ip: ip.into(),
+                    comment: comment.into(),
+                },
+            );
+        }
+    }
+    let d = Daemon::start(tmp.path());
+    eventually(10, "the missing ban is back", &d, || {
+        items(&fake).contains(&"203.0.113.30".to_string())
+    });
+    eventually(10, "the stale item is gone", &d, || {
+        !items(&fake).contains(&"198.51.100.50".to_string())
+    });
+    assert!(
+        items(&fake).contains(&"198.51.100.60".to_string()),
+        "foreign item kept"
+    );
+}
+
+#[test]
+fn an_outage_and_a_restart_with_changes_pending_lose_nothing() {
+    let fake = Fake::start(Options::default());
+    fake.token("good-token", &["lists", "waf"]);
+    let tmp = tempfile::tempdir().unwrap();
+    config(tmp.path(), &fake, "");
+    let d = Daemon::start(tmp.path());
+    fake.outage(Outage::Errors);
+    d.json(&["ban", "203.0.113.40", "--for", "1h", "--json"]);
+    eventually(40, "the failure shows in status", &d, || {
+        let s = d.json(&["status", "--json"]);
+        s["enforcers"][0]["failed"].as_u64().unwrap_or(0) > 0
+    });
+    // Cloudflare comes back: the ban is placed by the retries, without a restart.
+    fake.outage(Outage::None);
+    eventually(30, "placed after the outage", &d, || {
+        items(&fake).contains(&"203.0.113.40".to_string())
+    });
+    // Connections dropped without an answer; moat is stopped with the ban still queued.
+    fake.outage(Outage::Drop);
+    d.json(&["ban", "203.0.113.41", "--for", "1h", "--json"]);
+    std::thread::sleep(Duration::from_millis(500));
+    d.stop();
+    assert!(!items(&fake).contains(&"203.0.113.41".to_string()));
+    fake.outage(Outage::None);
+    let d = Daemon::start(tmp.path());
+    eventually(
+        15,
+        "the pending ban is placed after the restart",
+        &d,
+        || items(&fake).contains(&"203.0.113.41".to_string()),
+    );
+    assert!(items(&fake).contains(&"203.0.113.40".to_string()));
+}
+
+#[test]
+fn the_rate_limit_is_respected_and_a_lockout_is_waited_out() {
+    // Cloudflare allows 6 requests per 4 s here; moat reads the Ratelimit header and pauses
+    // before it would exceed that.
+    let fake = Fake::start(Options {
+        limit: 6,
+        window: Duration::from_secs(4),
+        lockout: Duration::from_secs(300),
+        ..Options::default()
+    });
+    fake.token("good-token", &["lists", "waf"]);
+    let tmp = tempfile::tempdir().unwrap();
+    config(tmp.path(), &fake, "");
+    let d = Daemon::start(tmp.path());
+    for i in 1..=6 {
+        d.json(&[
+            "ban",
+            &format!("203.0.113.{}", 50 + i),
+            "--for",
+            "1h",
+            "--json",
+        ]);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    eventually(60, "every ban placed", &d, || {
+        (51..=56).all(|i| items(&fake).contains(&format!("203.0.113.{i}")))
+    });
+    assert_eq!(
+        fake.state.lock().unwrap().limited,
+        0,
+        "never over the limit"
+    );
+    // Another client used the token up: Cloudflare locks it out for 3 s. moat waits for
+    // Retry-After instead of hammering, then places the ban.
+    fake.lock_out("good-token", Duration::from_secs(3));
+    d.json(&["ban", "203.0.113.57", "--for", "1h", "--json"]);
+    eventually(30, "placed after the lockout", &d, || {
+        items(&fake).contains(&"203.0.113.57".to_string())
+    });
+    let limited = fake.state.lock().unwrap().limited;
+    assert!(
+        (1..=2).contains(&limited),
+        "requests answered 429: {limited}"
+    );
+}
+
+#[test]
+fn access_rules_mode_adopts_duplicates_and_deletes_only_its_own() {
+    let fake = Fake::start(Options::default());
+    fake.token("good-token", &["zone-firewall"]);
+    let tmp = tempfile::tempdir().unwrap();
+    config(
+        tmp.path(),
+        &fake,
+        "mode = \"access-rules\"\naction = \"managed_challenge\"\n",
+    );
+    // Someone's own rule for an address moat will ban.
+    let zone = fake.zone();
+    fake.state.lock().unwrap().access_rules.push(AccessRule {
+        id: "f0f0".into(),
+        mode: "block".into(),
+        target: "ip".into(),
+        value: "203.0.113.60".into(),
+        notes: "blocked by the admin".into(),
+        scope: ("zone".into(), zone),
+        seq: 0,
+    });
+    let d = Daemon::start(tmp.path());
+    let rules = |fake: &Fake| -> Vec<(String, String, String)> {
+        fake.state
+            .lock()
+            .unwrap()
+            .access_rules
+            .iter()
+            .map(|r| (r.value.clone(), r.mode.clone(), r.notes.clone()))
+            .collect()
+    };
+    d.json(&["ban", "203.0.113.61", "--for", "1h", "--json"]);
+    d.json(&["ban", "2001:db8:5::1", "--for", "1h", "--json"]);
+    d.json(&["ban", "203.0.113.60", "--for", "1h", "--json"]);
+    eventually(10, "rules placed", &d, || rules(&fake).len() == 3);
+    let r = rules(&fake);
+    assert!(r.iter().any(|(v, m, n)| v == "203.0.113.61"
+        && m == "managed_challenge"
+        && n.starts_with("moat manual 203.0.113.61")));
+    assert!(r.iter().any(|(v, ..)| v == "2001:db8:5::/64"), "{r:?}");
+    // Unbanning: moat's rule goes; the admin's rule (a duplicate moat adopted) stays.
+    d.json(&["unban", "203.0.113.61", "--json"]);
+    d.json(&["unban", "203.0.113.60", "--json"]);
+    eventually(10, "moat's rule deleted", &d, || {
+        !rules(&fake).iter().any(|(v, ..)| v == "203.0.113.61")
+    });
+    assert!(rules(&fake)
+        .iter()
+        .any(|(v, _, n)| v == "203.0.113.60" && n == "blocked by the admin"));
+    // A rule id that no longer holds the address it was placed for is not deleted.
+    {
+        let mut st = fake.state.lock().unwrap();
+        let r = st
+            .access_rules
+            .iter_mut()
+            .find(|r| r.value == "2001:db8:5::/64")
+            .unwrap();
+        r.value = "2001:db8:6::/64".into();
+    }
+    d.json(&["unban", "2001:db8:5::1", "--json"]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(rules(&fake).iter().any(|(v, ..)| v == "2001:db8:6::/64"));
+    assert!(
+        d.log().contains("no longer holds this address"),
+        "{}",
+        d.log()
+    );
+}
+
+#[test]
+fn bad_credentials_are_refused_with_a_reason() {
+    let fake = Fake::start(Options::default());
+    let tmp = tempfile::tempdir().unwrap();
+    config(tmp.path(), &fake, "");
+    // A token file others can read is refused before anything is sent.
+    std::fs::set_permissions(
+        tmp.path().join("cf.token"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_moat"))
+        .args(["run", "-c"])
+        .arg(tmp.path().join("moat.toml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("readable by others"),
+        "{err}"
+    );
+    assert_eq!(fake.requests(), 0);
+}

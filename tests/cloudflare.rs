@@ -348,3 +348,47 @@ fn bad_credentials_are_refused_with_a_reason() {
     );
     assert_eq!(fake.requests(), 0);
 }
+
+#[test]
+fn verify_says_what_the_token_lacks() {
+    let fake = Fake::start(Options::default());
+    fake.token("good-token", &["lists", "waf"]);
+    let tmp = tempfile::tempdir().unwrap();
+    config(tmp.path(), &fake, "");
+    let verify = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_moat"))
+            .args(["cloudflare", "verify", "-c"])
+            .arg(tmp.path().join("moat.toml"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let (code, out) = verify(&[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("token: valid and active"), "{out}");
+    assert!(out.contains("moat_block will be created"), "{out}");
+    assert!(
+        fake.state.lock().unwrap().lists.is_empty(),
+        "verify only reads"
+    );
+    let (code, out) = verify(&["--write"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(fake.state.lock().unwrap().lists.len(), 1);
+    // A token without the lists permission: named.
+    fake.token("good-token", &["waf"]);
+    let (code, out) = verify(&[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("FAIL IP lists") && out.contains("Account Filter Lists Edit"),
+        "{out}"
+    );
+    // A token Cloudflare does not know.
+    std::fs::write(tmp.path().join("cf.token"), "wrong\n").unwrap();
+    let (code, out) = verify(&[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("FAIL token"), "{out}");
+}

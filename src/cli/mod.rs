@@ -4,6 +4,7 @@
 //! 2 bad usage, a bad configuration or an unreadable input.
 
 mod check_config;
+mod cloudflare;
 mod control;
 mod filters;
 mod ports;
@@ -111,6 +112,11 @@ enum Command {
         #[command(flatten)]
         socket: control::SocketArgs,
     },
+    /// Cloudflare: verify the credential and permissions.
+    Cloudflare {
+        #[command(subcommand)]
+        command: cloudflare::CloudflareCommand,
+    },
     /// The port policy: plan, apply (with rollback unless confirmed), confirm, status.
     Ports {
         #[command(subcommand)]
@@ -130,6 +136,7 @@ pub fn main() -> ExitCode {
         Command::Scan(args) => scan::run(*args),
         Command::Filters { command } => filters::run(command),
         Command::Ports { command } => ports::run(command),
+        Command::Cloudflare { command } => cloudflare::run(command),
         Command::CheckConfig { config } => check_config::run(&config),
         Command::Run { config } => run::run(&config),
         Command::Status { jail, json, socket } => control::status(&socket, jail, json),

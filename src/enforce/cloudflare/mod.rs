@@ -22,6 +22,7 @@
 //! /64 is one entry. Ports do not exist at Cloudflare's edge; a ban covers the site.
 
 pub mod api;
+pub mod verify;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -90,7 +91,7 @@ struct Remote {
 
 pub struct CloudflareEnforcer {
     api: Api,
-    s: Settings,
+    pub(crate) s: Settings,
     /// List mode: the list's id once found or created, and the zone rule checked.
     list_id: Option<String>,
     /// What moat holds at Cloudflare, by the address as Cloudflare writes it.
@@ -196,7 +197,7 @@ impl CloudflareEnforcer {
     }
 
     /// List mode: finds or creates the list, and the zone rule that blocks it.
-    fn ensure_list(&mut self) -> Result<String, CallError> {
+    pub(crate) fn ensure_list(&mut self) -> Result<String, CallError> {
         if let Some(id) = &self.list_id {
             return Ok(id.clone());
         }
@@ -314,7 +315,7 @@ impl CloudflareEnforcer {
         }
     }
 
-    fn rules_path(&self) -> String {
+    pub(crate) fn rules_path(&self) -> String {
         match self.s.scope.as_str() {
             "account" => format!("/accounts/{}/firewall/access_rules/rules", self.account()),
             "user" => "/user/firewall/access_rules/rules".to_string(),

@@ -392,3 +392,71 @@ fn verify_says_what_the_token_lacks() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("FAIL token"), "{out}");
 }
+
+#[test]
+fn jails_behind_cloudflare_ban_there_and_only_there() {
+    let fake = Fake::start(Options::default());
+    fake.token("good-token", &["lists", "waf"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let token = token_file(dir, "good-token");
+    for log in ["access.log", "other.log"] {
+        std::fs::write(dir.join(log), "").unwrap();
+    }
+    // A local enforcer standing for the kernel: a file per address it bans.
+    write_config(
+        dir,
+        &format!(
+            "[enforce]\nuse = [\"exec\", \"cloudflare\"]\n\n[enforce.exec]\n\
+             ban = [\"/usr/bin/touch\", \"{d}/local-{{ip}}\"]\n\n\
+             [enforce.cloudflare]\ntoken_file = \"{token}\"\naccount_id = \"{}\"\n\
+             zone_id = \"{}\"\napi = \"{}\"\n\n\
+             [jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\nbehind = \"cloudflare\"\n\n\
+             [jails.direct]\nfilter = \"portainer\"\nsources = [\"other.log\"]\n",
+            fake.account(),
+            fake.zone(),
+            fake.url,
+            d = dir.display()
+        ),
+    );
+    let d = Daemon::start(dir);
+    d.json(&[
+        "ban",
+        "203.0.113.70",
+        "--jail",
+        "portainer",
+        "--for",
+        "1h",
+        "--json",
+    ]);
+    d.json(&[
+        "ban",
+        "203.0.113.71",
+        "--jail",
+        "direct",
+        "--for",
+        "1h",
+        "--json",
+    ]);
+    eventually(10, "the behind-Cloudflare ban is at Cloudflare", &d, || {
+        items(&fake).contains(&"203.0.113.70".to_string())
+    });
+    eventually(10, "the direct jail's ban is local", &d, || {
+        dir.join("local-203.0.113.71").exists()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !dir.join("local-203.0.113.70").exists(),
+        "not sent to the local enforcer"
+    );
+    assert!(
+        !items(&fake).contains(&"203.0.113.71".to_string()),
+        "not sent to Cloudflare"
+    );
+    // A ban by hand without a jail goes everywhere.
+    d.json(&["ban", "203.0.113.72", "--for", "1h", "--json"]);
+    eventually(10, "a hand ban goes to both", &d, || {
+        items(&fake).contains(&"203.0.113.72".to_string())
+            && dir.join("local-203.0.113.72").exists()
+    });
+}

@@ -49,6 +49,16 @@ pub struct JailTable {
     pub max_clients: Option<usize>,
     pub escalate: Option<EscalateTable>,
     pub ports: Option<PortsValue>,
+    pub behind: Option<Behind>,
+}
+
+/// `behind`: what the host sits behind.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Behind {
+    /// Cloudflare's proxy: the jail's bans go to the Cloudflare enforcer, not the kernel,
+    /// which sees only Cloudflare's addresses.
+    Cloudflare,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -80,6 +90,8 @@ pub struct JailConfig {
     pub escalation: Option<Escalation>,
     /// The ports its bans cover; `None`: every port.
     pub ports: Option<crate::enforce::Ports>,
+    /// Its bans go to Cloudflare (`behind = "cloudflare"`).
+    pub behind_cloudflare: bool,
     /// The jail's table merged over the defaults, as written (for layering overrides).
     pub table: JailTable,
 }
@@ -320,6 +332,21 @@ impl Config {
             })?;
             jails.push(jail);
         }
+        if let Some(j) = jails.iter().find(|j: &&JailConfig| j.behind_cloudflare) {
+            if !uses.contains(&EnforcerName::Cloudflare) {
+                return Err(ConfigError::at(
+                    last_path,
+                    last_text,
+                    None,
+                    format!(
+                        "jail {:?} is behind = \"cloudflare\" but [enforce] does not use \
+                         \"cloudflare\"; hint: use = [\"kernel\", \"cloudflare\"] and an \
+                         [enforce.cloudflare] table",
+                        j.name
+                    ),
+                ));
+            }
+        }
         let (ports, ports_backend) = match &ports {
             None => (None, crate::ports::Backend::default()),
             Some((table, file, span)) => {
@@ -340,6 +367,15 @@ impl Config {
             ports,
             ports_backend,
         })
+    }
+
+    /// The jails behind Cloudflare (`behind = "cloudflare"`).
+    pub fn behind_cloudflare(&self) -> std::collections::HashSet<String> {
+        self.jails
+            .iter()
+            .filter(|j| j.behind_cloudflare)
+            .map(|j| j.name.clone())
+            .collect()
     }
 
     pub fn jail(&self, name: &str) -> Option<&JailConfig> {
@@ -370,7 +406,8 @@ pub fn merge(defaults: &JailTable, jail: &JailTable) -> JailTable {
         ipv6_prefix,
         max_clients,
         escalate,
-        ports
+        ports,
+        behind
     )
 }
 
@@ -467,6 +504,7 @@ pub fn resolve(name: &str, t: &JailTable) -> Result<JailConfig, String> {
         zone: t.timezone.as_ref().map_or(ZoneSpec::Local, |z| z.0.clone()),
         escalation,
         ports: t.ports.as_ref().map(|p| p.0.clone()),
+        behind_cloudflare: t.behind == Some(Behind::Cloudflare),
         table: t.clone(),
     })
 }
@@ -530,6 +568,12 @@ maxretry = 3
             e.starts_with("moat.toml:3:") && e.contains("\"ssh\" is not a port"),
             "{e}"
         );
+        let e = err("[jails.x]\nfilter = \"sshd\"\nbehind = \"cloudflare\"\n");
+        assert!(e.contains("does not use \"cloudflare\""), "{e}");
+        let e = err("[enforce]\nuse = [\"cloudflare\"]\n");
+        assert!(e.contains("no [enforce.cloudflare]"), "{e}");
+        let e = err("[enforce]\nuse = [\"cloudflare\"]\n[enforce.cloudflare]\ntoken_env = \"T\"\n");
+        assert!(e.contains("account_id"), "{e}");
         let c = Config::parse("[jails.x]\nfilter = \"sshd\"\nports = 2222\n", "m").unwrap();
         assert_eq!(c.jails[0].ports.as_ref().unwrap().to_string(), "2222");
         let e = err("[jails.x]\nfilter = \"portaner\"\n");

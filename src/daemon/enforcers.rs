@@ -16,7 +16,9 @@ use jiff::Timestamp;
 use prometheus_client::metrics::histogram::Histogram;
 
 use super::protocol::EnforcerStatus;
-use crate::enforce::{BanOrder, Change, Enforcer};
+use std::collections::HashSet;
+
+use crate::enforce::{BanOrder, Change, Enforcer, Key};
 
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// A batch this large (the active bans at start-up) leaves megabytes freed behind it.
@@ -32,9 +34,32 @@ enum Msg {
     Stop,
 }
 
+/// Which jails' bans an enforcer takes. Bans by hand (jail `manual`) go everywhere.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Route {
+    #[default]
+    All,
+    Only(HashSet<String>),
+    Except(HashSet<String>),
+}
+
+impl Route {
+    fn takes(&self, jail: &str) -> bool {
+        jail == "manual"
+            || match self {
+                Route::All => true,
+                Route::Only(j) => j.contains(jail),
+                Route::Except(j) => !j.contains(jail),
+            }
+    }
+}
+
 struct Runner {
     name: &'static str,
     drifts: bool,
+    route: Route,
+    /// The bans it was sent and not yet lifted, so that an unban goes where its ban went.
+    sent: Mutex<HashSet<Key>>,
     tx: mpsc::Sender<Msg>,
     status: Arc<Mutex<EnforcerStatus>>,
     thread: Option<JoinHandle<()>>,
@@ -85,6 +110,8 @@ impl Enforcers {
         self.runners.push(Runner {
             name,
             drifts,
+            route: Route::All,
+            sent: Mutex::new(HashSet::new()),
             tx,
             status,
             thread: Some(thread),
@@ -98,9 +125,58 @@ impl Enforcers {
     /// Applies changes caused by a line read at `read_at`.
     pub fn apply_read_at(&self, changes: Vec<Change>, read_at: Option<Instant>) {
         for r in &self.runners {
-            r.status.lock().unwrap().queued += changes.len();
-            let _ = r.tx.send(Msg::Apply(changes.clone(), read_at));
+            let mine: Vec<Change> = {
+                let mut sent = r.sent.lock().unwrap();
+                changes
+                    .iter()
+                    .filter(|c| match c {
+                        Change::Ban(b) => {
+                            r.route.takes(&b.jail) && {
+                                sent.insert(b.key());
+                                true
+                            }
+                        }
+                        // Routed: only where the ban went. Unrouted: everywhere, as an
+                        // unban of something not held is a no-op.
+                        Change::Unban(k) => sent.remove(k) || r.route == Route::All,
+                    })
+                    .cloned()
+                    .collect()
+            };
+            if mine.is_empty() {
+                continue;
+            }
+            r.status.lock().unwrap().queued += mine.len();
+            let _ = r.tx.send(Msg::Apply(mine, read_at));
         }
+    }
+
+    /// Routes the bans of `behind` (the jails behind Cloudflare) to the Cloudflare enforcer
+    /// only, and every other jail's to the others; no routing when it is empty. Returns
+    /// whether anything changed (the caller then reconciles).
+    pub fn route_behind_cloudflare(&mut self, behind: &HashSet<String>) -> bool {
+        let mut changed = false;
+        for r in &mut self.runners {
+            let route = match (behind.is_empty(), r.name) {
+                (true, _) | (false, "log") => Route::All,
+                (false, "cloudflare") => Route::Only(behind.clone()),
+                (false, _) => Route::Except(behind.clone()),
+            };
+            changed |= r.route != route;
+            r.route = route;
+        }
+        changed
+    }
+
+    /// The active bans `r` takes, remembered as sent.
+    fn wanted_by(r: &Runner, wanted: &[BanOrder]) -> Arc<Vec<BanOrder>> {
+        let mine: Vec<BanOrder> = wanted
+            .iter()
+            .filter(|b| r.route.takes(&b.jail))
+            .cloned()
+            .collect();
+        *r.sent.lock().unwrap() = mine.iter().map(BanOrder::key).collect();
+        Arc::new(mine)
     }
 
     /// Live views of each enforcer's status, for readers outside the engine (metrics).
@@ -108,20 +184,18 @@ impl Enforcers {
         self.runners.iter().map(|r| r.status.clone()).collect()
     }
 
-    /// Brings every enforcer to exactly `wanted`.
+    /// Brings every enforcer to exactly the bans of `wanted` its route takes.
     pub fn reconcile(&self, wanted: Vec<BanOrder>) {
-        let wanted = Arc::new(wanted);
         for r in &self.runners {
-            let _ = r.tx.send(Msg::Reconcile(wanted.clone()));
+            let _ = r.tx.send(Msg::Reconcile(Enforcers::wanted_by(r, &wanted)));
         }
     }
 
     /// Checks the enforcers whose state can drift (kernel rulesets), restoring `wanted` where
     /// it was lost; run every few seconds.
     pub fn check_drifting(&self, wanted: Vec<BanOrder>) {
-        let wanted = Arc::new(wanted);
         for r in self.runners.iter().filter(|r| r.drifts) {
-            let _ = r.tx.send(Msg::Check(wanted.clone()));
+            let _ = r.tx.send(Msg::Check(Enforcers::wanted_by(r, &wanted)));
         }
     }
 

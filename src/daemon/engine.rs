@@ -892,7 +892,10 @@ impl Engine {
             .iter()
             .map(|j| (j.clone(), self.ports_of(j)))
             .collect();
-        let mut moved = false;
+        // A jail moved behind Cloudflare or back: its bans move between the enforcers.
+        let mut moved = self
+            .enforcers
+            .route_behind_cloudflare(&config.behind_cloudflare());
         for a in self.active.values_mut() {
             if let Some(p) = ports.get(&a.ban.jail) {
                 if *p != a.ports {

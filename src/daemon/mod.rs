@@ -214,7 +214,29 @@ fn build_enforcers(config: &Config, metrics: &metrics::Metrics) -> anyhow::Resul
             },
         }
     }
+    let behind = config.behind_cloudflare();
+    e.route_behind_cloudflare(&behind);
+    if !behind.is_empty() && names_kernel(config) {
+        let mut jails: Vec<&String> = behind.iter().collect();
+        jails.sort();
+        tracing::warn!(
+            ?jails,
+            "these jails are behind Cloudflare: their bans go to Cloudflare only, not to the \
+             kernel enforcers, which see Cloudflare's addresses rather than the clients' (the \
+             kernel enforcers keep serving the other jails)"
+        );
+    }
     Ok(e)
+}
+
+/// Whether a kernel enforcer is configured.
+fn names_kernel(config: &Config) -> bool {
+    config.enforce.uses.iter().flatten().any(|n| {
+        matches!(
+            n,
+            EnforcerName::Nftables | EnforcerName::Iptables | EnforcerName::Kernel
+        )
+    })
 }
 
 fn notify(state: &[sd_notify::NotifyState]) {

@@ -342,7 +342,8 @@ impl Filter {
                     return Verdict::Ignored;
                 }
                 let host_text = spans.host.map(|r| &text[r]).or(pref_host);
-                let Some(host) = host_text.and_then(parse_host) else {
+                let peer_text = spans.peer.map(|r| &text[r]);
+                let Some(host) = real_client(host_text, peer_text) else {
                     return Verdict::BadHost;
                 };
                 // The time is read from the `time` capture when the pattern has one, else
@@ -379,6 +380,22 @@ fn as_in_json(lit: &[u8]) -> Option<Vec<u8>> {
 /// (`198.51.100.7:51234`, `[2001:db8::1]:443`) or sentence punctuation after it (`from
 /// 198.51.100.7.`) is not part of it. Never a prefix search: `198.51.100.71` is not
 /// `198.51.100.7`. IPv4-mapped IPv6 is folded to IPv4 so one client has one key.
+/// The client of a line with a client address (`host`) and, maybe, the TCP peer that sent
+/// it (`peer`): a header such as CF-Connecting-IP is believed only when the peer is one of
+/// Cloudflare's proxies, since anyone else can write any address into it. `None` when the
+/// client cannot be known (a Cloudflare peer without a usable header is never the client).
+pub fn real_client(host: Option<&[u8]>, peer: Option<&[u8]>) -> Option<IpAddr> {
+    let Some(peer) = peer else {
+        return host.and_then(parse_host);
+    };
+    let peer = parse_host(peer)?;
+    if crate::enforce::safety::is_cloudflare(peer) {
+        host.and_then(parse_host)
+    } else {
+        Some(peer)
+    }
+}
+
 pub fn parse_host(text: &[u8]) -> Option<IpAddr> {
     let s = std::str::from_utf8(text).ok()?;
     let ip = s
@@ -405,6 +422,34 @@ mod tests {
 
     fn ctx() -> TimeContext {
         TimeContext::utc("2022-11-01T00:00:00Z".parse().unwrap())
+    }
+
+    #[test]
+    fn peer_decides_whether_the_header_client_counts() {
+        let f = Filter::compile(&spec(&[
+            r#"^<PEER> \S+ \S+ \[[^\]]+\] "POST /api/auth [^"]*" 422 .* cf=<HOST>$"#,
+        ]))
+        .unwrap();
+        let host = |peer: &str, header: &str| {
+            let line = format!(
+                r#"{peer} - - [26/Oct/2022:20:55:11 +0000] "POST /api/auth HTTP/1.1" 422 52 "-" "bot" cf={header}"#
+            );
+            match f.check(line.as_bytes(), &ctx()) {
+                Verdict::Failure(x) => Some(x.host.to_string()),
+                Verdict::BadHost => Some("bad".into()),
+                _ => None,
+            }
+        };
+        assert_eq!(
+            host("162.158.1.1", "203.0.113.9").as_deref(),
+            Some("203.0.113.9")
+        );
+        assert_eq!(
+            host("198.51.100.7", "203.0.113.9").as_deref(),
+            Some("198.51.100.7")
+        );
+        assert_eq!(host("162.158.1.1", "999.1.1.1").as_deref(), Some("bad"));
+        assert!(Pattern::compile("<PEER> <HOST>").is_ok());
     }
 
     #[test]

@@ -21,6 +21,11 @@ pub struct JsonSpec {
     /// Dotted path of the field holding the client (`ClientHost`, `request.client_ip`); when a
     /// list, the first present field is used.
     pub host: OneOrMany,
+    /// Dotted path of the field holding the TCP peer, when `host` is a header's client
+    /// (CF-Connecting-IP): the header is believed only when the peer is one of Cloudflare's
+    /// proxies; otherwise the peer is the client.
+    #[serde(default)]
+    pub peer: Option<String>,
     /// Dotted path of the field holding the time; a string in any known format or epoch seconds.
     pub time: OneOrMany,
     /// All of these must hold.
@@ -109,6 +114,7 @@ enum Test {
 #[derive(Debug)]
 pub struct JsonFilter {
     host: Vec<Vec<String>>,
+    peer: Option<Vec<String>>,
     time: Vec<Vec<String>>,
     conditions: Vec<(Vec<String>, Test)>,
 }
@@ -153,6 +159,7 @@ impl JsonFilter {
         }
         Ok(JsonFilter {
             host: spec.host.paths().iter().map(|p| path(p)).collect(),
+            peer: spec.peer.as_deref().map(path),
             time: spec.time.paths().iter().map(|p| path(p)).collect(),
             conditions,
         })
@@ -203,12 +210,21 @@ impl JsonFilter {
         if !all {
             return Verdict::Miss;
         }
-        let host = self
+        let header = self
             .host
             .iter()
             .find_map(|p| lookup(&doc, p))
             .and_then(Value::as_str)
             .and_then(host_of);
+        let host = match &self.peer {
+            None => header,
+            Some(p) => match lookup(&doc, p).and_then(Value::as_str).and_then(host_of) {
+                Some(peer) if crate::enforce::safety::is_cloudflare(peer) => header,
+                Some(peer) => Some(peer),
+                // A peer field named but absent or not an address: the client is unknown.
+                None => None,
+            },
+        };
         let Some(host) = host else {
             return Verdict::BadHost;
         };
@@ -290,6 +306,46 @@ mod tests {
         // A user agent that is an address cannot become the client.
         let line = br#"{"ClientHost":"not-an-ip","request_User-Agent":"192.0.2.1","RequestMethod":"POST","RequestPath":"/api/auth","DownstreamStatus":422,"time":"2022-10-26T20:55:11Z"}"#;
         assert_eq!(f.check(line, &ctx()), Verdict::BadHost);
+    }
+
+    #[test]
+    fn a_header_client_counts_only_from_cloudflare() {
+        let spec: FilterSpec = toml::from_str(
+            r#"
+            [json]
+            host = "cf_connecting_ip"
+            peer = "remote_addr"
+            time = "time"
+            match = [{ field = "status", equals = 422 }]
+            "#,
+        )
+        .unwrap();
+        let f = Filter::compile(&spec).unwrap();
+        let host = |line: &str| match f.check(line.as_bytes(), &ctx()) {
+            Verdict::Failure(x) => Some(x.host.to_string()),
+            _ => None,
+        };
+        let line = |peer: &str, header: &str| {
+            format!(
+                r#"{{"remote_addr":"{peer}","cf_connecting_ip":"{header}","status":422,"time":"2022-10-26T20:55:11Z"}}"#
+            )
+        };
+        // Through Cloudflare: the header names the client.
+        assert_eq!(
+            host(&line("172.70.1.2", "203.0.113.9")).as_deref(),
+            Some("203.0.113.9")
+        );
+        assert_eq!(
+            host(&line("2400:cb00::5", "2001:db8::9")).as_deref(),
+            Some("2001:db8::9")
+        );
+        // Straight to the origin with a forged header: the peer is the client.
+        assert_eq!(
+            host(&line("198.51.100.7", "203.0.113.9")).as_deref(),
+            Some("198.51.100.7")
+        );
+        // From Cloudflare without a usable header: nobody to ban (never Cloudflare).
+        assert_eq!(host(&line("172.70.1.2", "-")), None);
     }
 
     #[test]

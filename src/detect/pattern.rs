@@ -89,6 +89,9 @@ pub fn expand_tags(pattern: &str) -> Result<(String, bool), PatternError> {
             ("<ADDR>", Cow::Owned(host_group(true, true))),
             ("<IP4>", Cow::Owned(host_group(true, false))),
             ("<IP6>", Cow::Owned(host_group(false, true))),
+            // The TCP peer, when the line also has a client from a header (CF-Connecting-IP):
+            // the header is believed only when the peer is one of Cloudflare's proxies.
+            ("<PEER>", Cow::Borrowed(r"\[?(?P<peer>[0-9A-Fa-f:.]+)\]?")),
             ("<F-USER>", Cow::Borrowed("(?P<user>")),
             ("</F-USER>", Cow::Borrowed(")")),
             ("<F-CONTENT>", Cow::Borrowed("(?P<content>")),
@@ -131,6 +134,7 @@ pub enum Engine {
 #[derive(Debug, Default)]
 pub struct Spans {
     pub host: Option<Range<usize>>,
+    pub peer: Option<Range<usize>>,
     pub time: Option<Range<usize>>,
     pub content: Option<Range<usize>>,
 }
@@ -195,6 +199,7 @@ impl Pattern {
                 let span = |name| caps.name(name).map(|m| m.range());
                 Some(Spans {
                     host: span("host"),
+                    peer: span("peer"),
                     time: span("time"),
                     content: span("content"),
                 })
@@ -210,6 +215,7 @@ impl Pattern {
                 };
                 Some(Spans {
                     host: map("host"),
+                    peer: map("peer"),
                     time: map("time"),
                     content: map("content"),
                 })

@@ -56,6 +56,15 @@ pub const CLOUDFLARE: &[&str] = &[
     "2c0f:f248::/32",
 ];
 
+/// Whether `ip` is one of Cloudflare's proxies.
+pub fn is_cloudflare(ip: std::net::IpAddr) -> bool {
+    CLOUDFLARE.iter().any(|n| {
+        n.parse::<IpNet>()
+            .expect("valid constant")
+            .contains(&ip.to_canonical())
+    })
+}
+
 fn overlap(a: &IpNet, b: &IpNet) -> bool {
     a.contains(b) || b.contains(a)
 }

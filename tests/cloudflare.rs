@@ -460,3 +460,21 @@ fn jails_behind_cloudflare_ban_there_and_only_there() {
             && dir.join("local-203.0.113.72").exists()
     });
 }
+
+#[test]
+fn ranges_cloudflare_publishes_later_are_never_banned() {
+    let mut options = Options::default();
+    options.ips.push("198.51.100.0/24".into()); // a range "added" after this build
+    let fake = Fake::start(options);
+    fake.token("good-token", &["lists", "waf"]);
+    let tmp = tempfile::tempdir().unwrap();
+    config(tmp.path(), &fake, "");
+    let d = Daemon::start(tmp.path());
+    eventually(10, "the published ranges are fetched", &d, || {
+        d.log()
+            .contains("Cloudflare's published ranges are never banned")
+    });
+    let out = d.moat(&["ban", "198.51.100.5"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("Cloudflare"), "{err}");
+}

@@ -377,6 +377,11 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
         })
     };
     let watchdog = spawn_watchdog(engine_tx.clone());
+    let ranges_task = config
+        .enforce
+        .cloudflare
+        .as_ref()
+        .map(|t| tokio::spawn(refresh_cloudflare_ranges(t.api.clone())));
 
     notify(&[
         sd_notify::NotifyState::Ready,
@@ -420,6 +425,9 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
     if let Some(w) = watchdog {
         w.abort();
     }
+    if let Some(r) = ranges_task {
+        r.abort();
+    }
     let _ = engine_tx.send(EngineMsg::Stop).await;
     drop(engine_tx);
     let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
@@ -460,6 +468,32 @@ async fn reload(
     .await;
     notify(&[sd_notify::NotifyState::Ready]);
     result
+}
+
+/// Fetches Cloudflare's published proxy ranges at start and daily, so that ranges added after
+/// this build are never banned either (the built-in ones always stay).
+async fn refresh_cloudflare_ranges(api: Option<String>) {
+    let api = api.unwrap_or_else(|| "https://api.cloudflare.com/client/v4".into());
+    loop {
+        let base = api.clone();
+        match tokio::task::spawn_blocking(move || crate::enforce::cloudflare::ranges::fetch(&base))
+            .await
+        {
+            Ok(Ok(ranges)) => {
+                tracing::info!(
+                    ranges = ranges.len(),
+                    "Cloudflare's published ranges are never banned"
+                );
+                crate::enforce::safety::set_published_cloudflare(ranges);
+                tokio::time::sleep(Duration::from_secs(86_400)).await;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!("cannot refresh Cloudflare's ranges (the built-in ones hold): {e}");
+                tokio::time::sleep(Duration::from_secs(3_600)).await;
+            }
+            Err(_) => return,
+        }
+    }
 }
 
 /// Pings systemd's watchdog while the engine answers, when the unit asks for it.

@@ -56,13 +56,33 @@ pub const CLOUDFLARE: &[&str] = &[
     "2c0f:f248::/32",
 ];
 
+/// Ranges Cloudflare published since this build (fetched by the daemon), beyond
+/// [`CLOUDFLARE`]. They only ever add protection.
+static PUBLISHED: std::sync::RwLock<Vec<IpNet>> = std::sync::RwLock::new(Vec::new());
+
+/// Records the ranges Cloudflare publishes now.
+pub fn set_published_cloudflare(ranges: Vec<IpNet>) {
+    *PUBLISHED.write().unwrap_or_else(|e| e.into_inner()) = ranges;
+}
+
+/// Cloudflare's proxy ranges: built in, and as last published.
+pub fn cloudflare_ranges() -> Vec<IpNet> {
+    let mut all: Vec<IpNet> = CLOUDFLARE
+        .iter()
+        .map(|n| n.parse().expect("valid constant"))
+        .collect();
+    for n in PUBLISHED.read().unwrap_or_else(|e| e.into_inner()).iter() {
+        if !all.contains(n) {
+            all.push(*n);
+        }
+    }
+    all
+}
+
 /// Whether `ip` is one of Cloudflare's proxies.
 pub fn is_cloudflare(ip: std::net::IpAddr) -> bool {
-    CLOUDFLARE.iter().any(|n| {
-        n.parse::<IpNet>()
-            .expect("valid constant")
-            .contains(&ip.to_canonical())
-    })
+    let ip = ip.to_canonical();
+    cloudflare_ranges().iter().any(|n| n.contains(&ip))
 }
 
 fn overlap(a: &IpNet, b: &IpNet) -> bool {
@@ -77,8 +97,7 @@ pub fn refuse(target: &IpNet, own: &[IpAddr], force: bool) -> Option<String> {
             return Some(format!("{target} is or covers {what} addresses ({net})"));
         }
     }
-    for net in CLOUDFLARE {
-        let net: IpNet = net.parse().expect("valid constant");
+    for net in cloudflare_ranges() {
         if overlap(target, &net) {
             return Some(format!(
                 "{target} is or covers Cloudflare's proxy addresses ({net}): the log shows \

@@ -33,6 +33,8 @@ pub struct Options {
     pub capacity: usize,
     /// IPv6 list items at most /64 (the older documented rule) rather than up to /128.
     pub legacy_ipv6: bool,
+    /// What `GET /ips` publishes.
+    pub ips: Vec<String>,
 }
 
 impl Default for Options {
@@ -45,6 +47,7 @@ impl Default for Options {
             op_polls: 1,
             capacity: 10_000,
             legacy_ipv6: false,
+            ips: vec!["173.245.48.0/20".into(), "2400:cb00::/32".into()],
         }
     }
 }
@@ -446,9 +449,9 @@ fn handle(
         return err(404, 7003, "No route for the URI");
     };
     if method == "GET" && path == "/ips" {
-        return ok(
-            json!({"ipv4_cidrs": ["173.245.48.0/20"], "ipv6_cidrs": ["2400:cb00::/32"], "etag": "x"}),
-        );
+        let (v4, v6): (Vec<&String>, Vec<&String>) =
+            st.options.ips.iter().partition(|r| !r.contains(':'));
+        return ok(json!({"ipv4_cidrs": v4, "ipv6_cidrs": v6, "etag": "x"}));
     }
     let (who, perms) = match authenticate(st, auth, email, key) {
         Ok(a) => a,

@@ -22,6 +22,7 @@
 //! /64 is one entry. Ports do not exist at Cloudflare's edge; a ban covers the site.
 
 pub mod api;
+pub mod ranges;
 pub mod verify;
 
 use std::collections::{BTreeSet, HashMap, HashSet};

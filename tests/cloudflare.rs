@@ -478,3 +478,62 @@ fn ranges_cloudflare_publishes_later_are_never_banned() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("Cloudflare"), "{err}");
 }
+
+#[test]
+fn a_full_list_keeps_what_matters_and_says_so() {
+    let fake = Fake::start(Options::default());
+    fake.token("good-token", &["lists", "waf"]);
+    let tmp = tempfile::tempdir().unwrap();
+    config(tmp.path(), &fake, "capacity = 3\nkeep = \"longest\"\n");
+    let d = Daemon::start(tmp.path());
+    for (ip, dur) in [
+        ("203.0.113.81", "1h"),
+        ("203.0.113.82", "2h"),
+        ("203.0.113.83", "forever"),
+    ] {
+        d.json(&["ban", ip, "--for", dur, "--json"]);
+    }
+    eventually(10, "three placed", &d, || items(&fake).len() == 3);
+    // Longer than the shortest held: it takes that one's place.
+    d.json(&["ban", "203.0.113.84", "--for", "3h", "--json"]);
+    eventually(10, "the 1h ban made room", &d, || {
+        let i = items(&fake);
+        i.contains(&"203.0.113.84".to_string()) && !i.contains(&"203.0.113.81".to_string())
+    });
+    // Shorter than everything held: not placed.
+    d.json(&["ban", "203.0.113.85", "--for", "10m", "--json"]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!items(&fake).contains(&"203.0.113.85".to_string()));
+    assert_eq!(items(&fake).len(), 3);
+    let s = d.json(&["status", "--json"]);
+    let remark = s["enforcers"][0]["remark"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(remark.contains("2 bans NOT placed"), "{remark}");
+    assert!(d.log().contains("Cloudflare list is full"), "{}", d.log());
+}
+
+#[test]
+fn the_account_capacity_refusal_is_an_error_not_silence() {
+    // The account holds 2 items across its lists (another list may use the rest).
+    let fake = Fake::start(Options {
+        capacity: 2,
+        ..Options::default()
+    });
+    fake.token("good-token", &["lists", "waf"]);
+    let tmp = tempfile::tempdir().unwrap();
+    config(tmp.path(), &fake, "");
+    let d = Daemon::start(tmp.path());
+    for ip in ["203.0.113.91", "203.0.113.92", "203.0.113.93"] {
+        d.json(&["ban", ip, "--for", "1h", "--json"]);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    eventually(15, "the refusal shows in status", &d, || {
+        let s = d.json(&["status", "--json"]);
+        s["enforcers"][0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("maximum number of items"))
+    });
+    assert_eq!(items(&fake).len(), 2);
+}

@@ -220,6 +220,7 @@ pub fn status(socket: &SocketArgs, jail: Option<String>, json: bool) -> anyhow::
         "failed",
         "queued",
         "gave up",
+        "repairs",
         "last error",
     ]);
     for e in &s.enforcers {
@@ -232,10 +233,13 @@ pub fn status(socket: &SocketArgs, jail: Option<String>, json: bool) -> anyhow::
             Some(n) => format!("{last} (next try {})", utc(n)),
             None => last,
         };
-        let name = match &e.detail {
+        let mut name = match &e.detail {
             Some(d) => format!("{}\n({d})", e.name),
             None => e.name.clone(),
         };
+        if let Some(r) = &e.remark {
+            name = format!("{name}\n{r}");
+        }
         t.add_row([
             name,
             e.applied.to_string(),

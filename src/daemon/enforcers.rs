@@ -354,6 +354,7 @@ fn run(
         retries.make_contiguous().sort_by_key(|r| r.at);
         let mut st = status.lock().unwrap();
         st.repairs = enforcer.repairs();
+        st.remark = enforcer.remark();
         st.queued = retries.len();
         st.next_retry = retries.front().map(|r| {
             Timestamp::now()

@@ -94,6 +94,9 @@ pub struct EnforcerStatus {
     /// Why this enforcer (e.g. what `kernel` auto-detection found).
     #[serde(default)]
     pub detail: Option<String>,
+    /// What it has to say now (requests sent, bans it could not place).
+    #[serde(default)]
+    pub remark: Option<String>,
     pub last_error: Option<String>,
     pub last_error_at: Option<Timestamp>,
     pub next_retry: Option<Timestamp>,

@@ -163,6 +163,11 @@ pub trait Enforcer: Send {
     fn repairs(&self) -> u64 {
         0
     }
+
+    /// Anything status should show now (requests sent, bans it could not place).
+    fn remark(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A kernel-side timeout for a ban ending at `until`: whole seconds, rounded up (a ban with

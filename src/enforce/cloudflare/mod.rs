@@ -496,6 +496,15 @@ impl CloudflareEnforcer {
                 self.s.keep
             );
         }
+        if !evict.is_empty() {
+            self.not_placed += evict.len() as u64;
+            tracing::warn!(
+                evicted = ?evict,
+                capacity = self.s.capacity,
+                "Cloudflare list is full: these bans make room for ones that matter more (keep = {:?})",
+                self.s.keep
+            );
+        }
         for a in evict {
             gone.push((a, Vec::new()));
         }
@@ -505,46 +514,92 @@ impl CloudflareEnforcer {
                 failed.extend(fail_all(idx, &e));
             }
         }
+        // The bans that matter most first: when the account turns out to be full, they are
+        // the ones placed.
+        match self.s.keep {
+            Keep::Newest => adds.reverse(),
+            Keep::Longest => adds.sort_by(|x, y| match (x.1.until, y.1.until) {
+                (None, None) => std::cmp::Ordering::Equal,
+                (None, _) => std::cmp::Ordering::Less,
+                (_, None) => std::cmp::Ordering::Greater,
+                (Some(p), Some(q)) => q.cmp(&p),
+            }),
+        }
         for chunk in adds.chunks(BATCH) {
-            let items: Vec<Value> = chunk
-                .iter()
-                .map(|(a, b)| json!({"ip": a, "comment": comment_of(b)}))
-                .collect();
-            let idx: Vec<usize> = chunk
-                .iter()
-                .flat_map(|(a, _)| add_index.get(a).cloned().unwrap_or_default())
-                .collect();
-            let path = format!("/accounts/{}/rules/lists/{list}/items", self.account());
-            let r = self
-                .api
-                .result("POST", &path, Some(&Value::Array(items)))
-                .and_then(|v| {
-                    let op = v["operation_id"].as_str().unwrap_or_default().to_string();
-                    self.poll(&op)
-                });
-            match r {
-                Ok(None) => {
-                    let now = Timestamp::now();
-                    for (a, b) in chunk {
-                        let r = self.remote.entry(a.clone()).or_default();
-                        r.keys.insert(b.key());
-                        r.until = b.until;
-                        r.placed = Some(now);
-                    }
+            let refused = match self.place(&list, chunk) {
+                Ok(r) => r,
+                Err(e) => {
+                    let idx = chunk
+                        .iter()
+                        .flat_map(|(a, _)| add_index.get(a).cloned().unwrap_or_default());
+                    failed.extend(fail_all(idx, &e));
+                    continue;
                 }
-                Ok(Some(error)) => {
-                    // Full (another list shares the account's capacity), or refused.
-                    self.not_placed += chunk.len() as u64;
-                    tracing::error!(bans = chunk.len(), %error, "Cloudflare refused a list operation");
-                    failed.extend(idx.into_iter().map(|index| Failed {
-                        index,
-                        error: format!("Cloudflare: {error}"),
-                    }));
-                }
-                Err(e) => failed.extend(fail_all(idx, &e)),
+            };
+            for (i, error) in refused {
+                self.not_placed += 1;
+                let (addr, _) = &chunk[i];
+                failed.extend(
+                    add_index
+                        .get(addr)
+                        .into_iter()
+                        .flatten()
+                        .map(|&index| Failed {
+                            index,
+                            error: format!("Cloudflare: {error}"),
+                        }),
+                );
             }
         }
         failed
+    }
+
+    /// Adds `chunk` to the list in one operation. When Cloudflare refuses it for being full
+    /// (the account's capacity is shared by all its lists), halves it and places what fits,
+    /// first half first. Returns the positions Cloudflare refused, with its message.
+    fn place(
+        &mut self,
+        list: &str,
+        chunk: &[(String, BanOrder)],
+    ) -> Result<Vec<(usize, String)>, CallError> {
+        let items: Vec<Value> = chunk
+            .iter()
+            .map(|(a, b)| json!({"ip": a, "comment": comment_of(b)}))
+            .collect();
+        let path = format!("/accounts/{}/rules/lists/{list}/items", self.account());
+        let v = self.api.result("POST", &path, Some(&Value::Array(items)))?;
+        let op = v["operation_id"].as_str().unwrap_or_default().to_string();
+        match self.poll(&op)? {
+            None => {
+                let now = Timestamp::now();
+                for (a, b) in chunk {
+                    let r = self.remote.entry(a.clone()).or_default();
+                    r.keys.insert(b.key());
+                    r.until = b.until;
+                    r.placed = Some(now);
+                }
+                Ok(Vec::new())
+            }
+            Some(error) if error.contains("maximum number") && chunk.len() > 1 => {
+                let mid = chunk.len() / 2;
+                let first = self.place(list, &chunk[..mid])?;
+                if first.len() == mid {
+                    // Not even the first half fitted: the second will not either.
+                    let mut all = first;
+                    all.extend((mid..chunk.len()).map(|i| (i, error.clone())));
+                    return Ok(all);
+                }
+                let second = self.place(list, &chunk[mid..])?;
+                Ok(first
+                    .into_iter()
+                    .chain(second.into_iter().map(|(i, e)| (i + mid, e)))
+                    .collect())
+            }
+            Some(error) => {
+                tracing::error!(bans = chunk.len(), %error, "Cloudflare refused a list operation");
+                Ok((0..chunk.len()).map(|i| (i, error.clone())).collect())
+            }
+        }
     }
 
     /// Deletes the items of `gone` (addresses no ban stands for any more), finding ids not
@@ -840,6 +895,21 @@ impl Enforcer for CloudflareEnforcer {
 
     fn repairs(&self) -> u64 {
         0
+    }
+
+    fn remark(&self) -> Option<String> {
+        let mut r = format!(
+            "{} requests, {} entries at Cloudflare",
+            self.api.counters.requests,
+            self.remote.len()
+        );
+        if self.not_placed > 0 {
+            r.push_str(&format!(
+                "; {} bans NOT placed (capacity {}, keep {:?}, or refused: see the log)",
+                self.not_placed, self.s.capacity, self.s.keep
+            ));
+        }
+        Some(r)
     }
 }
 

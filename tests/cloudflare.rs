@@ -537,3 +537,165 @@ fn the_account_capacity_refusal_is_an_error_not_silence() {
     });
     assert_eq!(items(&fake).len(), 2);
 }
+
+/// A stand-in for Portainer's login on loopback: 200 for the right password, 422 otherwise.
+fn portainer_on_loopback() -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut conn = conn;
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    req.extend_from_slice(&buf[..n]);
+                    if req.windows(1).any(|w| w == b"}") {
+                        break;
+                    }
+                }
+                let ok = String::from_utf8_lossy(&req).contains("\"password\":\"right\"");
+                let (status, body) = if ok {
+                    ("200 OK", "{\"jwt\":\"x\"}")
+                } else {
+                    (
+                        "422 Unprocessable Entity",
+                        "{\"message\":\"Invalid credentials\"}",
+                    )
+                };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    port
+}
+
+/// The seed's setup behind Cloudflare: nginx in front of Portainer restores the visitor's
+/// address from CF-Connecting-IP for requests from the proxy (here loopback stands for
+/// Cloudflare's ranges: tests reach no other address), moat follows nginx's log with the
+/// portainer filter, and the bot is blocked at Cloudflare's edge within seconds.
+#[test]
+fn seed_behind_cloudflare_nginx_real_ip_and_a_ban_at_the_edge() {
+    const TEST: &str = "seed_behind_cloudflare_nginx_real_ip_and_a_ban_at_the_edge";
+    for p in ["/usr/sbin/nginx", "/usr/bin/curl"] {
+        if !Path::new(p).exists() {
+            return support::skip(
+                TEST,
+                &format!("{p} is missing (apt-get install nginx-light curl)"),
+            );
+        }
+    }
+    let fake = Fake::start(Options::default());
+    fake.token("good-token", &["lists", "waf"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let upstream = portainer_on_loopback();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let d = dir.display();
+    let user = if support::is_root() {
+        "user root;\n"
+    } else {
+        ""
+    };
+    std::fs::write(
+        dir.join("nginx.conf"),
+        format!(
+            "{user}worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\nevents {{}}\n\
+             http {{\n  access_log {d}/access.log combined;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+             # Behind Cloudflare: every Cloudflare range here (loopback stands for them).\n\
+             set_real_ip_from 127.0.0.1;\n  real_ip_header CF-Connecting-IP;\n\
+             server {{\n    listen 127.0.0.1:{port};\n    location / {{ proxy_pass http://127.0.0.1:{upstream}; }}\n  }}\n}}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("access.log"), "").unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _nginx = Kill(
+        std::process::Command::new("/usr/sbin/nginx")
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .args(["-g", "daemon off;"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let login = |visitor: &str, password: &str| -> String {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "2",
+            ])
+            .args(["-H", &format!("CF-Connecting-IP: {visitor}")])
+            .args(["-H", "Content-Type: application/json", "-d"])
+            .arg(format!(
+                "{{\"username\":\"admin\",\"password\":\"{password}\"}}"
+            ))
+            .arg(format!("http://127.0.0.1:{port}/api/auth"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while login("203.0.113.77", "right") != "200" {
+        assert!(Instant::now() < deadline, "nginx did not answer");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let token = token_file(dir, "good-token");
+    write_config(
+        dir,
+        &format!(
+            "[enforce]\nuse = [\"cloudflare\"]\n\n[enforce.cloudflare]\ntoken_file = \"{token}\"\n\
+             account_id = \"{}\"\nzone_id = \"{}\"\napi = \"{}\"\n\n\
+             [jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\nmaxretry = 5\n\
+             behind = \"cloudflare\"\n",
+            fake.account(),
+            fake.zone(),
+            fake.url
+        ),
+    );
+    let moat = Daemon::start(dir);
+    for _ in 0..5 {
+        assert_eq!(login("203.0.113.66", "guess"), "422");
+        assert_eq!(login("203.0.113.77", "right"), "200");
+    }
+    let t = Instant::now();
+    eventually(10, "the bot is blocked at the edge", &moat, || {
+        items(&fake).contains(&"203.0.113.66".to_string())
+    });
+    eprintln!("fifth failure → item at Cloudflare: {:?}", t.elapsed());
+    let log = std::fs::read_to_string(dir.join("access.log")).unwrap();
+    assert!(
+        log.contains("203.0.113.66 - -"),
+        "nginx logs the visitor: {log}"
+    );
+    assert!(!log.contains("127.0.0.1 - -"), "not the proxy: {log}");
+    assert!(
+        !items(&fake).contains(&"203.0.113.77".to_string()),
+        "the user stays"
+    );
+}

@@ -699,3 +699,37 @@ fn seed_behind_cloudflare_nginx_real_ip_and_a_ban_at_the_edge() {
         "the user stays"
     );
 }
+
+#[test]
+fn a_burst_into_the_lockout_is_waited_out_not_hammered() {
+    // No rate-limit headers to pace by: moat's burst runs into the limit (6 per window), and
+    // Cloudflare locks it out for 3 s with a 429 and Retry-After.
+    let fake = Fake::start(Options {
+        limit: 6,
+        lockout: Duration::from_secs(3),
+        ratelimit_headers: false,
+        ..Options::default()
+    });
+    fake.token("good-token", &["lists", "waf"]);
+    let tmp = tempfile::tempdir().unwrap();
+    config(tmp.path(), &fake, "");
+    let d = Daemon::start(tmp.path());
+    for i in 1..=4 {
+        d.json(&[
+            "ban",
+            &format!("203.0.113.{}", 100 + i),
+            "--for",
+            "1h",
+            "--json",
+        ]);
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    eventually(30, "every ban placed after the lockout", &d, || {
+        (101..=104).all(|i| items(&fake).contains(&format!("203.0.113.{i}")))
+    });
+    let limited = fake.state.lock().unwrap().limited;
+    assert!(
+        (1..=2).contains(&limited),
+        "requests answered 429: {limited}"
+    );
+}

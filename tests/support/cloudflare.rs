@@ -35,6 +35,8 @@ pub struct Options {
     pub legacy_ipv6: bool,
     /// What `GET /ips` publishes.
     pub ips: Vec<String>,
+    /// Send the `Ratelimit` headers (Cloudflare does since 2025-09; older answers had none).
+    pub ratelimit_headers: bool,
 }
 
 impl Default for Options {
@@ -48,6 +50,7 @@ impl Default for Options {
             capacity: 10_000,
             legacy_ipv6: false,
             ips: vec!["173.245.48.0/20".into(), "2400:cb00::/32".into()],
+            ratelimit_headers: true,
         }
     }
 }
@@ -408,6 +411,10 @@ fn rate_limit(st: &mut State, who: &str) -> Result<Vec<(String, String)>, Answer
         return Err(e);
     }
     recent.push_back(now);
+    if !st.options.ratelimit_headers {
+        return Ok(Vec::new());
+    }
+    let recent = &st.recent[who];
     let remaining = limit - recent.len();
     // Seconds until the oldest request leaves the window (a slot frees up), rounded up.
     let reset = (*recent.front().unwrap() + window).saturating_duration_since(now);

@@ -159,12 +159,20 @@ pub struct Api {
 /// The lockout Cloudflare imposes when the limit is exceeded, when a 429 does not say.
 const LOCKOUT: Duration = Duration::from_secs(300);
 
-/// Seconds from a `Retry-After` value (delta-seconds; an HTTP date counts as the lockout).
+/// How long until a `Retry-After` or `X-RateLimit-Reset` value: delta-seconds, or an HTTP
+/// date (`Wed, 21 Oct 2026 07:28:00 GMT`); `None` when it is neither.
+fn until_value(v: &str, now: jiff::Timestamp) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = jiff::fmt::rfc2822::parse(v).ok()?.timestamp();
+    Some(Duration::try_from(now.duration_until(at)).unwrap_or(Duration::ZERO))
+}
+
+/// The wait a `Retry-After` asks for (the lockout when it cannot be read).
 fn retry_after(v: &str) -> Duration {
-    v.trim()
-        .parse::<u64>()
-        .map(Duration::from_secs)
-        .unwrap_or(LOCKOUT)
+    until_value(v, jiff::Timestamp::now()).unwrap_or(LOCKOUT)
 }
 
 /// From `Ratelimit: "default";r=0;t=30`: the seconds to wait when nothing remains.
@@ -239,7 +247,10 @@ impl Api {
             self.budget.pause(now + d);
         }
         if header("x-ratelimit-remaining").as_deref() == Some("0") {
-            self.budget.pause(now + Duration::from_secs(60));
+            let wait = header("x-ratelimit-reset")
+                .and_then(|v| until_value(&v, jiff::Timestamp::now()))
+                .unwrap_or(Duration::from_secs(60));
+            self.budget.pause(now + wait.min(LOCKOUT));
         }
         if status == 429 {
             let d = header("retry-after")
@@ -367,7 +378,13 @@ mod tests {
         );
         assert_eq!(exhausted("\"default\";r=5;t=30"), None);
         assert_eq!(retry_after("120"), Duration::from_secs(120));
-        assert_eq!(retry_after("Wed, 21 Oct 2026 07:28:00 GMT"), LOCKOUT);
+        let now: jiff::Timestamp = "2026-10-21T07:27:30Z".parse().unwrap();
+        assert_eq!(
+            until_value("Wed, 21 Oct 2026 07:28:00 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(until_value("soon", now), None);
+        assert_eq!(retry_after("soon"), LOCKOUT);
         assert_eq!(encode("moat portainer"), "moat%20portainer");
         assert!(!CallError::Api {
             status: 400,

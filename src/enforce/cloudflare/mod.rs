@@ -392,9 +392,14 @@ impl CloudflareEnforcer {
 
     /// Picks which new bans fit in the list, evicting held ones when `keep` prefers the new;
     /// returns the addresses to evict and the new bans left out.
-    fn make_room(&self, new: &mut Vec<(String, BanOrder)>) -> (Vec<String>, usize) {
+    fn make_room(
+        &self,
+        new: &mut Vec<(String, BanOrder)>,
+        leaving: &HashSet<String>,
+    ) -> (Vec<String>, usize) {
         let cap = self.s.capacity;
-        if self.remote.len() + new.len() <= cap {
+        let staying = self.remote.len() - leaving.len().min(self.remote.len());
+        if staying + new.len() <= cap {
             return (Vec::new(), 0);
         }
         // Everyone competing for a place: (held?, address, until, placed or now).
@@ -402,6 +407,7 @@ impl CloudflareEnforcer {
         let mut all: Vec<(bool, String, Option<Timestamp>, Timestamp)> = self
             .remote
             .iter()
+            .filter(|(a, _)| !leaving.contains(*a))
             .map(|(a, r)| {
                 (
                     true,
@@ -486,7 +492,8 @@ impl CloudflareEnforcer {
                 }
             }
         }
-        let (evict, left_out) = self.make_room(&mut adds);
+        let leaving: HashSet<String> = gone.iter().map(|(a, _)| a.clone()).collect();
+        let (evict, left_out) = self.make_room(&mut adds, &leaving);
         if left_out > 0 {
             self.not_placed += left_out as u64;
             tracing::warn!(

@@ -132,6 +132,15 @@ enum Command {
 /// Entry point used by `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. } | Command::Ports { .. }) {
+        // A report piped into `head` ends quietly when `head` has read enough, as other Unix
+        // tools do, instead of panicking on the write. Not for the daemon (a client hanging up
+        // must not kill it) nor `ports` (a rollback watcher must outlive any terminal).
+        // SAFETY: setting a signal's disposition to the default has no other effect.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let result = match cli.command {
         Command::Scan(args) => scan::run(*args),
         Command::Filters { command } => filters::run(command),

@@ -43,7 +43,9 @@ pub fn start(config: &Config, state_dir: &std::path::Path, shared: &Shared) {
         }
         return;
     }
-    check(state_dir, true, shared, None);
+    if let Some(e) = check(state_dir, true, shared, None) {
+        tracing::error!("port policy: {e}");
+    }
     if config.ports.as_ref() != state.policy.as_ref() {
         let msg = "the configuration's [ports] differs from the policy in force (kept as it \
                    is): `moat ports plan` shows how, `moat ports apply` applies it";
@@ -52,7 +54,13 @@ pub fn start(config: &Config, state_dir: &std::path::Path, shared: &Shared) {
     }
 }
 
-fn check(state_dir: &std::path::Path, repair: bool, shared: &Shared, metrics: Option<&Metrics>) {
+/// One look; the error, if any, for the caller to report once.
+fn check(
+    state_dir: &std::path::Path,
+    repair: bool,
+    shared: &Shared,
+    metrics: Option<&Metrics>,
+) -> Option<String> {
     match keeper::tick(state_dir, repair) {
         Ok(Tick::RolledBack) => {
             let msg = "an apply was not confirmed in time: the policy before it is back in force";
@@ -66,8 +74,9 @@ fn check(state_dir: &std::path::Path, repair: bool, shared: &Shared, metrics: Op
             }
         }
         Ok(Tick::Nothing | Tick::Waiting) => {}
-        Err(e) => tracing::error!("port policy: {e}"),
+        Err(e) => return Some(e),
     }
+    None
 }
 
 /// Keeps the policy in force until aborted.
@@ -76,13 +85,26 @@ pub async fn keep(state_dir: PathBuf, shared: Arc<Shared>, metrics: Arc<Metrics>
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut n: u64 = 0;
     let mut reported = BTreeSet::new();
+    let mut last_error: Option<String> = None;
     loop {
         every.tick().await;
         n += 1;
         let (dir, sh, m) = (state_dir.clone(), shared.clone(), metrics.clone());
-        let _ =
+        let error =
             tokio::task::spawn_blocking(move || check(&dir, n.is_multiple_of(2), &sh, Some(&m)))
-                .await;
+                .await
+                .unwrap_or(None);
+        // Once per distinct error, not every second (an unusable state directory).
+        if error != last_error {
+            match &error {
+                Some(e) => {
+                    tracing::error!("port policy: {e}");
+                    shared.warn(format!("{WARNING}{e}"));
+                }
+                None => shared.clear_warnings(&format!("{WARNING}cannot")),
+            }
+            last_error = error;
+        }
         if n % 30 == 1 {
             judge_published(&state_dir, &shared, &metrics, &mut reported).await;
         }

@@ -198,12 +198,12 @@ pub fn tick(state_dir: &Path, repair: bool) -> Result<Tick, String> {
     let Some(backend) = locked.state.backend else {
         return Ok(Tick::Nothing);
     };
-    let mut kernel = Kernel::open(backend);
     if let Some(p) = locked.state.pending.clone() {
         if Timestamp::now() < p.until {
             return Ok(Tick::Waiting);
         }
         let previous = p.previous;
+        let mut kernel = Kernel::open(backend);
         let back = p.previous_backend.unwrap_or(backend);
         if back != backend {
             kernel.remove()?;
@@ -231,6 +231,7 @@ pub fn tick(state_dir: &Path, repair: bool) -> Result<Tick, String> {
     let Some(policy) = locked.state.policy.clone() else {
         return Ok(Tick::Nothing);
     };
+    let mut kernel = Kernel::open(backend);
     let set = kernel.compile(&policy);
     let held = kernel.held()?;
     if held == kernel.wanted(&set) {

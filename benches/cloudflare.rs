@@ -30,6 +30,7 @@ fn bans(n: usize) -> Vec<Change> {
             Change::Ban(BanOrder {
                 target: ipnet::IpNet::from(std::net::IpAddr::V4(ip)),
                 jail: "bench".into(),
+                started: Timestamp::now(),
                 until: Some(until),
                 failures: 5,
                 ports: None,

@@ -73,7 +73,7 @@ fn list_mode_bans_and_unbans_at_the_edge() {
         let list = st.lists.values().find(|l| l.name == "moat_block").unwrap();
         let item = list.items.values().find(|i| i.ip == "203.0.113.7").unwrap();
         assert!(
-            item.comment.starts_with("moat manual 203.0.113.7 until "),
+            item.comment.starts_with("moat manual 203.0.113.7 since "),
             "{item:?}"
         );
         let (_, _, rules) = st.entrypoint.as_ref().expect("the zone rule was created");
@@ -732,4 +732,34 @@ fn a_burst_into_the_lockout_is_waited_out_not_hammered() {
         (1..=2).contains(&limited),
         "requests answered 429: {limited}"
     );
+}
+
+#[test]
+fn keep_newest_and_a_restart_do_not_churn_the_list() {
+    let fake = Fake::start(Options::default());
+    fake.token("good-token", &["lists", "waf"]);
+    let tmp = tempfile::tempdir().unwrap();
+    config(tmp.path(), &fake, "capacity = 2\nkeep = \"newest\"\n");
+    let d = Daemon::start(tmp.path());
+    for ip in ["203.0.113.111", "203.0.113.112", "203.0.113.113"] {
+        d.json(&["ban", ip, "--for", "1h", "--json"]);
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    let newest = || {
+        let mut i = items(&fake);
+        i.sort();
+        i == ["203.0.113.112", "203.0.113.113"]
+    };
+    eventually(10, "the two newest are held", &d, newest);
+    d.stop();
+    // The start-up reconcile finds the oldest ban missing: it stays out.
+    let d = Daemon::start(tmp.path());
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(newest(), "{:?}\n{}", items(&fake), d.log());
+    let s = d.json(&["status", "--json"]);
+    let remark = s["enforcers"][0]["remark"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(remark.contains("1 bans NOT placed"), "{remark}");
 }

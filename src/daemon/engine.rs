@@ -982,6 +982,7 @@ fn order(b: &NewBan, ports: Option<Ports>) -> BanOrder {
     BanOrder {
         target: b.target,
         jail: b.jail.clone(),
+        started: b.started,
         until: b.until,
         failures: b.failures,
         ports,

@@ -148,6 +148,7 @@ mod tests {
         Change::Ban(BanOrder {
             target: t.parse().unwrap(),
             jail: "ssh".into(),
+            started: jiff::Timestamp::UNIX_EPOCH,
             until: None,
             failures: 3,
             ports: None,

@@ -31,6 +31,8 @@ pub use ports::Ports;
 pub struct BanOrder {
     pub target: IpNet,
     pub jail: String,
+    /// When the ban began.
+    pub started: Timestamp,
     /// `None`: forever.
     pub until: Option<Timestamp>,
     pub failures: u32,
@@ -252,6 +254,7 @@ mod tests {
         BanOrder {
             target: t.parse().unwrap(),
             jail: "j".into(),
+            started: Timestamp::UNIX_EPOCH,
             until: until.map(|s| Timestamp::from_second(s).unwrap()),
             failures: 1,
             ports: None,

@@ -537,6 +537,7 @@ mod tests {
         Change::Ban(super::super::BanOrder {
             target: t.parse().unwrap(),
             jail: "j".into(),
+            started: Timestamp::UNIX_EPOCH,
             until: until.map(|s| Timestamp::from_second(s).unwrap()),
             failures: 1,
             ports: None,

@@ -87,7 +87,8 @@ struct Remote {
     keys: BTreeSet<Key>,
     /// When the latest of its bans ends (`None`: forever), for the capacity choice.
     until: Option<Timestamp>,
-    placed: Option<Timestamp>,
+    /// When the newest of its bans began, for `keep = "newest"`.
+    started: Option<Timestamp>,
 }
 
 pub struct CloudflareEnforcer {
@@ -102,7 +103,9 @@ pub struct CloudflareEnforcer {
     last_reconcile: Option<Instant>,
     reconciles: u64,
     /// Bans that could not be placed (full list, a target Cloudflare cannot take).
-    pub not_placed: u64,
+    /// Bans not in force at Cloudflare now: left out or evicted for capacity, refused, or a
+    /// target Cloudflare cannot take. Tried again at each reconcile, ranked as oldest.
+    refused: HashSet<Key>,
 }
 
 /// The address as Cloudflare stores it, or why Cloudflare cannot take this target.
@@ -135,21 +138,43 @@ fn remote_of(target: &IpNet, ipv6_prefix: u8, mode: Mode) -> Result<String, Stri
 
 /// The comment or notes moat writes: what identifies moat's entries, and the ban they carry.
 fn comment_of(b: &BanOrder) -> String {
-    let until = b.until.map_or("forever".to_string(), |u| u.to_string());
-    format!("moat {} {} until {until}", b.jail, Target(b.target))
+    // Whole seconds: shorter, and all that ranking by them needs.
+    let secs = |t: Timestamp| Timestamp::from_second(t.as_second()).unwrap_or(t);
+    let until = b
+        .until
+        .map_or("forever".to_string(), |u| secs(u).to_string());
+    format!(
+        "moat {} {} since {} until {until}",
+        b.jail,
+        Target(b.target),
+        secs(b.started)
+    )
 }
 
-/// The ban a comment moat wrote carries: its target and end.
-fn parse_comment(c: &str) -> Option<(IpNet, Option<Timestamp>)> {
+/// What a comment moat wrote says of its ban: target, start, end.
+struct Carried {
+    target: IpNet,
+    started: Option<Timestamp>,
+    until: Option<Timestamp>,
+}
+
+fn parse_comment(c: &str) -> Option<Carried> {
     let mut f = c.strip_prefix("moat ")?.split_whitespace();
     let _jail = f.next()?;
     let target = super::parse_target(f.next()?).ok()?;
-    let until = match (f.next(), f.next()) {
-        (Some("until"), Some("forever")) | (None, _) => None,
-        (Some("until"), Some(ts)) => ts.parse().ok(),
-        _ => None,
-    };
-    Some((target, until))
+    let (mut started, mut until) = (None, None);
+    while let (Some(k), Some(v)) = (f.next(), f.next()) {
+        match k {
+            "since" => started = v.parse().ok(),
+            "until" if v != "forever" => until = v.parse().ok(),
+            _ => {}
+        }
+    }
+    Some(Carried {
+        target,
+        started,
+        until,
+    })
 }
 
 fn later(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
@@ -180,7 +205,7 @@ impl CloudflareEnforcer {
             known: false,
             last_reconcile: None,
             reconciles: 0,
-            not_placed: 0,
+            refused: HashSet::new(),
         }
     }
 
@@ -373,13 +398,14 @@ impl CloudflareEnforcer {
         };
         let mut fresh: HashMap<String, Remote> = HashMap::new();
         for (addr, id, comment) in entries {
-            let Some((target, until)) = parse_comment(&comment) else {
+            let Some(carried) = parse_comment(&comment) else {
                 continue; // not moat's
             };
             let mut r = self.remote.remove(&addr).unwrap_or_default();
             if r.keys.is_empty() {
-                r.keys.insert(Key::all_ports(target));
-                r.until = until;
+                r.keys.insert(Key::all_ports(carried.target));
+                r.until = carried.until;
+                r.started = carried.started;
             }
             r.id = Some(id);
             fresh.insert(addr, r);
@@ -391,19 +417,19 @@ impl CloudflareEnforcer {
     }
 
     /// Picks which new bans fit in the list, evicting held ones when `keep` prefers the new;
-    /// returns the addresses to evict and the new bans left out.
+    /// returns the addresses to evict and the new bans left out. A ban refused before ranks
+    /// as the oldest, so that placing it again never pushes out one that took its place.
     fn make_room(
         &self,
         new: &mut Vec<(String, BanOrder)>,
         leaving: &HashSet<String>,
-    ) -> (Vec<String>, usize) {
+    ) -> (Vec<String>, Vec<(String, BanOrder)>) {
         let cap = self.s.capacity;
         let staying = self.remote.len() - leaving.len().min(self.remote.len());
         if staying + new.len() <= cap {
-            return (Vec::new(), 0);
+            return (Vec::new(), Vec::new());
         }
-        // Everyone competing for a place: (held?, address, until, placed or now).
-        let now = Timestamp::now();
+        // Everyone competing for a place: (held?, address, until, when the ban began).
         let mut all: Vec<(bool, String, Option<Timestamp>, Timestamp)> = self
             .remote
             .iter()
@@ -413,10 +439,17 @@ impl CloudflareEnforcer {
                     true,
                     a.clone(),
                     r.until,
-                    r.placed.unwrap_or(Timestamp::UNIX_EPOCH),
+                    r.started.unwrap_or(Timestamp::UNIX_EPOCH),
                 )
             })
-            .chain(new.iter().map(|(a, b)| (false, a.clone(), b.until, now)))
+            .chain(new.iter().map(|(a, b)| {
+                let began = if self.refused.contains(&b.key()) {
+                    Timestamp::UNIX_EPOCH
+                } else {
+                    b.started
+                };
+                (false, a.clone(), b.until, began)
+            }))
             .collect();
         match self.s.keep {
             Keep::Newest => all.sort_by_key(|a| std::cmp::Reverse(a.3)),
@@ -431,9 +464,11 @@ impl CloudflareEnforcer {
         let losers = &all[cap.min(all.len())..];
         let evict: Vec<String> = losers.iter().filter(|l| l.0).map(|l| l.1.clone()).collect();
         let out: HashSet<&String> = losers.iter().filter(|l| !l.0).map(|l| &l.1).collect();
-        let before = new.len();
-        new.retain(|(a, _)| !out.contains(a));
-        (evict, before - new.len())
+        let (kept, left): (Vec<_>, Vec<_>) = std::mem::take(new)
+            .into_iter()
+            .partition(|(a, _)| !out.contains(a));
+        *new = kept;
+        (evict, left)
     }
 
     fn apply_list(&mut self, batch: &[Change]) -> Vec<Failed> {
@@ -455,9 +490,9 @@ impl CloudflareEnforcer {
             let addr = match remote_of(&c.target(), self.s.ipv6_prefix, Mode::List) {
                 Ok(a) => a,
                 Err(why) => {
-                    if matches!(c, Change::Ban(_)) {
+                    if let Change::Ban(b) = c {
                         tracing::warn!("not sent to Cloudflare: {why}");
-                        self.not_placed += 1;
+                        self.refused.insert(b.key());
                     }
                     continue;
                 }
@@ -470,6 +505,7 @@ impl CloudflareEnforcer {
                     if let Some(r) = self.remote.get_mut(&addr) {
                         r.keys.insert(b.key());
                         r.until = later(r.until, b.until);
+                        r.started = Some(r.started.map_or(b.started, |s| s.max(b.started)));
                     } else if let Some(pos) = adds.iter().position(|(a, _)| a == &addr) {
                         adds[pos].1.until = later(adds[pos].1.until, b.until);
                         add_index.entry(addr).or_default().push(i);
@@ -479,6 +515,7 @@ impl CloudflareEnforcer {
                     }
                 }
                 Change::Unban(k) => {
+                    self.refused.remove(k);
                     if let Some(r) = self.remote.get_mut(&addr) {
                         r.keys.remove(k);
                         if r.keys.is_empty() && !gone.iter().any(|(a, _)| a == &addr) {
@@ -494,17 +531,21 @@ impl CloudflareEnforcer {
         }
         let leaving: HashSet<String> = gone.iter().map(|(a, _)| a.clone()).collect();
         let (evict, left_out) = self.make_room(&mut adds, &leaving);
-        if left_out > 0 {
-            self.not_placed += left_out as u64;
+        if !left_out.is_empty() {
+            self.refused.extend(left_out.iter().map(|(_, b)| b.key()));
             tracing::warn!(
-                left_out,
+                left_out = left_out.len(),
                 capacity = self.s.capacity,
                 "Cloudflare list is full: bans not placed (keep = {:?})",
                 self.s.keep
             );
         }
         if !evict.is_empty() {
-            self.not_placed += evict.len() as u64;
+            for a in &evict {
+                if let Some(r) = self.remote.get(a) {
+                    self.refused.extend(r.keys.iter().cloned());
+                }
+            }
             tracing::warn!(
                 evicted = ?evict,
                 capacity = self.s.capacity,
@@ -544,8 +585,8 @@ impl CloudflareEnforcer {
                 }
             };
             for (i, error) in refused {
-                self.not_placed += 1;
-                let (addr, _) = &chunk[i];
+                let (addr, b) = &chunk[i];
+                self.refused.insert(b.key());
                 failed.extend(
                     add_index
                         .get(addr)
@@ -578,12 +619,12 @@ impl CloudflareEnforcer {
         let op = v["operation_id"].as_str().unwrap_or_default().to_string();
         match self.poll(&op)? {
             None => {
-                let now = Timestamp::now();
                 for (a, b) in chunk {
                     let r = self.remote.entry(a.clone()).or_default();
                     r.keys.insert(b.key());
                     r.until = b.until;
-                    r.placed = Some(now);
+                    r.started = Some(r.started.map_or(b.started, |s| s.max(b.started)));
+                    self.refused.remove(&b.key());
                 }
                 Ok(Vec::new())
             }
@@ -679,7 +720,7 @@ impl CloudflareEnforcer {
             Ok(a) => a,
             Err(why) => {
                 tracing::warn!("not sent to Cloudflare: {why}");
-                self.not_placed += 1;
+                self.refused.insert(b.key());
                 return Ok(());
             }
         };
@@ -713,11 +754,13 @@ impl CloudflareEnforcer {
         r.id = id;
         r.keys.insert(b.key());
         r.until = b.until;
-        r.placed = Some(Timestamp::now());
+        r.started = Some(b.started);
+        self.refused.remove(&b.key());
         Ok(())
     }
 
     fn unban_rule(&mut self, k: &Key) -> Result<(), CallError> {
+        self.refused.remove(k);
         let Ok(addr) = remote_of(&k.target, self.s.ipv6_prefix, Mode::AccessRules) else {
             return Ok(());
         };
@@ -910,10 +953,12 @@ impl Enforcer for CloudflareEnforcer {
             self.api.counters.requests,
             self.remote.len()
         );
-        if self.not_placed > 0 {
+        if !self.refused.is_empty() {
             r.push_str(&format!(
                 "; {} bans NOT placed (capacity {}, keep {:?}, or refused: see the log)",
-                self.not_placed, self.s.capacity, self.s.keep
+                self.refused.len(),
+                self.s.capacity,
+                self.s.keep
             ));
         }
         Some(r)
@@ -949,19 +994,23 @@ mod tests {
         let b = BanOrder {
             target: "2001:db8::1/128".parse().unwrap(),
             jail: "portainer".into(),
+            started: Timestamp::from_second(1_700_000_000).unwrap(),
             until: Some(Timestamp::from_second(1_800_000_000).unwrap()),
             failures: 5,
             ports: None,
         };
         let c = comment_of(&b);
         assert!(
-            c.starts_with("moat portainer 2001:db8::1 until 2027-"),
+            c.starts_with("moat portainer 2001:db8::1 since 2023-11-14T22:13:20Z until 2027-"),
             "{c}"
         );
-        let (t, u) = parse_comment(&c).unwrap();
-        assert_eq!((t, u), (b.target, b.until));
-        assert_eq!(parse_comment("banned by hand"), None);
+        let x = parse_comment(&c).unwrap();
+        assert_eq!(
+            (x.target, x.started, x.until),
+            (b.target, Some(b.started), b.until)
+        );
+        assert!(parse_comment("banned by hand").is_none());
         let forever = BanOrder { until: None, ..b };
-        assert_eq!(parse_comment(&comment_of(&forever)).unwrap().1, None);
+        assert_eq!(parse_comment(&comment_of(&forever)).unwrap().until, None);
     }
 }

@@ -538,42 +538,13 @@ fn the_account_capacity_refusal_is_an_error_not_silence() {
     assert_eq!(items(&fake).len(), 2);
 }
 
-/// A stand-in for Portainer's login on loopback: 200 for the right password, 422 otherwise.
+/// A stand-in for Portainer's login on loopback; its port.
 fn portainer_on_loopback() -> u16 {
-    use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut conn = conn;
-                let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-                let mut req = Vec::new();
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = conn.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    req.extend_from_slice(&buf[..n]);
-                    if req.windows(1).any(|w| w == b"}") {
-                        break;
-                    }
-                }
-                let ok = String::from_utf8_lossy(&req).contains("\"password\":\"right\"");
-                let (status, body) = if ok {
-                    ("200 OK", "{\"jwt\":\"x\"}")
-                } else {
-                    (
-                        "422 Unprocessable Entity",
-                        "{\"message\":\"Invalid credentials\"}",
-                    )
-                };
-                let _ = write!(
-                    conn,
-                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            });
+            std::thread::spawn(move || support::answer_portainer_login(conn));
         }
     });
     port

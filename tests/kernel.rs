@@ -464,50 +464,6 @@ fn a_real_docker_published_port_is_banned_and_unbanned() {
     });
 }
 
-/// A stand-in for Portainer's login API on `addr` inside `ns`: `POST /api/auth` answers 200
-/// when the body holds the right password, 422 otherwise.
-fn portainer_stand_in(ns: &str, addr: SocketAddr) {
-    support::serve_in_netns(ns, addr, |conn| {
-        use std::io::{Read, Write};
-        let mut conn = conn;
-        let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-        let mut req = Vec::new();
-        let mut buf = [0u8; 4096];
-        // Headers, then as much body as Content-Length says.
-        while let Ok(n) = conn.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            req.extend_from_slice(&buf[..n]);
-            let text = String::from_utf8_lossy(&req).to_string();
-            if let Some(end) = text.find("\r\n\r\n") {
-                let len = text
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                    })
-                    .unwrap_or(0);
-                if req.len() >= end + 4 + len {
-                    break;
-                }
-            }
-        }
-        let text = String::from_utf8_lossy(&req);
-        let ok = text.contains("\"password\":\"right\"");
-        let (status, body) = if ok {
-            ("200 OK", "{\"jwt\":\"x\"}")
-        } else {
-            (
-                "422 Unprocessable Entity",
-                "{\"message\":\"Invalid credentials\"}",
-            )
-        };
-        let _ = write!(conn, "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
-    });
-}
-
 /// The seed scenario end to end: a real nginx in front of Portainer's login, bots guessing
 /// passwords with curl from the internet, moat following nginx's access log with the built-in
 /// `portainer` filter and banning in the kernel; the legitimate user logs in throughout.
@@ -531,7 +487,7 @@ fn seed_scenario_nginx_portainer_and_a_password_guessing_bot() {
     let (w, h) = (lab.wan().to_string(), lab.host().to_string());
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    portainer_stand_in(&h, sa("127.0.0.1:9000"));
+    support::serve_in_netns(&h, sa("127.0.0.1:9000"), support::answer_portainer_login);
     let d = dir.display();
     std::fs::write(
         dir.join("nginx.conf"),

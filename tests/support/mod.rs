@@ -593,3 +593,45 @@ pub fn write_config(dir: &Path, body: &str) {
     );
     std::fs::write(dir.join("moat.toml"), text).unwrap();
 }
+
+/// Answers one connection as Portainer's login API does: `POST /api/auth` gets 200 when the
+/// body holds the right password ("right"), 422 otherwise.
+pub fn answer_portainer_login(conn: std::net::TcpStream) {
+    use std::io::{Read, Write};
+    let mut conn = conn;
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut req = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Headers, then as much body as Content-Length says.
+    while let Ok(n) = conn.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        req.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&req).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len = text
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if req.len() >= end + 4 + len {
+                break;
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&req);
+    let ok = text.contains("\"password\":\"right\"");
+    let (status, body) = if ok {
+        ("200 OK", "{\"jwt\":\"x\"}")
+    } else {
+        (
+            "422 Unprocessable Entity",
+            "{\"message\":\"Invalid credentials\"}",
+        )
+    };
+    let _ = write!(conn, "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+}

@@ -22,23 +22,7 @@ fn sa(s: &str) -> SocketAddr {
 }
 
 fn can_run(test: &str) -> bool {
-    if !support::is_root() {
-        support::skip(
-            test,
-            "needs root for network namespaces, nftables and dockerd",
-        );
-        return false;
-    }
-    for p in ["nft", "iptables", "ip"] {
-        if Command::new(p).arg("--version").output().is_err() {
-            support::skip(
-                test,
-                &format!("{p} is not installed (apt-get install nftables iptables iproute2)"),
-            );
-            return false;
-        }
-    }
-    true
+    support::can_use_netfilter(test)
 }
 
 /// A Docker host with a `wan` namespace wired to it.

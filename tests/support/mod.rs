@@ -635,3 +635,21 @@ pub fn answer_portainer_login(conn: std::net::TcpStream) {
     };
     let _ = write!(conn, "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
 }
+
+/// Whether the kernel tests can run here (root, nft, iptables, ip); says why not otherwise.
+pub fn can_use_netfilter(test: &str) -> bool {
+    if !is_root() {
+        skip(test, "needs root for network namespaces and nftables");
+        return false;
+    }
+    for p in ["nft", "iptables", "ip"] {
+        if Command::new(p).arg("--version").output().is_err() {
+            skip(
+                test,
+                &format!("{p} is not installed (apt-get install nftables iptables iproute2)"),
+            );
+            return false;
+        }
+    }
+    true
+}

@@ -370,13 +370,7 @@ fn a_real_docker_published_port_is_banned_and_unbanned() {
     };
     let wan = Netns::new(&["kdw"]);
     let (w, h) = (wan.0[0].clone(), docker.netns.clone());
-    let st = Command::new("ip")
-        .args([
-            "link", "add", "vw", "netns", &w, "type", "veth", "peer", "name", "vh", "netns", &h,
-        ])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    support::veth(&w, &h);
     ns_run(
         &w,
         "ip link set vw up; ip addr add 192.0.2.100/24 dev vw; ip addr add 192.0.2.200/24 dev vw",

@@ -47,13 +47,7 @@ impl Host {
         };
         let wan_ns = Netns::new(&[&format!("{tag}w")]);
         let (w, h) = (wan_ns.0[0].clone(), docker.netns.clone());
-        let st = Command::new("ip")
-            .args([
-                "link", "add", "vw", "netns", &w, "type", "veth", "peer", "name", "vh", "netns", &h,
-            ])
-            .status()
-            .unwrap();
-        assert!(st.success());
+        support::veth(&w, &h);
         ns_run(
             &w,
             "ip link set vw up; ip addr add 192.0.2.100/24 dev vw; ip addr add 192.0.2.200/24 dev vw; \
@@ -344,13 +338,7 @@ fn oneshot_apply_rolls_back_without_a_daemon() {
     }
     let ns = Netns::new(&["pow", "poh"]);
     let (w, h) = (ns.0[0].clone(), ns.0[1].clone());
-    let st = Command::new("ip")
-        .args([
-            "link", "add", "vw", "netns", &w, "type", "veth", "peer", "name", "vh", "netns", &h,
-        ])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    support::veth(&w, &h);
     ns_run(&w, "ip link set vw up; ip addr add 192.0.2.100/24 dev vw");
     ns_run(&h, "ip link set vh up; ip addr add 192.0.2.1/24 dev vh");
     tcp_server(&h, sa("0.0.0.0:22"));

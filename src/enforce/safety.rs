@@ -67,10 +67,16 @@ pub fn set_published_cloudflare(ranges: Vec<IpNet>) {
 
 /// Cloudflare's proxy ranges: built in, and as last published.
 pub fn cloudflare_ranges() -> Vec<IpNet> {
-    let mut all: Vec<IpNet> = CLOUDFLARE
-        .iter()
-        .map(|n| n.parse().expect("valid constant"))
-        .collect();
+    // Parsed once: `is_cloudflare` runs for every matching line of a filter with `<PEER>`.
+    static BUILT_IN: std::sync::OnceLock<Vec<IpNet>> = std::sync::OnceLock::new();
+    let mut all = BUILT_IN
+        .get_or_init(|| {
+            CLOUDFLARE
+                .iter()
+                .map(|n| n.parse().expect("valid constant"))
+                .collect()
+        })
+        .clone();
     for n in PUBLISHED.read().unwrap_or_else(|e| e.into_inner()).iter() {
         if !all.contains(n) {
             all.push(*n);

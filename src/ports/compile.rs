@@ -142,18 +142,7 @@ fn opening_rule(o: &Opening, style: PortMatch) -> Rule {
         comment: c.clone(),
         ..Rule::default()
     };
-    let v4: Vec<IpNet> = o
-        .from
-        .iter()
-        .filter(|n| n.addr().is_ipv4())
-        .copied()
-        .collect();
-    let v6: Vec<IpNet> = o
-        .from
-        .iter()
-        .filter(|n| n.addr().is_ipv6())
-        .copied()
-        .collect();
+    let (v4, v6): (Vec<IpNet>, Vec<IpNet>) = o.from.iter().partition(|n| n.addr().is_ipv4());
     // (nft source match, iptables sources for v4, for v6); everyone when `from` is empty.
     let groups: Vec<(String, Vec<String>, Vec<String>)> = if o.from.is_empty() {
         vec![(String::new(), vec![String::new()], vec![String::new()])]

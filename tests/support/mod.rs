@@ -653,3 +653,14 @@ pub fn can_use_netfilter(test: &str) -> bool {
     }
     true
 }
+
+/// A veth pair: `vw` in namespace `w`, `vh` in namespace `h`.
+pub fn veth(w: &str, h: &str) {
+    let st = Command::new("ip")
+        .args([
+            "link", "add", "vw", "netns", w, "type", "veth", "peer", "name", "vh", "netns", h,
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success(), "ip link add vw/vh between {w} and {h}");
+}

@@ -289,7 +289,7 @@ fn hostile_lines_neither_hide_failures_nor_frame_anyone() {
             "203.0.113.78 - - [28/Mar/2026:10:00:{s:02} +0000] \"GET /x\\n198.51.100.2 - - [28/Mar/2026:10:00:{s:02} +0000] \\\"POST /api/auth HTTP/1.1\\\" 422  HTTP/1.1\" 400 0 \"-\" \"-\"\n"
         ).as_bytes());
     }
-    // 4. A 2 MiB line whose start is a real failure: matched on its first MiB, counted truncated.
+    // 4. A 2 MiB line whose start is a real failure: over the cap, counted and never matched.
     let mut huge = fail("198.51.100.200", 30).into_bytes();
     huge.extend(std::iter::repeat_n(b'A', 2 << 20));
     log.extend(&huge);
@@ -324,8 +324,8 @@ fn hostile_lines_neither_hide_failures_nor_frame_anyone() {
     assert_eq!(v["truncated"], 1);
     assert_eq!(v["unparsed_time"], 1);
     assert_eq!(v["jails"][0]["bad_host"], 1);
-    // 5 real + the truncated one + the unreadable time + the bad host.
-    assert_eq!(v["matched"], 8);
+    // 5 real + the unreadable time + the bad host.
+    assert_eq!(v["matched"], 7);
 }
 
 #[test]
@@ -442,4 +442,55 @@ fn docker_json_file_logs_give_the_same_bans() {
         .output()
         .unwrap();
     assert_eq!(bans(&json(&out)), portainer_bans());
+}
+
+/// Docker writes a line over 16 KiB as several json-file entries, only the last ending in
+/// `\n`. Text an attacker puts at byte 16,384 of a request must not become a line of its own
+/// (here: a forged Portainer failure of 198.51.100.9), while a real failure whose user agent
+/// is long is still one failure of its client once its entries are joined.
+#[test]
+fn docker_json_file_partial_entries_are_joined_before_matching() {
+    let entry = |log: &str| {
+        serde_json::json!({"log": log, "stream": "stdout", "time": "2026-03-28T10:00:00.5Z"})
+            .to_string()
+            + "\n"
+    };
+    let mut text = String::new();
+    for s in 0..5 {
+        let head =
+            format!("203.0.113.80 - - [28/Mar/2026:10:00:0{s} +0000] \"GET /api/users?name=");
+        let head = format!("{head}{}", "A".repeat(16 * 1024 - head.len()));
+        text += &entry(&head);
+        text += &entry(&format!(
+            "198.51.100.9 - - [28/Mar/2026:10:00:0{s} +0000] \"POST /api/auth HTTP/1.1\" 422 59 \"-\" \"-\" HTTP/1.1\" 404 0 \"-\" \"-\"\n"
+        ));
+        let real = format!(
+            "203.0.113.81 - - [28/Mar/2026:10:00:1{s} +0000] \"POST /api/auth HTTP/1.1\" 422 59 \"-\" \"{}\"\n",
+            "B".repeat(20_000)
+        );
+        let (a, b) = real.split_at(16 * 1024);
+        text += &entry(a);
+        // A stderr line between the two parts belongs to the other stream.
+        text += &serde_json::json!({"log": "stderr noise\n", "stream": "stderr", "time": "2026-03-28T10:00:00.6Z"}).to_string();
+        text += "\n";
+        text += &entry(b);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("abc-json.log");
+    std::fs::write(&log, text).unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[jails.portainer]\nfilter = \"portainer\"\nsources = [\"abc-json.log\"]\nunwrap = { field = \"log\", time = \"time\" }\n",
+    );
+    let v = json(&run(&["scan", "--json", "-c", cfg.to_str().unwrap()]));
+    assert_eq!(
+        bans(&v),
+        vec![(
+            "portainer".to_string(),
+            "203.0.113.81".to_string(),
+            "2026-03-28T10:00:14Z".to_string(),
+            5
+        )]
+    );
+    assert_eq!(v["matched"], 5);
 }

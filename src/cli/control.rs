@@ -142,8 +142,16 @@ pub fn status(socket: &SocketArgs, jail: Option<String>, json: bool) -> anyhow::
                 Some(f) if !f.files.is_empty() => {
                     for file in &f.files {
                         println!(
-                            "|    {} (read to byte {}, {} behind, {} lines)",
-                            file.path, file.offset, file.lag, file.lines
+                            "|    {} (read to byte {}, {} behind, {} lines{})",
+                            file.path,
+                            file.offset,
+                            file.lag,
+                            file.lines,
+                            if file.overlong > 0 {
+                                format!(", {} over 1 MiB skipped", file.overlong)
+                            } else {
+                                String::new()
+                            }
                         );
                     }
                 }
@@ -160,6 +168,9 @@ pub fn status(socket: &SocketArgs, jail: Option<String>, json: bool) -> anyhow::
         }
         if j.unparsed_time > 0 {
             println!("|- Unreadable time:   {}", j.unparsed_time);
+        }
+        if j.too_long > 0 {
+            println!("|- Too long to match: {} (look-around pattern)", j.too_long);
         }
         if j.refused > 0 {
             println!("|- Refused (safety):  {}", j.refused);

@@ -28,8 +28,9 @@ use crate::config::value::parse_duration;
 use crate::config::{Config, JailConfig};
 use crate::detect::{Filter, Prefilter, TimeContext, Verdict};
 use crate::enforce::{parse_target, safety, BanOrder, Change, Key, Ports, Target};
-use crate::jail::{BanDecision, ClientKey, Jail, Outcome};
+use crate::jail::{BanDecision, ClientKey, Jail, JailParams, Outcome};
 use crate::ledger::{Cursor, JailCheckpoint, Ledger, NewBan, Origin, SAMPLE_LINES};
+use crate::source::docker::{Joined, JsonFileJoiner};
 
 /// How far in the future a line's time may be before it is taken as "now".
 pub const FUTURE_TOLERANCE: SignedDuration = SignedDuration::from_secs(60);
@@ -63,6 +64,7 @@ struct LiveStats {
     refused: u64,
     stale: u64,
     unparsed_time: u64,
+    too_long: u64,
 }
 
 struct JailRuntime {
@@ -138,6 +140,8 @@ struct Route {
     lines: Counter,
     jails: Vec<usize>,
     prefilter: Prefilter,
+    /// A jail reads Docker's json-file entries: their partial entries are joined first.
+    joins: bool,
 }
 
 /// A ban in force, as the engine tracks it.
@@ -179,6 +183,8 @@ pub struct Engine {
     checkpoint_every: std::time::Duration,
     default_bantime: SignedDuration,
     candidates: Vec<usize>,
+    /// Docker json-file entries held until their line ends, per file.
+    joiners: HashMap<String, JsonFileJoiner>,
     metrics: Arc<Metrics>,
     /// The host's own addresses, never banned; refreshed every few ticks.
     own: Vec<IpAddr>,
@@ -226,6 +232,7 @@ impl Engine {
                 .bantime
                 .map_or(SignedDuration::from_hours(1), |d| d.0),
             candidates: Vec::new(),
+            joiners: HashMap::new(),
             metrics,
             own: safety::own_addresses(),
             ticks: 0,
@@ -253,6 +260,7 @@ impl Engine {
             .map(|(source, jails)| {
                 let filters: Vec<&Filter> = jails.iter().map(|&j| &self.jails[j].filter).collect();
                 let prefilter = Prefilter::new(&filters);
+                let joins = filters.iter().any(|f| f.unwraps_docker_log());
                 let lines = self
                     .metrics
                     .lines
@@ -266,6 +274,7 @@ impl Engine {
                         lines,
                         jails,
                         prefilter,
+                        joins,
                     },
                 )
             })
@@ -351,7 +360,7 @@ impl Engine {
 
     fn hold_in_jail(&mut self, ban: &NewBan) {
         if let Some(j) = self.jails.iter_mut().find(|j| j.config.name == ban.jail) {
-            if let Some(key) = key_of(ban.target, j.config.params.ipv6_prefix) {
+            if let Some(key) = key_of(ban.target, &j.config.params) {
                 j.window.hold(key, ban.until.unwrap_or(Timestamp::MAX));
             }
         }
@@ -368,7 +377,7 @@ impl Engine {
                     cursor,
                     read_at,
                 } => {
-                    self.lines(&source, &block, read_at);
+                    self.lines(&source, &file, &block, read_at);
                     self.dirty = true;
                     if let Some(c) = cursor {
                         // A file seen for the first time is saved at once: a crash before
@@ -404,10 +413,13 @@ impl Engine {
         self.enforcers.stop();
     }
 
-    fn lines(&mut self, source: &str, block: &[u8], read_at: Instant) {
+    fn lines(&mut self, source: &str, file: &str, block: &[u8], read_at: Instant) {
         let Some(route) = self.routes.get(source) else {
             return;
         };
+        let mut joiner = route
+            .joins
+            .then(|| self.joiners.entry(file.to_string()).or_default());
         route
             .lines
             .inc_by(memchr::memchr_iter(b'\n', block).count() as u64);
@@ -419,10 +431,19 @@ impl Engine {
             jails[j].ctx.reference = now;
         }
         crate::source::split_lines(block, &mut |line| {
-            route.prefilter.candidates(line.bytes, candidates);
+            let joined;
+            let line = match joiner.as_mut().map(|j| j.feed(line.bytes)) {
+                None | Some(Joined::Line(_)) => line.bytes,
+                Some(Joined::Held | Joined::Overlong) => return,
+                Some(Joined::Whole(w)) => {
+                    joined = w;
+                    &joined[..]
+                }
+            };
+            route.prefilter.candidates(line, candidates);
             for &c in candidates.iter() {
                 let ji = route.jails[c];
-                if let Some(d) = observe(&mut jails[ji], line.bytes, now) {
+                if let Some(d) = observe(&mut jails[ji], line, now) {
                     decisions.push((ji, d));
                 }
             }
@@ -535,6 +556,11 @@ impl Engine {
         if self.ticks.is_multiple_of(2) && self.enforcers.any_drifting() {
             self.enforcers.check_drifting(self.wanted());
         }
+        // So can the state directory: writes would go to a deleted file, and the next start
+        // would find no bans (and lift them from the kernel).
+        if self.ticks.is_multiple_of(2) && self.ledger.is_gone() {
+            self.recreate_ledger();
+        }
         // Retry ledger writes that failed (read-only or full state directory).
         if !self.unsaved.is_empty() {
             let pending = std::mem::take(&mut self.unsaved);
@@ -579,7 +605,7 @@ impl Engine {
                 ids.extend(a.id);
                 if reason != "expired" {
                     if let Some(j) = self.jails.iter_mut().find(|j| j.config.name == a.ban.jail) {
-                        if let Some(key) = key_of(a.ban.target, j.config.params.ipv6_prefix) {
+                        if let Some(key) = key_of(a.ban.target, &j.config.params) {
                             j.window.lift(&key);
                         }
                     }
@@ -608,6 +634,45 @@ impl Engine {
         self.metrics.active_bans.set(self.active.len() as i64);
         self.dirty = true;
         ended
+    }
+
+    /// The ledger's file was deleted or replaced while moat ran: a new one is created in its
+    /// place holding the active bans, the cursors and the windows, and an admin is told.
+    fn recreate_ledger(&mut self) {
+        let path = self.ledger.path().to_path_buf();
+        let Some(dir) = path.parent() else { return };
+        let mut fresh = match Ledger::open(dir) {
+            Ok((l, _)) => l,
+            Err(e) => {
+                let msg = format!(
+                    "the ledger {} was deleted while moat ran and cannot be created again                      ({e}); decisions are written to the deleted file and lost at the next                      start: restore the state directory",
+                    path.display()
+                );
+                tracing::error!("{msg}");
+                self.shared.warn(msg);
+                return;
+            }
+        };
+        let mut written = 0;
+        for a in self.active.values_mut() {
+            match fresh.record_ban(&a.ban, &[]) {
+                Ok(id) => {
+                    a.id = id;
+                    written += 1;
+                }
+                Err(e) => {
+                    tracing::error!(ip = %Target(a.ban.target), "cannot rewrite the ban: {e}")
+                }
+            }
+        }
+        self.ledger = fresh;
+        self.checkpoint();
+        let msg = format!(
+            "the ledger {} was deleted or replaced while moat ran; a new one was created with              the {written} active bans, the cursors and the windows (the history of past bans              and the evidence lines are lost)",
+            path.display()
+        );
+        tracing::error!("{msg}");
+        self.shared.warn(msg);
     }
 
     fn checkpoint(&mut self) {
@@ -802,6 +867,7 @@ impl Engine {
                 total_banned: totals.get(&j.config.name).copied().unwrap_or(0),
                 stale: j.stats.stale,
                 unparsed_time: j.stats.unparsed_time,
+                too_long: j.stats.too_long,
                 refused: j.stats.refused,
                 banned,
             });
@@ -828,6 +894,7 @@ impl Engine {
                     total_banned: totals.get(MANUAL_JAIL).copied().unwrap_or(0),
                     stale: 0,
                     unparsed_time: 0,
+                    too_long: 0,
                     refused: 0,
                     banned: manual,
                 });
@@ -950,6 +1017,10 @@ fn observe(j: &mut JailRuntime, line: &[u8], now: Timestamp) -> Option<BanDecisi
             j.stats.unparsed_time += 1;
             return None;
         }
+        Verdict::TooLong => {
+            j.stats.too_long += 1;
+            return None;
+        }
         _ => return None,
     };
     let mut at = f.time;
@@ -965,7 +1036,7 @@ fn observe(j: &mut JailRuntime, line: &[u8], now: Timestamp) -> Option<BanDecisi
     }
     j.stats.failed_total += 1;
     j.matches.inc();
-    let key = ClientKey::new(f.host, j.config.params.ipv6_prefix);
+    let key = j.config.params.key_of(f.host);
     j.sample(key, line);
     match j.window.observe(f.host, at) {
         Outcome::Banned(d) => Some(d),
@@ -1008,13 +1079,13 @@ fn bantime_text(d: SignedDuration) -> String {
     }
 }
 
-/// The jail key a target is, when it is one (a single IPv4 address, or an IPv6 network of the
-/// jail's prefix length).
-fn key_of(target: IpNet, ipv6_prefix: u8) -> Option<ClientKey> {
+/// The jail key a target is, when it is one: a single address, or an IPv6 network of the
+/// jail's prefix length.
+fn key_of(target: IpNet, params: &JailParams) -> Option<ClientKey> {
     match target {
         IpNet::V4(n) if n.prefix_len() == 32 => Some(ClientKey::V4(n.addr())),
-        IpNet::V6(n) if n.prefix_len() == ipv6_prefix => {
-            Some(ClientKey::new(IpAddr::V6(n.addr()), ipv6_prefix))
+        IpNet::V6(n) if n.prefix_len() == 128 || n.prefix_len() == params.ipv6_prefix => {
+            Some(ClientKey::V6(n))
         }
         _ => None,
     }

@@ -93,6 +93,9 @@ pub enum Verdict {
     BadHost,
     /// A failregex matched but no time could be read.
     NoTime { host: IpAddr },
+    /// The line is too long for a backtracking (look-around) pattern that had to decide, so
+    /// it is not a failure (see [`super::pattern::FANCY_UNANCHORED_MAX`]).
+    TooLong,
     /// A failure: the client at the filter's host position, and when.
     Failure(Failure),
 }
@@ -104,6 +107,9 @@ impl std::fmt::Display for Verdict {
             Verdict::Ignored => f.write_str("matched, but an ignoreregex vetoes it"),
             Verdict::BadHost => f.write_str("matched, but the text at <HOST> is not an address"),
             Verdict::NoTime { host } => write!(f, "matched client {host}, but no readable time"),
+            Verdict::TooLong => {
+                f.write_str("too long for a look-around pattern of this filter: not matched")
+            }
             Verdict::Failure(x) => write!(
                 f,
                 "failure: client {} at {} (rule #{})",
@@ -281,6 +287,14 @@ impl Filter {
         }
     }
 
+    /// Whether the filter reads the `log` field of Docker's json-file entries, whose partial
+    /// entries must then be joined before it sees them.
+    pub fn unwraps_docker_log(&self) -> bool {
+        self.unwrap
+            .as_ref()
+            .is_some_and(|(field, _)| field == &["log"])
+    }
+
     /// The failregexes as written, for reports; a JSON filter has one pseudo-rule.
     pub fn rule_names(&self) -> Vec<String> {
         match &self.kind {
@@ -323,7 +337,11 @@ impl Filter {
                 let mut pref_time = None;
                 if let Some(pref) = prefregex {
                     let Some(spans) = pref.find(line) else {
-                        return Verdict::Miss;
+                        return if pref.runs_on(line) {
+                            Verdict::Miss
+                        } else {
+                            Verdict::TooLong
+                        };
                     };
                     pref_host = spans.host.map(|r| &line[r]);
                     pref_time = spans.time.map(|r| &line[r]);
@@ -336,10 +354,19 @@ impl Filter {
                     .enumerate()
                     .find_map(|(i, p)| p.find(text).map(|s| (i, s)))
                 else {
-                    return Verdict::Miss;
+                    return if failregex.iter().all(|p| p.runs_on(text)) {
+                        Verdict::Miss
+                    } else {
+                        Verdict::TooLong
+                    };
                 };
                 if ignoreregex.iter().any(|p| p.is_match(line)) {
                     return Verdict::Ignored;
+                }
+                // An ignoreregex that cannot run on the line cannot veto it: no failure
+                // rather than one it might have vetoed.
+                if !ignoreregex.iter().all(|p| p.runs_on(line)) {
+                    return Verdict::TooLong;
                 }
                 let host_text = spans.host.map(|r| &text[r]).or(pref_host);
                 let peer_text = spans.peer.map(|r| &text[r]);
@@ -542,6 +569,39 @@ mod tests {
         // A line that is not JSON, or JSON without the field, is no failure.
         assert_eq!(f.check(&line[1..], &ctx()), Verdict::Miss);
         assert_eq!(f.check(br#"{"msg":"x"}"#, &ctx()), Verdict::Miss);
+    }
+
+    #[test]
+    fn backtracking_patterns_skip_lines_too_long_for_them() {
+        // Unanchored look-ahead: quadratic in the line, so it only runs on short lines.
+        let f = Filter::compile(&spec(&[r"(?=.*failed)<HOST> \S+ failed"])).unwrap();
+        let line = |pad: usize| {
+            format!(
+                "2022-01-01T00:00:00Z {}203.0.113.5 x failed",
+                "z ".repeat(pad / 2)
+            )
+        };
+        assert!(matches!(
+            f.check(line(100).as_bytes(), &ctx()),
+            Verdict::Failure(_)
+        ));
+        let long = line(super::super::pattern::FANCY_UNANCHORED_MAX);
+        assert_eq!(f.check(long.as_bytes(), &ctx()), Verdict::TooLong);
+        // Anchored: one start position, so it runs on much longer lines.
+        let f = Filter::compile(&spec(&[r"^\S+ (?=.*failed)(?:z )*<HOST> \S+ failed"])).unwrap();
+        let v = f.check(long.as_bytes(), &ctx());
+        assert!(matches!(v, Verdict::Failure(_)), "{v:?}");
+        let huge = line(super::super::pattern::FANCY_ANCHORED_MAX);
+        assert_eq!(f.check(huge.as_bytes(), &ctx()), Verdict::TooLong);
+        // An ignoreregex that cannot run on the line cannot let the failure through.
+        let mut s = spec(&[r"^\S+ (?:z )*<HOST> \S+ failed"]);
+        s.ignoreregex = vec![r"(?=.*healthcheck)".into()];
+        let f = Filter::compile(&s).unwrap();
+        assert!(matches!(
+            f.check(line(100).as_bytes(), &ctx()),
+            Verdict::Failure(_)
+        ));
+        assert_eq!(f.check(long.as_bytes(), &ctx()), Verdict::TooLong);
     }
 
     #[test]

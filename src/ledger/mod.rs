@@ -157,6 +157,8 @@ pub struct JailCheckpoint {
 pub struct Ledger {
     conn: Connection,
     path: PathBuf,
+    /// The file's device and inode when it was opened (none in memory).
+    identity: Option<(u64, u64)>,
 }
 
 fn ms(t: Timestamp) -> i64 {
@@ -232,8 +234,10 @@ impl Ledger {
         let mut ledger = Ledger {
             conn,
             path: path.to_path_buf(),
+            identity: None,
         };
         ledger.migrate().map_err(err)?;
+        ledger.identity = identity(path);
         Ok(ledger)
     }
 
@@ -262,6 +266,12 @@ impl Ledger {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether the file at the ledger's path is no longer the one open (deleted, or the
+    /// state directory removed or replaced): writes would then go to a file no one will read.
+    pub fn is_gone(&self) -> bool {
+        self.identity.is_some() && identity(&self.path) != self.identity
     }
 
     fn err(&self, source: rusqlite::Error) -> LedgerError {
@@ -495,6 +505,11 @@ impl Ledger {
     }
 }
 
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
 fn is_damage(e: &rusqlite::Error) -> bool {
     matches!(
         e.sqlite_error_code(),
@@ -579,6 +594,19 @@ mod tests {
         let back = l.jail_checkpoint("ssh").unwrap().unwrap();
         assert_eq!((back.windows, back.failed_total), (vec![1, 2, 3], 7));
         assert!(l.jail_checkpoint("web").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_deleted_ledger_is_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let (l, _) = Ledger::open(&state).unwrap();
+        assert!(!l.is_gone());
+        std::fs::remove_dir_all(&state).unwrap();
+        assert!(l.is_gone());
+        let (again, _) = Ledger::open(&state).unwrap();
+        assert!(l.is_gone() && !again.is_gone());
+        assert!(!Ledger::open_in_memory().unwrap().is_gone());
     }
 
     #[test]

@@ -72,7 +72,7 @@ pub fn text(r: &ScanReport, opts: &TextOptions) -> String {
     }
     let _ = writeln!(
         o,
-        "\nLines: {} read, {} matched, {} ignored, {} without readable time, {} truncated",
+        "\nLines: {} read, {} matched, {} ignored, {} without readable time, {} over 1 MiB (skipped)",
         n(r.lines),
         n(r.matched()),
         n(r.ignored()),
@@ -120,6 +120,13 @@ pub fn text(r: &ScanReport, opts: &TextOptions) -> String {
                 o,
                 "  Not an address at <HOST> (not counted): {}",
                 n(st.bad_host)
+            );
+        }
+        if st.too_long > 0 {
+            let _ = writeln!(
+                o,
+                "  Too long for a look-around pattern (not matched): {}",
+                n(st.too_long)
             );
         }
         let _ = writeln!(
@@ -223,6 +230,7 @@ struct JsonJail<'a> {
     ignored: u64,
     unparsed_time: u64,
     bad_host: u64,
+    too_long: u64,
     ignored_clients: u64,
     while_banned: u64,
     rule_hits: &'a [u64],
@@ -265,6 +273,7 @@ pub fn json(r: &ScanReport) -> String {
                 ignored: j.stats.ignored,
                 unparsed_time: j.stats.unparsed_time,
                 bad_host: j.stats.bad_host,
+                too_long: j.stats.too_long,
                 ignored_clients: j.stats.ignored_clients,
                 while_banned: j.stats.while_banned,
                 rule_hits: &j.stats.rule_hits,

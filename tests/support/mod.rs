@@ -171,7 +171,9 @@ impl Dockerd {
         let root = self.dir.path().join("image");
         std::fs::create_dir_all(root.join("bin")).unwrap();
         std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-        for applet in ["sh", "httpd", "nc", "echo", "sleep", "date", "cat", "seq"] {
+        for applet in [
+            "sh", "httpd", "nc", "echo", "sleep", "date", "cat", "seq", "head", "tr",
+        ] {
             std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
         }
         let mut tar = Command::new("tar")

@@ -7,7 +7,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 mod support;
-use support::cloudflare::{AccessRule, Fake, Item, List, Options, Outage};
+use support::cloudflare::{
+    AccessRule, Fake, Item, List, Options, Outage, LISTS_EDIT, WAF_EDIT, ZONE_FIREWALL_EDIT,
+};
 use support::{write_config, Daemon};
 
 fn eventually(secs: u64, what: &str, d: &Daemon, f: impl Fn() -> bool) {
@@ -59,7 +61,7 @@ fn failure(ip: &str) -> String {
 #[test]
 fn list_mode_bans_and_unbans_at_the_edge() {
     let fake = Fake::start(Options::default());
-    fake.token("good-token", &["lists", "waf"]);
+    fake.token("good-token", &[LISTS_EDIT, WAF_EDIT]);
     let tmp = tempfile::tempdir().unwrap();
     config(tmp.path(), &fake, "");
     let d = Daemon::start(tmp.path());
@@ -130,7 +132,7 @@ fn list_mode_bans_and_unbans_at_the_edge() {
 #[test]
 fn reconcile_adds_the_missing_removes_the_stale_and_leaves_the_foreign() {
     let fake = Fake::start(Options::default());
-    fake.token("good-token", &["lists", "waf"]);
+    fake.token("good-token", &[LISTS_EDIT, WAF_EDIT]);
     let tmp = tempfile::tempdir().unwrap();
     config(tmp.path(), &fake, "");
     let d = Daemon::start(tmp.path());
@@ -178,7 +180,7 @@ fn reconcile_adds_the_missing_removes_the_stale_and_leaves_the_foreign() {
 #[test]
 fn an_outage_and_a_restart_with_changes_pending_lose_nothing() {
     let fake = Fake::start(Options::default());
-    fake.token("good-token", &["lists", "waf"]);
+    fake.token("good-token", &[LISTS_EDIT, WAF_EDIT]);
     let tmp = tempfile::tempdir().unwrap();
     config(tmp.path(), &fake, "");
     let d = Daemon::start(tmp.path());
@@ -220,7 +222,7 @@ fn the_rate_limit_is_respected_and_a_lockout_is_waited_out() {
         lockout: Duration::from_secs(300),
         ..Options::default()
     });
-    fake.token("good-token", &["lists", "waf"]);
+    fake.token("good-token", &[LISTS_EDIT, WAF_EDIT]);
     let tmp = tempfile::tempdir().unwrap();
     config(tmp.path(), &fake, "");
     let d = Daemon::start(tmp.path());
@@ -259,7 +261,7 @@ fn the_rate_limit_is_respected_and_a_lockout_is_waited_out() {
 #[test]
 fn access_rules_mode_adopts_duplicates_and_deletes_only_its_own() {
     let fake = Fake::start(Options::default());
-    fake.token("good-token", &["zone-firewall"]);
+    fake.token("good-token", &[ZONE_FIREWALL_EDIT]);
     let tmp = tempfile::tempdir().unwrap();
     config(
         tmp.path(),
@@ -349,24 +351,32 @@ fn bad_credentials_are_refused_with_a_reason() {
     assert_eq!(fake.requests(), 0);
 }
 
+/// `moat cloudflare verify` on `dir`'s configuration, started in `cwd`: exit code and output.
+fn verify_in(cwd: &Path, dir: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_moat"))
+        .current_dir(cwd)
+        .args(["cloudflare", "verify", "-c"])
+        .arg(dir.join("moat.toml"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 #[test]
 fn verify_says_what_the_token_lacks() {
     let fake = Fake::start(Options::default());
-    fake.token("good-token", &["lists", "waf"]);
+    fake.token("good-token", &[LISTS_EDIT, WAF_EDIT]);
     let tmp = tempfile::tempdir().unwrap();
     config(tmp.path(), &fake, "");
-    let verify = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_moat"))
-            .args(["cloudflare", "verify", "-c"])
-            .arg(tmp.path().join("moat.toml"))
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-        )
-    };
+    let verify = |args: &[&str]| verify_in(tmp.path(), tmp.path(), args);
     let (code, out) = verify(&[]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("token: valid and active"), "{out}");
@@ -379,11 +389,11 @@ fn verify_says_what_the_token_lacks() {
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(fake.state.lock().unwrap().lists.len(), 1);
     // A token without the lists permission: named.
-    fake.token("good-token", &["waf"]);
+    fake.token("good-token", &[WAF_EDIT]);
     let (code, out) = verify(&[]);
     assert_eq!(code, Some(1), "{out}");
     assert!(
-        out.contains("FAIL IP lists") && out.contains("Account Filter Lists Edit"),
+        out.contains("FAIL IP lists") && out.contains(LISTS_EDIT),
         "{out}"
     );
     // A token Cloudflare does not know.
@@ -393,10 +403,74 @@ fn verify_says_what_the_token_lacks() {
     assert!(out.contains("FAIL token"), "{out}");
 }
 
+/// The permissions docs/cloudflare.md tells users to give the token, in the row of its table
+/// whose first cell is `row`.
+fn documented_permissions(row: &str) -> Vec<String> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/cloudflare.md"))
+        .unwrap();
+    let line = doc
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with(&format!("| {row} |")))
+        .unwrap_or_else(|| panic!("docs/cloudflare.md has no row {row}"));
+    line.split("**")
+        .skip(1)
+        .step_by(2)
+        .map(String::from)
+        .collect()
+}
+
+/// Every address moat holds at the fake: list items and access rules.
+fn at_edge(fake: &Fake) -> Vec<String> {
+    let st = fake.state.lock().unwrap();
+    let mut all = st.items();
+    all.extend(st.access_rules.iter().map(|r| r.value.clone()));
+    all
+}
+
+#[test]
+fn a_token_with_only_the_documented_permissions_verifies_and_bans() {
+    for (row, extra) in [
+        ("`list` (the default)", ""),
+        (
+            "`access-rules`, `scope = \"zone\"`",
+            "mode = \"access-rules\"\n",
+        ),
+        (
+            "`access-rules`, `scope = \"account\"`",
+            "mode = \"access-rules\"\nscope = \"account\"\n",
+        ),
+    ] {
+        let perms = documented_permissions(row);
+        assert!(!perms.is_empty(), "{row}");
+        let fake = Fake::start(Options::default());
+        fake.token(
+            "good-token",
+            &perms.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        config(tmp.path(), &fake, extra);
+        let (code, out) = verify_in(tmp.path(), tmp.path(), &[]);
+        assert_eq!(code, Some(0), "{row} with {perms:?}: {out}");
+        // The daemon does its work with them: list mode creates the list and its rule first.
+        let d = Daemon::start(tmp.path());
+        d.json(&["ban", "203.0.113.120", "--for", "1h", "--json"]);
+        eventually(10, "banned at the edge", &d, || {
+            at_edge(&fake).contains(&"203.0.113.120".to_string())
+        });
+        d.json(&["unban", "203.0.113.120", "--json"]);
+        eventually(10, "lifted at the edge", &d, || {
+            !at_edge(&fake).contains(&"203.0.113.120".to_string())
+        });
+        let s = d.json(&["status", "--json"]);
+        assert_eq!(s["enforcers"][0]["failed"], 0, "{row}: {s:#}\n{}", d.log());
+    }
+}
+
 #[test]
 fn jails_behind_cloudflare_ban_there_and_only_there() {
     let fake = Fake::start(Options::default());
-    fake.token("good-token", &["lists", "waf"]);
+    fake.token("good-token", &[LISTS_EDIT, WAF_EDIT]);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let token = token_file(dir, "good-token");
@@ -466,7 +540,7 @@ fn ranges_cloudflare_publishes_later_are_never_banned() {
     let mut options = Options::default();
     options.ips.push("198.51.100.0/24".into()); // a range "added" after this build
     let fake = Fake::start(options);
-    fake.token("good-token", &["lists", "waf"]);
+    fake.token("good-token", &[LISTS_EDIT, WAF_EDIT]);
     let tmp = tempfile::tempdir().unwrap();
     config(tmp.path(), &fake, "");
     let d = Daemon::start(tmp.path());
@@ -482,7 +556,7 @@ fn ranges_cloudflare_publishes_later_are_never_banned() {
 #[test]
 fn a_full_list_keeps_what_matters_and_says_so() {
     let fake = Fake::start(Options::default());
-    fake.token("good-token", &["lists", "waf"]);
+    fake.token("good-token", &[LISTS_EDIT, WAF_EDIT]);
     let tmp = tempfile::tempdir().unwrap();
     config(tmp.path(), &fake, "capacity = 3\nkeep = \"longest\"\n");
     let d = Daemon::start(tmp.path());
@@ -521,7 +595,7 @@ fn the_account_capacity_refusal_is_an_error_not_silence() {
         capacity: 2,
         ..Options::default()
     });
-    fake.token("good-token", &["lists", "waf"]);
+    fake.token("good-token", &[LISTS_EDIT, WAF_EDIT]);
     let tmp = tempfile::tempdir().unwrap();
     config(tmp.path(), &fake, "");
     let d = Daemon::start(tmp.path());
@@ -566,7 +640,7 @@ fn seed_behind_cloudflare_nginx_real_ip_and_a_ban_at_the_edge() {
         }
     }
     let fake = Fake::start(Options::default());
-    fake.token("good-token", &["lists", "waf"]);
+    fake.token("good-token", &[LISTS_EDIT, WAF_EDIT]);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let upstream = portainer_on_loopback();
@@ -681,7 +755,7 @@ fn a_burst_into_the_lockout_is_waited_out_not_hammered() {
         ratelimit_headers: false,
         ..Options::default()
     });
-    fake.token("good-token", &["lists", "waf"]);
+    fake.token("good-token", &[LISTS_EDIT, WAF_EDIT]);
     let tmp = tempfile::tempdir().unwrap();
     config(tmp.path(), &fake, "");
     let d = Daemon::start(tmp.path());
@@ -708,7 +782,7 @@ fn a_burst_into_the_lockout_is_waited_out_not_hammered() {
 #[test]
 fn keep_newest_and_a_restart_do_not_churn_the_list() {
     let fake = Fake::start(Options::default());
-    fake.token("good-token", &["lists", "waf"]);
+    fake.token("good-token", &[LISTS_EDIT, WAF_EDIT]);
     let tmp = tempfile::tempdir().unwrap();
     config(tmp.path(), &fake, "capacity = 2\nkeep = \"newest\"\n");
     let d = Daemon::start(tmp.path());

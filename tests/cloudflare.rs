@@ -468,6 +468,22 @@ fn a_token_with_only_the_documented_permissions_verifies_and_bans() {
 }
 
 #[test]
+fn a_relative_token_file_is_read_beside_the_configuration() {
+    // systemd starts moat in /; the token file sits beside the configuration.
+    let fake = Fake::start(Options::default());
+    fake.token("good-token", &[LISTS_EDIT, WAF_EDIT]);
+    let tmp = tempfile::tempdir().unwrap();
+    config(tmp.path(), &fake, "");
+    let path = tmp.path().join("moat.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let absolute = tmp.path().join("cf.token").display().to_string();
+    std::fs::write(&path, text.replace(&absolute, "cf.token")).unwrap();
+    let (code, out) = verify_in(Path::new("/"), tmp.path(), &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("token: valid and active"), "{out}");
+}
+
+#[test]
 fn jails_behind_cloudflare_ban_there_and_only_there() {
     let fake = Fake::start(Options::default());
     fake.token("good-token", &[LISTS_EDIT, WAF_EDIT]);

@@ -177,6 +177,128 @@ fn reconcile_adds_the_missing_removes_the_stale_and_leaves_the_foreign() {
     );
 }
 
+/// How many rules of the zone's custom rules block moat's list.
+fn blocking_rules(fake: &Fake) -> usize {
+    let st = fake.state.lock().unwrap();
+    st.entrypoint.as_ref().map_or(0, |(_, _, rules)| {
+        rules
+            .iter()
+            .filter(|r| r["expression"] == "ip.src in $moat_block")
+            .count()
+    })
+}
+
+fn repairs(d: &Daemon) -> u64 {
+    d.json(&["status", "--json"])["enforcers"][0]["repairs"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn a_deleted_blocking_rule_or_list_is_restored_and_counted() {
+    let fake = Fake::start(Options::default());
+    fake.token("good-token", &[LISTS_EDIT, WAF_EDIT]);
+    let tmp = tempfile::tempdir().unwrap();
+    config(tmp.path(), &fake, "reconcile = \"2s\"\n");
+    let d = Daemon::start(tmp.path());
+    d.json(&["ban", "203.0.113.130", "--for", "1h", "--json"]);
+    d.json(&["ban", "2001:db8:7::1", "--for", "1h", "--json"]);
+    eventually(10, "both placed", &d, || items(&fake).len() == 2);
+    assert_eq!(blocking_rules(&fake), 1);
+    assert_eq!(repairs(&d), 0);
+    // Someone deletes moat's rule (and adds one of their own): the bans stay in the list and
+    // block nothing. The next reconcile puts the rule back, next to theirs.
+    {
+        let mut st = fake.state.lock().unwrap();
+        let rules = &mut st.entrypoint.as_mut().unwrap().2;
+        rules.clear();
+        rules.push(serde_json::json!({"id": "theirs", "action": "block",
+                                      "expression": "ip.src eq 198.51.100.1"}));
+    }
+    eventually(15, "the blocking rule is back", &d, || {
+        blocking_rules(&fake) == 1
+    });
+    eventually(5, "the repair is counted", &d, || repairs(&d) == 1);
+    {
+        let st = fake.state.lock().unwrap();
+        let rules = &st.entrypoint.as_ref().unwrap().2;
+        assert_eq!(rules.len(), 2, "{rules:?}");
+        assert_eq!(rules[0]["id"], "theirs", "{rules:?}");
+    }
+    assert!(d.log().contains("blocking rule was deleted"), "{}", d.log());
+    // The list deleted too (Cloudflare deletes no list a rule refers to: the rule went first).
+    // It is created again, with every ban, and blocked again: two repairs.
+    {
+        let mut st = fake.state.lock().unwrap();
+        st.lists.clear();
+        st.entrypoint
+            .as_mut()
+            .unwrap()
+            .2
+            .retain(|r| r["id"] == "theirs");
+    }
+    eventually(
+        15,
+        "the list is back with every ban, and blocked",
+        &d,
+        || {
+            let i = items(&fake);
+            i.contains(&"203.0.113.130".to_string())
+                && i.contains(&"2001:db8:7::/64".to_string())
+                && blocking_rules(&fake) == 1
+        },
+    );
+    eventually(5, "both repairs are counted", &d, || repairs(&d) == 3);
+    assert!(d.log().contains("list was deleted"), "{}", d.log());
+    // Disabled by hand: left so (perhaps on purpose), and said in status.
+    {
+        let mut st = fake.state.lock().unwrap();
+        for r in st.entrypoint.as_mut().unwrap().2.iter_mut() {
+            r["enabled"] = serde_json::json!(false);
+        }
+    }
+    eventually(15, "the disabled rule shows in status", &d, || {
+        d.json(&["status", "--json"])["enforcers"][0]["remark"]
+            .as_str()
+            .is_some_and(|r| r.contains("blocking rule is DISABLED"))
+    });
+    assert_eq!(repairs(&d), 3);
+}
+
+#[test]
+fn a_list_deleted_between_reconciles_is_restored_at_the_next_ban() {
+    // The default reconcile, 10 minutes away: the failing ban itself finds the list gone.
+    let fake = Fake::start(Options::default());
+    fake.token("good-token", &[LISTS_EDIT, WAF_EDIT]);
+    let tmp = tempfile::tempdir().unwrap();
+    config(tmp.path(), &fake, "");
+    let d = Daemon::start(tmp.path());
+    d.json(&["ban", "203.0.113.140", "--for", "1h", "--json"]);
+    eventually(10, "placed", &d, || {
+        items(&fake).contains(&"203.0.113.140".to_string())
+    });
+    {
+        let mut st = fake.state.lock().unwrap();
+        st.lists.clear();
+        st.entrypoint.as_mut().unwrap().2.clear();
+    }
+    d.json(&["ban", "203.0.113.141", "--for", "1h", "--json"]);
+    eventually(
+        15,
+        "the list is back with both bans, and blocked",
+        &d,
+        || {
+            let i = items(&fake);
+            i.contains(&"203.0.113.140".to_string())
+                && i.contains(&"203.0.113.141".to_string())
+                && blocking_rules(&fake) == 1
+        },
+    );
+    eventually(5, "the list and the rule are counted", &d, || {
+        repairs(&d) == 2
+    });
+}
+
 #[test]
 fn an_outage_and_a_restart_with_changes_pending_lose_nothing() {
     let fake = Fake::start(Options::default());

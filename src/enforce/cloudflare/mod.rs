@@ -18,6 +18,10 @@
 //! done is done, one that became moot is dropped. The ledger is the outbox; Cloudflare's state
 //! is compared with it, never trusted blindly. Nothing moat did not create is touched.
 //!
+//! In list mode the same look checks that the list and its blocking rule are still there:
+//! without the rule the bans sit in the list and block nothing. A rule or list found deleted
+//! is put back (the list with every ban), logged as an error and counted in `repairs`.
+//!
 //! IPv6 targets go to Cloudflare as their /64 (configurable): a client rotating through its
 //! /64 is one entry. Ports do not exist at Cloudflare's edge; a ban covers the site.
 
@@ -96,6 +100,14 @@ pub struct CloudflareEnforcer {
     pub(crate) s: Settings,
     /// List mode: the list's id once found or created, and the zone rule checked.
     list_id: Option<String>,
+    /// List mode: the list and its rule were in place since start, so finding one gone means
+    /// someone deleted it.
+    in_place: bool,
+    /// List mode: moat's rule is there but disabled (an admin's doing; moat leaves it so, and
+    /// says so in status).
+    rule_disabled: bool,
+    /// How many times the list or the rule was found deleted and restored.
+    repairs: u64,
     /// What moat holds at Cloudflare, by the address as Cloudflare writes it.
     remote: HashMap<String, Remote>,
     /// Whether `remote` was read from Cloudflare since start.
@@ -201,6 +213,9 @@ impl CloudflareEnforcer {
             api,
             s,
             list_id: None,
+            in_place: false,
+            rule_disabled: false,
+            repairs: 0,
             remote: HashMap::new(),
             known: false,
             last_reconcile: None,
@@ -222,11 +237,20 @@ impl CloudflareEnforcer {
         self.s.zone_id.as_deref().unwrap_or_default()
     }
 
-    /// List mode: finds or creates the list, and the zone rule that blocks it.
+    /// List mode: the list's id, finding or creating the list and its rule when not known.
     pub(crate) fn ensure_list(&mut self) -> Result<String, CallError> {
-        if let Some(id) = &self.list_id {
-            return Ok(id.clone());
+        match &self.list_id {
+            Some(id) => Ok(id.clone()),
+            None => self.check_list_and_rule(),
         }
+    }
+
+    /// List mode: finds the list and the zone rule that blocks it, creating what is missing.
+    /// Without either, the bans block nothing and nothing says so: one that was in place and
+    /// is gone (someone deleted it) is restored, logged as an error and counted in `repairs`.
+    /// A list created again is empty: what moat held is forgotten, and the converge that
+    /// follows places every ban again.
+    fn check_list_and_rule(&mut self) -> Result<String, CallError> {
         let path = format!("/accounts/{}/rules/lists", self.account());
         let lists = self.api.result("GET", &path, None)?;
         let found = lists
@@ -235,23 +259,51 @@ impl CloudflareEnforcer {
             .flatten()
             .find(|l| l["name"] == self.s.list.as_str())
             .and_then(|l| l["id"].as_str().map(String::from));
+        let had = self.list_id.take();
+        let existed = found.is_some();
         let id = match found {
-            Some(id) => id,
+            Some(id) => {
+                if let Some(old) = had.filter(|old| *old != id) {
+                    self.repairs += 1;
+                    tracing::error!(list = %self.s.list, %old, new = %id,
+                        "the Cloudflare IP list was replaced by another of the same name: \
+                         moat's bans are placed in it again");
+                    self.forget();
+                }
+                id
+            }
             None => {
                 let body = json!({"name": self.s.list, "kind": "ip",
                                   "description": "Bans placed by moat; items are managed by moat"});
                 let l = self.api.result("POST", &path, Some(&body))?;
-                tracing::info!(list = %self.s.list, "created the Cloudflare IP list");
+                if self.in_place {
+                    self.repairs += 1;
+                    tracing::error!(list = %self.s.list,
+                        "the Cloudflare IP list was deleted: its bans blocked nothing; \
+                         created it again, and every ban is placed in it again");
+                    self.forget();
+                } else {
+                    tracing::info!(list = %self.s.list, "created the Cloudflare IP list");
+                }
                 l["id"].as_str().unwrap_or_default().to_string()
             }
         };
-        self.ensure_rule()?;
+        // A list that was there already should have its rule; a new one has none yet.
+        self.ensure_rule(self.in_place || existed)?;
         self.list_id = Some(id.clone());
+        self.in_place = true;
         Ok(id)
     }
 
+    /// Forgets what moat held in the list (it is gone): the next read starts afresh.
+    fn forget(&mut self) {
+        self.remote.clear();
+        self.known = false;
+    }
+
     /// The custom rule `ip.src in $LIST` in the zone's entry point ruleset; other rules stay.
-    fn ensure_rule(&mut self) -> Result<(), CallError> {
+    /// `expected`: the rule should be there, so its absence is a repair.
+    fn ensure_rule(&mut self, expected: bool) -> Result<(), CallError> {
         let expression = format!("ip.src in ${}", self.s.list);
         let rule = json!({"description": "moat: block the clients moat banned",
                           "expression": expression, "action": self.s.action, "enabled": true});
@@ -259,28 +311,54 @@ impl CloudflareEnforcer {
             "/zones/{}/rulesets/phases/http_request_firewall_custom/entrypoint",
             self.zone()
         );
-        match self.api.result("GET", &entry, None) {
+        let done = match self.api.result("GET", &entry, None) {
             Ok(rs) => {
-                let has = rs["rules"]
+                let ours = rs["rules"]
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .any(|r| r["expression"] == expression.as_str());
-                if !has {
-                    let id = rs["id"].as_str().unwrap_or_default().to_string();
-                    let path = format!("/zones/{}/rulesets/{id}/rules", self.zone());
-                    self.api.result("POST", &path, Some(&rule))?;
-                    tracing::info!("added the blocking rule to the zone's custom rules");
+                    .find(|r| r["expression"] == expression.as_str());
+                if let Some(r) = ours {
+                    // Disabled by hand, perhaps on purpose: said loudly, not overridden.
+                    self.rule_disabled = r["enabled"] == Value::Bool(false);
+                    if self.rule_disabled {
+                        tracing::error!(rule = %expression,
+                            "the blocking rule is disabled in the zone's custom rules: moat's \
+                             bans block nothing until it is enabled again");
+                    }
+                    return Ok(());
                 }
-                Ok(())
+                let id = rs["id"].as_str().unwrap_or_default().to_string();
+                let path = format!("/zones/{}/rulesets/{id}/rules", self.zone());
+                self.api.result("POST", &path, Some(&rule))?;
+                "added the blocking rule to the zone's custom rules"
             }
             Err(CallError::Api { status: 404, .. }) => {
                 self.api
                     .result("PUT", &entry, Some(&json!({"rules": [rule]})))?;
-                tracing::info!("created the zone's custom rules with the blocking rule");
-                Ok(())
+                "created the zone's custom rules with the blocking rule"
             }
-            Err(e) => Err(e),
+            Err(e) => return Err(e),
+        };
+        self.rule_disabled = false;
+        if expected {
+            self.repairs += 1;
+            tracing::error!(rule = %expression,
+                "the blocking rule was deleted, so moat's bans blocked nothing: {done} again");
+        } else {
+            tracing::info!(rule = %expression, "{done}");
+        }
+        Ok(())
+    }
+
+    /// After a call on the list failed: a 404 says the list is gone (deleted behind moat's
+    /// back). It is looked for again at the next call, and the reconcile that restores it
+    /// with every ban is due now rather than in `reconcile_every`.
+    fn note_list_error(&mut self, e: &CallError) {
+        if matches!(e, CallError::Api { status: 404, .. }) && self.list_id.is_some() {
+            tracing::warn!(list = %self.s.list, "Cloudflare does not find the IP list: {e}");
+            self.list_id = None;
+            self.last_reconcile = None;
         }
     }
 
@@ -392,7 +470,8 @@ impl CloudflareEnforcer {
         let entries = match self.s.mode {
             Mode::List => {
                 let list = self.ensure_list()?;
-                self.read_list(&list)?
+                self.read_list(&list)
+                    .inspect_err(|e| self.note_list_error(e))?
             }
             Mode::AccessRules => self.read_rules(None)?,
         };
@@ -558,6 +637,7 @@ impl CloudflareEnforcer {
         }
         if !gone.is_empty() {
             if let Err(e) = self.delete_items(&list, &gone) {
+                self.note_list_error(&e);
                 let idx: Vec<usize> = gone.iter().flat_map(|g| g.1.clone()).collect();
                 failed.extend(fail_all(idx, &e));
             }
@@ -577,6 +657,7 @@ impl CloudflareEnforcer {
             let refused = match self.place(&list, chunk) {
                 Ok(r) => r,
                 Err(e) => {
+                    self.note_list_error(&e);
                     let idx = chunk
                         .iter()
                         .flat_map(|(a, _)| add_index.get(a).cloned().unwrap_or_default());
@@ -933,18 +1014,24 @@ impl Enforcer for CloudflareEnforcer {
         let due = self
             .last_reconcile
             .is_none_or(|t| t.elapsed() >= self.s.reconcile_every);
-        if due {
-            self.reconciles += 1;
-            // Converging reads Cloudflare's state afresh; whether that works or not, the next
-            // look is a period away (retries of failed changes go on meanwhile).
-            self.known = false;
-            self.last_reconcile = Some(Instant::now());
+        if !due {
+            return Ok(true);
         }
-        Ok(!due)
+        self.reconciles += 1;
+        // Converging reads Cloudflare's state afresh; whether that works or not, the next
+        // look is a period away (retries of failed changes go on meanwhile).
+        self.known = false;
+        self.last_reconcile = Some(Instant::now());
+        if self.s.mode == Mode::List {
+            // The list and its rule are what make the bans block, and either can be deleted
+            // behind moat's back.
+            self.check_list_and_rule().map_err(|e| e.to_string())?;
+        }
+        Ok(false)
     }
 
     fn repairs(&self) -> u64 {
-        0
+        self.repairs
     }
 
     fn remark(&self) -> Option<String> {
@@ -953,6 +1040,9 @@ impl Enforcer for CloudflareEnforcer {
             self.api.counters.requests,
             self.remote.len()
         );
+        if self.rule_disabled {
+            r.push_str("; the blocking rule is DISABLED at Cloudflare: the bans block nothing");
+        }
         if !self.refused.is_empty() {
             r.push_str(&format!(
                 "; {} bans NOT placed (capacity {}, keep {:?}, or refused: see the log)",

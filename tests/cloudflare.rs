@@ -299,6 +299,155 @@ fn a_list_deleted_between_reconciles_is_restored_at_the_next_ban() {
     });
 }
 
+/// The item moat's list holds for `ip`: its id and comment.
+fn item(fake: &Fake, ip: &str) -> Option<(String, String)> {
+    let st = fake.state.lock().unwrap();
+    st.lists
+        .values()
+        .flat_map(|l| l.items.values())
+        .find(|i| i.ip == ip)
+        .map(|i| (i.id.clone(), i.comment.clone()))
+}
+
+fn remark(d: &Daemon) -> String {
+    d.json(&["status", "--json"])["enforcers"][0]["remark"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Puts an item of the admin's in moat's list.
+fn admins_item(fake: &Fake, id: &str, ip: &str, comment: &str) {
+    let mut st = fake.state.lock().unwrap();
+    let list: &mut List = st.lists.values_mut().next().unwrap();
+    list.items.insert(
+        id.into(),
+        Item {
+            id: id.into(),
+            ip: ip.into(),
+            comment: comment.into(),
+        },
+    );
+}
+
+const HELD_BY_OTHERS: &str = "1 bans held by an item moat did not create";
+
+#[test]
+fn items_moat_did_not_create_are_never_changed_or_deleted() {
+    let fake = Fake::start(Options::default());
+    fake.token("good-token", &[LISTS_EDIT, WAF_EDIT]);
+    let tmp = tempfile::tempdir().unwrap();
+    config(tmp.path(), &fake, "");
+    let d = Daemon::start(tmp.path());
+    d.json(&["ban", "203.0.113.150", "--for", "1h", "--json"]);
+    eventually(10, "the list is made", &d, || {
+        item(&fake, "203.0.113.150").is_some()
+    });
+    // The admin puts an address of their own in moat's list, after moat read it; moat bans
+    // that address too: the admin's item holds the ban, and stays as it is.
+    admins_item(&fake, "admins", "203.0.113.151", "added by the admin");
+    let admins = Some(("admins".to_string(), "added by the admin".to_string()));
+    d.json(&["ban", "203.0.113.151", "--for", "1h", "--json"]);
+    d.json(&["ban", "203.0.113.152", "--for", "1h", "--json"]);
+    eventually(10, "the next ban is placed", &d, || {
+        item(&fake, "203.0.113.152").is_some()
+    });
+    assert_eq!(item(&fake, "203.0.113.151"), admins);
+    eventually(
+        5,
+        "status counts the ban held by the admin's item",
+        &d,
+        || remark(&d).contains(HELD_BY_OTHERS),
+    );
+    // The unban deletes moat's item only.
+    d.json(&["unban", "203.0.113.151", "--json"]);
+    d.json(&["unban", "203.0.113.152", "--json"]);
+    eventually(10, "moat's item is deleted", &d, || {
+        item(&fake, "203.0.113.152").is_none()
+    });
+    assert_eq!(item(&fake, "203.0.113.151"), admins);
+    eventually(5, "no ban is held by the admin's item now", &d, || {
+        !remark(&d).contains("held by an item")
+    });
+    // An item moat placed (its id read back at a restart) that the admin then took over, by
+    // rewriting its comment, is the admin's: the unban leaves it.
+    d.json(&["ban", "203.0.113.153", "--for", "1h", "--json"]);
+    eventually(10, "placed", &d, || item(&fake, "203.0.113.153").is_some());
+    d.stop();
+    let d = Daemon::start(tmp.path());
+    eventually(10, "moat read its items back", &d, || {
+        remark(&d).contains("2 entries at Cloudflare")
+    });
+    {
+        let mut st = fake.state.lock().unwrap();
+        let list: &mut List = st.lists.values_mut().next().unwrap();
+        let i = list
+            .items
+            .values_mut()
+            .find(|i| i.ip == "203.0.113.153")
+            .unwrap();
+        i.comment = "kept by the admin".into();
+    }
+    d.json(&["unban", "203.0.113.153", "--json"]);
+    d.json(&["ban", "203.0.113.154", "--for", "1h", "--json"]);
+    eventually(10, "the next ban is placed", &d, || {
+        item(&fake, "203.0.113.154").is_some()
+    });
+    assert_eq!(
+        item(&fake, "203.0.113.153").map(|i| i.1).as_deref(),
+        Some("kept by the admin"),
+        "{}",
+        d.log()
+    );
+    let st = fake.state.lock().unwrap();
+    assert!(
+        !st.requests
+            .iter()
+            .any(|r| r.starts_with("PUT") && r.contains("/items")),
+        "{:?}",
+        st.requests
+    );
+}
+
+#[test]
+fn reconcile_leaves_items_moat_did_not_create_and_takes_over_when_they_go() {
+    let fake = Fake::start(Options::default());
+    fake.token("good-token", &[LISTS_EDIT, WAF_EDIT]);
+    let tmp = tempfile::tempdir().unwrap();
+    config(tmp.path(), &fake, "reconcile = \"2s\"\n");
+    let d = Daemon::start(tmp.path());
+    d.json(&["ban", "203.0.113.160", "--for", "1h", "--json"]);
+    eventually(10, "the list is made", &d, || {
+        item(&fake, "203.0.113.160").is_some()
+    });
+    admins_item(&fake, "admins", "203.0.113.161", "added by the admin");
+    let admins = Some(("admins".to_string(), "added by the admin".to_string()));
+    d.json(&["ban", "203.0.113.161", "--for", "1h", "--json"]);
+    eventually(5, "held by the admin's item", &d, || {
+        remark(&d).contains(HELD_BY_OTHERS)
+    });
+    // Reconciles, every 2 s, leave it as it is and go on counting it.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(item(&fake, "203.0.113.161"), admins);
+    assert!(remark(&d).contains(HELD_BY_OTHERS), "{}", remark(&d));
+    // The admin's item goes while moat's ban stands: moat places its own.
+    fake.state
+        .lock()
+        .unwrap()
+        .lists
+        .values_mut()
+        .next()
+        .unwrap()
+        .items
+        .remove("admins");
+    eventually(15, "moat's own item takes over", &d, || {
+        item(&fake, "203.0.113.161").is_some_and(|i| i.1.starts_with("moat manual 203.0.113.161 "))
+    });
+    eventually(5, "no ban is held by another's item now", &d, || {
+        !remark(&d).contains("held by an item")
+    });
+}
+
 #[test]
 fn an_outage_and_a_restart_with_changes_pending_lose_nothing() {
     let fake = Fake::start(Options::default());
@@ -420,6 +569,12 @@ fn access_rules_mode_adopts_duplicates_and_deletes_only_its_own() {
         && m == "managed_challenge"
         && n.starts_with("moat manual 203.0.113.61")));
     assert!(r.iter().any(|(v, ..)| v == "2001:db8:5::/64"), "{r:?}");
+    eventually(
+        5,
+        "status counts the ban the admin's rule holds",
+        &d,
+        || remark(&d).contains("1 bans held by a rule moat did not create"),
+    );
     // Unbanning: moat's rule goes; the admin's rule (a duplicate moat adopted) stays.
     d.json(&["unban", "203.0.113.61", "--json"]);
     d.json(&["unban", "203.0.113.60", "--json"]);

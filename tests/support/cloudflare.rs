@@ -1,7 +1,7 @@
 //! A stateful fake of the parts of Cloudflare's API v4 moat uses, on loopback, written from
 //! Cloudflare's documentation and the behaviour other clients met (shared/reference/
-//! cloudflare-api.md): the response envelope; Bearer tokens with permissions and the legacy
-//! global key; account IP lists with asynchronous bulk operations, cursor pagination and the
+//! cloudflare-api.md): the response envelope; Bearer tokens with permission groups, checked
+//! per endpoint as Cloudflare documents them, and the legacy global key; account IP lists with asynchronous bulk operations, cursor pagination and the
 //! 10,000-item account capacity; the zone's custom-rules entry point; IP Access Rules at
 //! zone, account and user level with filters, pagination and the duplicate error 10009; token
 //! verification; the rate limit (a sliding window per credential, then a lockout answered

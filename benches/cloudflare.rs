@@ -74,7 +74,7 @@ fn main() {
     };
 
     let f = fake::Fake::start(options.clone());
-    f.token("bench", &["lists", "waf"]);
+    f.token("bench", &[fake::LISTS_EDIT, fake::WAF_EDIT]);
     let mut cf = enforcer(&f, Mode::List);
     let batch = bans(n);
     let t = Instant::now();
@@ -96,7 +96,7 @@ fn main() {
     );
 
     let f = fake::Fake::start(options);
-    f.token("bench", &["zone-firewall"]);
+    f.token("bench", &[fake::ZONE_FIREWALL_EDIT]);
     let mut cf = enforcer(&f, Mode::AccessRules);
     let batch = bans(rule_bans);
     let t = Instant::now();

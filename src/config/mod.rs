@@ -238,10 +238,12 @@ impl Config {
             }
             jail.table.sources = Some(jail.sources.clone());
         }
-        for p in [&mut config.daemon.state_dir, &mut config.daemon.socket]
-            .into_iter()
-            .flatten()
-        {
+        // So are the other paths (systemd starts moat in `/`).
+        let mut paths = vec![&mut config.daemon.state_dir, &mut config.daemon.socket];
+        if let Some(cf) = config.enforce.cloudflare.as_mut() {
+            paths.extend([&mut cf.token_file, &mut cf.key_file]);
+        }
+        for p in paths.into_iter().flatten() {
             if p.is_relative() {
                 *p = dir.join(&*p);
             }
@@ -582,6 +584,43 @@ maxretry = 3
         assert!(
             e.starts_with("moat.toml:1:") && e.contains("no filter"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_configuration_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("moat.toml");
+        let text = "[daemon]\nstate_dir = \"state\"\n\n[enforce]\nuse = [\"cloudflare\"]\n\n\
+                    [enforce.cloudflare]\ntoken_file = \"cf.token\"\naccount_id = \"a\"\n\
+                    zone_id = \"z\"\n\n[jails.x]\nfilter = \"sshd\"\nsources = [\"auth.log\"]\n";
+        std::fs::write(&path, text).unwrap();
+        let c = Config::load(&path).unwrap();
+        let cf = c.enforce.cloudflare.as_ref().unwrap();
+        assert_eq!(
+            cf.token_file.as_deref(),
+            Some(&*tmp.path().join("cf.token"))
+        );
+        assert_eq!(
+            c.daemon.state_dir.as_deref(),
+            Some(&*tmp.path().join("state"))
+        );
+        assert_eq!(
+            c.jails[0].sources,
+            [tmp.path().join("auth.log").display().to_string()]
+        );
+        // The global key's file too; an absolute path stays as written.
+        let text = text.replace(
+            "token_file = \"cf.token\"",
+            "email = \"admin@example.com\"\nkey_file = \"cf.key\"",
+        );
+        std::fs::write(&path, text.replace("\"state\"", "\"/var/lib/moat\"")).unwrap();
+        let c = Config::load(&path).unwrap();
+        let cf = c.enforce.cloudflare.as_ref().unwrap();
+        assert_eq!(cf.key_file.as_deref(), Some(&*tmp.path().join("cf.key")));
+        assert_eq!(
+            c.daemon.state_dir.as_deref(),
+            Some(Path::new("/var/lib/moat"))
         );
     }
 

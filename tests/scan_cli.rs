@@ -443,3 +443,53 @@ fn docker_json_file_logs_give_the_same_bans() {
         .unwrap();
     assert_eq!(bans(&json(&out)), portainer_bans());
 }
+
+/// Terminal escapes (ESC ] OSC sequences, CSI, C1) and carriage returns an attacker wrote in a
+/// log line reach the terminal as visible escapes, never raw: in the lines no jail matched and
+/// in the examples of matching lines whose time could not be read.
+#[test]
+fn control_characters_in_lines_reach_the_terminal_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hostile.log");
+    std::fs::write(
+        &path,
+        "203.0.113.9 login failed \u{1b}]0;owned\u{7}\u{1b}]8;;http://203.0.113.1/\u{1b}\\link\r198.51.100.1 ok\n\
+         GET /\u{1b}[2J\u{9b}31m not matched\r\n",
+    )
+    .unwrap();
+    let out = run(&[
+        "scan",
+        "--regex",
+        "^<HOST> login failed",
+        "--time",
+        "iso8601",
+        "--show-missed",
+        "--no-progress",
+        path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !text.contains(['\u{1b}', '\r', '\u{7}', '\u{9b}']),
+        "{text:?}"
+    );
+    assert!(
+        text.contains(r"203.0.113.9 login failed \x1b]0;owned\x07\x1b]8;;http://203.0.113.1/\x1b\link\r198.51.100.1 ok"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r"GET /\x1b[2J\u{9b}31m not matched"),
+        "{text}"
+    );
+
+    // `filters test` prints the lines it is given the same way.
+    let out = run(&[
+        "filters",
+        "test",
+        "portainer",
+        "203.0.113.9 - - [26/Oct/2022:20:55:11 +0200] \"POST /api/auth\u{1b}]0;x\u{7} HTTP/2.0\" 422 59 \"-\" \"-\"",
+    ]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains(['\u{1b}', '\u{7}']), "{text:?}");
+    assert!(text.contains(r"/api/auth\x1b]0;x\x07 HTTP"), "{text}");
+}

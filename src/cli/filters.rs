@@ -12,6 +12,7 @@ use super::EXIT_FINDINGS;
 use crate::config::Config;
 use crate::detect::lint::lint;
 use crate::detect::{library, Filter, FilterSpec, TimeContext, Verdict};
+use crate::terminal::visible;
 
 #[derive(Subcommand, Debug)]
 pub enum FiltersCommand {
@@ -97,7 +98,7 @@ pub fn run(cmd: FiltersCommand) -> anyhow::Result<ExitCode> {
             for (label, spec) in &targets {
                 for w in lint(spec) {
                     findings += 1;
-                    println!("{label}: {}: {}", w.rule, w.message);
+                    println!("{}: {}: {}", visible(label), w.rule, visible(&w.message));
                 }
             }
             if findings == 0 {
@@ -147,7 +148,7 @@ fn test_lines(filter: &Filter, lines: &[String]) -> anyhow::Result<ExitCode> {
     for line in lines {
         let v = filter.check(line.as_bytes(), &ctx);
         failures += usize::from(matches!(v, Verdict::Failure(_)));
-        println!("{}\n  -> {}", line, v);
+        println!("{}\n  -> {}", visible(line), v);
     }
     // Like grep: success when something matched.
     Ok(if failures > 0 {
@@ -163,7 +164,7 @@ fn test_samples(label: &str, spec: &FilterSpec, filter: &Filter) -> anyhow::Resu
     }
     let problems = library::check_samples(spec, filter);
     for p in &problems {
-        println!("FAIL {p}");
+        println!("FAIL {}", visible(p));
     }
     println!(
         "{label}: {} of {} samples as expected",

@@ -493,3 +493,44 @@ fn control_characters_in_lines_reach_the_terminal_escaped() {
     assert!(!text.contains(['\u{1b}', '\u{7}']), "{text:?}");
     assert!(text.contains(r"/api/auth\x1b]0;x\x07 HTTP"), "{text}");
 }
+/// `moat filters test --file FILE LINE...`, as docs/cli.md writes it: a filter file of one's
+/// own, then the lines.
+#[test]
+fn filters_test_takes_a_file_then_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("mine.toml");
+    std::fs::write(&f, "failregex = ['^<HOST> login failed']\n").unwrap();
+    let f = f.to_str().unwrap();
+    let out = run(&[
+        "filters",
+        "test",
+        "--file",
+        f,
+        "203.0.113.9 login failed at 2026-03-28T10:00:00Z",
+        "198.51.100.1 login ok at 2026-03-28T10:00:01Z",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("failure: client 203.0.113.9 at 2026-03-28T10:00:00Z"),
+        "{text}"
+    );
+    assert!(text.contains("no match"), "{text}");
+    // The line may also come first.
+    let out = run(&[
+        "filters",
+        "test",
+        "203.0.113.9 login failed at 2026-03-28T10:00:00Z",
+        "--file",
+        f,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    // A file without samples and no line: says so.
+    let out = run(&["filters", "test", "--file", f]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no samples"));
+}

@@ -21,14 +21,18 @@ pub enum FiltersCommand {
     /// Print a built-in filter's definition, samples included.
     Show { name: String },
     /// Run a filter on the given lines, or on its own samples when no line is given.
+    #[command(override_usage = "moat filters test NAME [LINE]...\n       \
+                                moat filters test --file FILE [LINE]...")]
     Test {
-        /// A built-in filter name (or use --file).
-        #[arg(required_unless_present = "file")]
+        /// A built-in filter name; with --file, the first line to try.
+        #[arg(required_unless_present = "file", value_name = "NAME")]
         name: Option<String>,
-        /// A filter definition file (TOML, the format of `moat filters show`).
-        #[arg(long, conflicts_with = "name")]
+        /// A filter definition file (TOML, the format of `moat filters show`) instead of a
+        /// built-in filter.
+        #[arg(long)]
         file: Option<PathBuf>,
         /// Lines to try.
+        #[arg(value_name = "LINE")]
         lines: Vec<String>,
     },
     /// Warn about patterns that let attacker-controlled text choose the client.
@@ -62,7 +66,19 @@ pub fn run(cmd: FiltersCommand) -> anyhow::Result<ExitCode> {
             print!("{}", library::source(&name).ok_or_else(|| unknown(&name))?);
             Ok(ExitCode::SUCCESS)
         }
-        FiltersCommand::Test { name, file, lines } => {
+        FiltersCommand::Test {
+            name,
+            file,
+            mut lines,
+        } => {
+            // With a file there is no name: the first positional argument is a line.
+            let name = match (&file, name) {
+                (Some(_), Some(first)) => {
+                    lines.insert(0, first);
+                    None
+                }
+                (_, name) => name,
+            };
             let (label, spec) = load(name, file)?;
             let filter = Filter::compile(&spec).with_context(|| format!("filter {label}"))?;
             if lines.is_empty() {

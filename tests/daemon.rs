@@ -1256,3 +1256,49 @@ fn an_unusable_state_directory_still_protects() {
     assert!(s["warnings"].to_string().contains("in memory"), "{s:#}");
     d.stop();
 }
+
+/// Hand-made bans live in the jail `manual`, which `unban --jail` accepts; and what a client
+/// wrote (a reason with terminal escapes and a carriage return) is shown escaped, never
+/// interpreted by the terminal.
+#[test]
+fn the_manual_jail_and_hostile_reasons() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_config(
+        dir,
+        "[jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\n",
+    );
+    let d = Daemon::start(dir);
+    let hostile = "\u{1b}]0;owned\u{7}\u{1b}[2J\rfake\u{9b}31m";
+    let out = d.moat(&["ban", "203.0.113.90", "--reason", hostile]);
+    assert!(out.status.success(), "{out:?}");
+    for args in [&["bans"][..], &["bans", "--history"], &["status", "manual"]] {
+        let out = d.moat(args);
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            !text.contains(['\u{1b}', '\r', '\u{7}', '\u{9b}']),
+            "{args:?}: {text:?}"
+        );
+        if args[0] == "bans" {
+            assert!(
+                text.contains(r"\x1b]0;owned\x07\x1b[2J\rfake\u{9b}31m"),
+                "{args:?}: {text}"
+            );
+        }
+    }
+    // JSON keeps the text as it is (JSON escapes it).
+    let bans = d.json(&["bans", "--json"]);
+    assert_eq!(bans["active"][0]["reason"], hostile);
+
+    let out = d.moat(&["unban", "203.0.113.90", "--jail", "manual"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Unbanned 203.0.113.90 (jail manual)"));
+    let out = d.moat(&["unban", "203.0.113.90", "--jail", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    d.stop();
+}

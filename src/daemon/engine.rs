@@ -666,7 +666,8 @@ impl Engine {
             },
             Request::Unban { target, all, jail } => {
                 if let Some(j) = &jail {
-                    if !self.jails.iter().any(|r| &r.config.name == j) {
+                    // `manual` holds the bans made by hand without `--jail`.
+                    if j != MANUAL_JAIL && !self.jails.iter().any(|r| &r.config.name == j) {
                         return Reply::err(format!("no jail named {j:?}"));
                     }
                 }
@@ -767,7 +768,7 @@ impl Engine {
 
     fn status(&self, only: Option<&str>) -> Result<Status, String> {
         if let Some(name) = only {
-            if !self.jails.iter().any(|j| j.config.name == name) {
+            if name != MANUAL_JAIL && !self.jails.iter().any(|j| j.config.name == name) {
                 let names: Vec<&str> = self.jails.iter().map(|j| j.config.name.as_str()).collect();
                 return Err(format!(
                     "no jail named {name:?}; the jails are: {}",
@@ -814,7 +815,7 @@ impl Engine {
                 .filter(|a| !self.jails.iter().any(|j| j.config.name == a.ban.jail))
                 .map(|a| active_view(&a.ban))
                 .collect();
-            if !manual.is_empty() {
+            if !manual.is_empty() || only == Some(MANUAL_JAIL) {
                 jails.push(JailStatus {
                     name: MANUAL_JAIL.into(),
                     filter: "-".into(),

@@ -520,6 +520,7 @@ fn plan_and_status_end_quietly_when_the_reader_goes() {
         );
     }
 }
+
 /// `moat ports confirm` with nothing to confirm fails like every other command's error.
 #[test]
 fn confirm_without_a_pending_apply_is_an_error() {

@@ -493,6 +493,7 @@ fn control_characters_in_lines_reach_the_terminal_escaped() {
     assert!(!text.contains(['\u{1b}', '\u{7}']), "{text:?}");
     assert!(text.contains(r"/api/auth\x1b]0;x\x07 HTTP"), "{text}");
 }
+
 /// `moat filters test --file FILE LINE...`, as docs/cli.md writes it: a filter file of one's
 /// own, then the lines.
 #[test]
@@ -533,4 +534,67 @@ fn filters_test_takes_a_file_then_lines() {
     let out = run(&["filters", "test", "--file", f]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no samples"));
+}
+
+/// Values the old validation let through and that then broke quietly: each is refused at its
+/// line and column, saying why.
+#[test]
+fn config_values_that_would_break_are_refused_at_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &str, &str)] = &[
+        ("findtime = 9223372036854775807", ":3:12:", "longer than"),
+        ("findtime = \"99999w\"", ":3:12:", "longer than"),
+        ("bantime = 9223372036854775807", ":3:11:", "longer than"),
+        ("time = \"%Q\"", ":3:8:", "%Q"),
+        ("time = \"%H:%M:%S\"", ":3:8:", "date"),
+        ("ipv6_prefix = 8", ":3:15:", "32"),
+        ("max_clients = 0", ":3:15:", "at least 16"),
+        ("max_clients = 10", ":3:15:", "at least 16"),
+    ];
+    for (line, at, why) in cases {
+        let cfg = write_config(
+            dir.path(),
+            &format!("[jails.x]\nfilter = \"portainer\"\n{line}\n"),
+        );
+        let out = run(&["check-config", "-c", cfg.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{line}: {err}");
+        assert!(
+            err.contains(&format!("moat.toml{at}")) && err.contains(why),
+            "{line}: {err}"
+        );
+    }
+    // A shell behind a wrapper, or with -c folded into other flags, is still a shell.
+    for argv in [
+        r#"["/usr/bin/env", "sh", "-c", "echo {ip}"]"#,
+        r#"["/bin/sh", "-ec", "echo {ip}"]"#,
+        r#"["/usr/bin/env", "-i", "/bin/bash", "-xc", "echo {ip}"]"#,
+        r#"["/bin/busybox", "sh", "-c", "echo {ip}"]"#,
+        r#"["/usr/bin/sudo", "-u", "nobody", "dash", "-c", "echo {ip}"]"#,
+        r#"["/usr/bin/timeout", "5", "/bin/zsh", "-c", "echo {ip}"]"#,
+    ] {
+        let cfg = write_config(
+            dir.path(),
+            &format!("[enforce]\nuse = [\"exec\"]\n\n[enforce.exec]\nban = {argv}\n"),
+        );
+        let out = run(&["check-config", "-c", cfg.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{argv}: {err}");
+        assert!(
+            err.contains("moat.toml:5:7:") && err.contains("shell"),
+            "{argv}: {err}"
+        );
+    }
+    // scan's flag agrees with the configuration (and with the daemon, which refuses to ban
+    // an IPv6 network wider than /32).
+    let out = run(&[
+        "scan",
+        "--filter",
+        "portainer",
+        "--ipv6-prefix",
+        "8",
+        "/dev/null",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("32"));
 }

@@ -1257,6 +1257,54 @@ fn an_unusable_state_directory_still_protects() {
     d.stop();
 }
 
+/// A regular file where the socket should be is somebody's data: moat refuses to start and
+/// leaves it alone.
+#[test]
+fn a_file_at_the_socket_path_is_refused_not_deleted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_config(
+        dir,
+        "[jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\n",
+    );
+    std::fs::create_dir_all(dir.join("run")).unwrap();
+    let sock = dir.join("run/moat.sock");
+    std::fs::write(&sock, "precious\n").unwrap();
+    let mut child = Command::new(MOAT)
+        .args(["run", "-c"])
+        .arg(dir.join("moat.toml"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    use std::io::Read;
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    assert_eq!(
+        std::fs::read_to_string(&sock).ok().as_deref(),
+        Some("precious\n"),
+        "the file is kept: {err}"
+    );
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{err}");
+    assert!(
+        err.contains("moat: error:") && err.contains("not a socket"),
+        "{err}"
+    );
+}
+
 /// Hand-made bans live in the jail `manual`, which `unban --jail` accepts; and what a client
 /// wrote (a reason with terminal escapes and a carriage return) is shown escaped, never
 /// interpreted by the terminal.

@@ -1305,6 +1305,53 @@ fn a_file_at_the_socket_path_is_refused_not_deleted() {
     );
 }
 
+/// A source moat may not read is an error in `moat status` and the log, not a file that is
+/// not there yet.
+#[test]
+fn an_unreadable_source_is_an_error() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_config(
+        dir,
+        "[jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\n",
+    );
+    let log = dir.join("access.log");
+    append(&log, &failure("203.0.113.80"));
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o000)).unwrap();
+    // Root reads every file; without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH it is held to
+    // the file's mode like anyone.
+    let mut cmd = if support::is_root() {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--bounding-set=-dac_override,-dac_read_search",
+            "--inh-caps=-dac_override,-dac_read_search",
+            MOAT,
+        ]);
+        c
+    } else {
+        Command::new(MOAT)
+    };
+    cmd.args(["run", "-c"]).arg(dir.join("moat.toml"));
+    let d = Daemon::start_command(dir, cmd);
+    let s = d.json(&["status", "--json"]);
+    let source = &s["sources"][0];
+    let error = source["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("access.log") && error.to_lowercase().contains("permission denied"),
+        "{s:#}"
+    );
+    let text = String::from_utf8(d.moat(&["status", "portainer"]).stdout).unwrap();
+    assert!(text.contains("error:"), "{text}");
+    assert!(d.log().contains("cannot read"), "{}", d.log());
+    // Readable again: the error goes, and the line is read.
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o644)).unwrap();
+    d.wait_jail("portainer", "the line read", |j| j["total_failed"] == 1);
+    let s = d.json(&["status", "--json"]);
+    assert!(s["sources"][0]["error"].is_null(), "{s:#}");
+    d.stop();
+}
+
 /// Hand-made bans live in the jail `manual`, which `unban --jail` accepts; and what a client
 /// wrote (a reason with terminal escapes and a carriage return) is shown escaped, never
 /// interpreted by the terminal.

@@ -344,6 +344,12 @@ impl Sources {
             let result = f
                 .follower
                 .poll(&mut |block, cursor| out.push((block.to_vec(), cursor)));
+            // A follower with no file open takes a file it cannot open for one not there yet;
+            // one that is there and refuses (permission denied) is an error to show.
+            let result = result.and_then(|notes| match f.follower.cursor() {
+                None => unopenable(&path).map_or(Ok(notes), Err),
+                Some(_) => Ok(notes),
+            });
             match result {
                 Ok(notes) => {
                     if f.error.take().is_some() {
@@ -422,6 +428,14 @@ impl Sources {
             }
         }
         *self.shared.sources.lock().unwrap() = by_source.into_values().collect();
+    }
+}
+
+/// Why a file that exists cannot be opened for reading; `None` when it opens or is absent.
+fn unopenable(path: &Path) -> Option<std::io::Error> {
+    match std::fs::File::open(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Some(e),
+        _ => None,
     }
 }
 

@@ -1257,6 +1257,92 @@ fn an_unusable_state_directory_still_protects() {
     d.stop();
 }
 
+/// The `exec` enforcer across a restart: a ban that ended while moat was stopped gets its
+/// unban command at the next start, a ban still active gets its ban command again (a command
+/// cannot be asked what it holds), and `{until}` is the same text both times: RFC 3339 in UTC
+/// to the second.
+#[test]
+fn exec_across_a_restart_unbans_what_ended_meanwhile() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let calls = dir.join("calls.log");
+    let record = dir.join("record");
+    std::fs::write(
+        &record,
+        format!("#!/bin/sh\necho \"$*\" >> {}\n", calls.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&record, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_config(
+        dir,
+        &format!(
+            "[enforce]\nuse = [\"exec\"]\n\n[enforce.exec]\n\
+             ban = [\"{r}\", \"ban\", \"{{ip}}\", \"{{until}}\"]\n\
+             unban = [\"{r}\", \"unban\", \"{{ip}}\"]\n\n\
+             [jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\n",
+            r = record.display()
+        ),
+    );
+    append(&dir.join("access.log"), "");
+    let lines = || -> Vec<String> {
+        std::fs::read_to_string(&calls)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    let d = Daemon::start(dir);
+    let started = Instant::now();
+    let out = d.moat(&["ban", "203.0.113.70", "--for", "3s"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = d.moat(&["ban", "203.0.113.71", "--for", "1h"]);
+    assert!(out.status.success(), "{out:?}");
+    support::eventually(10, "both ban commands ran", || lines().len() == 2);
+    d.stop();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "stopped before the short ban ended"
+    );
+    std::thread::sleep(Duration::from_secs(4).saturating_sub(started.elapsed()));
+    let d = Daemon::start(dir);
+    support::eventually(10, "the unban of the ban that ended meanwhile", || {
+        lines().iter().any(|l| l == "unban 203.0.113.70")
+    });
+    support::eventually(10, "the active ban applied again", || {
+        lines()
+            .iter()
+            .filter(|l| l.starts_with("ban 203.0.113.71 "))
+            .count()
+            == 2
+    });
+    let calls = lines();
+    let until_of = |ip: &str| -> Vec<String> {
+        calls
+            .iter()
+            .filter_map(|l| l.strip_prefix(&format!("ban {ip} ")).map(String::from))
+            .collect()
+    };
+    let again = until_of("203.0.113.71");
+    assert_eq!(again[0], again[1], "{calls:?}");
+    for until in again.iter().chain(&until_of("203.0.113.70")) {
+        let t: jiff::Timestamp = until.parse().unwrap();
+        assert_eq!(t.subsec_nanosecond(), 0, "{until}");
+        assert!(
+            until.len() == 20 && until.ends_with('Z'),
+            "RFC 3339, UTC, to the second: {until}"
+        );
+    }
+    assert_eq!(
+        calls.iter().filter(|l| l.starts_with("unban ")).count(),
+        1,
+        "only the ended ban is lifted: {calls:?}"
+    );
+    let bans = d.json(&["bans", "--json"]);
+    assert_eq!(bans["active"].as_array().unwrap().len(), 1, "{bans:#}");
+    d.stop();
+}
+
 /// A regular file where the socket should be is somebody's data: moat refuses to start and
 /// leaves it alone.
 #[test]

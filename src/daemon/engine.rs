@@ -273,7 +273,8 @@ impl Engine {
     }
 
     /// Reads the active bans, closes those that ended while moat was stopped, holds the rest
-    /// in their jails' windows and sends them to every enforcer as one reconciliation.
+    /// in their jails' windows and sends them to every enforcer as one reconciliation; then
+    /// the ended ones go to the enforcers as unbans.
     fn load_active(&mut self) {
         let now = Timestamp::now();
         let started = Instant::now();
@@ -289,9 +290,18 @@ impl Engine {
         let read = started.elapsed();
         self.active.reserve(records.len());
         let mut expired = Vec::new();
+        let mut ended_keys: Vec<(String, Key)> = Vec::new();
         for r in records {
             if r.until.is_some_and(|u| u <= now) {
                 expired.push(r.id);
+                let ports = self.ports_of(&r.jail);
+                ended_keys.push((
+                    r.jail,
+                    Key {
+                        target: r.target,
+                        ports,
+                    },
+                ));
                 continue;
             }
             let ban = NewBan {
@@ -334,7 +344,13 @@ impl Engine {
             took = ?started.elapsed(),
             "re-applying active bans to every enforcer"
         );
+        // An enforcer that lists what it holds lifts the ended bans in the reconciliation; one
+        // that cannot (`exec`) learns of them only from an unban. A target another active ban
+        // holds on the same ports stays.
+        let held: HashSet<Key> = wanted.iter().map(BanOrder::key).collect();
+        ended_keys.retain(|(_, k)| !held.contains(k));
         self.enforcers.reconcile(wanted);
+        self.enforcers.lift_ended(&ended_keys);
     }
 
     fn wanted(&self) -> Vec<BanOrder> {

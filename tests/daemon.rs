@@ -946,20 +946,48 @@ fn metrics_on_loopback() {
     append(&log, &failure("203.0.113.20"));
     append(&log, "garbage line\n");
     d.wait_jail("portainer", "a ban", |j| j["currently_banned"] == 1);
+    // Loopback is never banned: a refusal, counted.
+    append(&log, &failure("127.0.0.1"));
+    append(&log, &failure("127.0.0.1"));
+    d.wait_jail("portainer", "a refusal", |j| j["refused"] == 1);
     let addr = format!("127.0.0.1:{port}");
     let body = http_get(&addr, "/metrics");
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     for want in [
         "moat_bans_total{jail=\"portainer\"} 1",
-        "moat_matches_total{jail=\"portainer\"} 2",
+        "moat_matches_total{jail=\"portainer\"} 4",
         "moat_active_bans 1",
         "moat_ban_latency_seconds_count 1",
         "moat_enforcer_queue{enforcer=\"log\"} 0",
     ] {
         assert!(body.contains(want), "{want} missing from\n{body}");
     }
-    let lines = format!("moat_lines_read_total{{source=\"{}\"}} 3", log.display());
+    let lines = format!("moat_lines_read_total{{source=\"{}\"}} 5", log.display());
     assert!(body.contains(&lines), "{lines} missing from\n{body}");
+    assert!(
+        body.contains("moat_refused_bans_total{jail=\"portainer\"} 1"),
+        "{body}"
+    );
+    // Every metric served is in docs/daemon.md's list, by the name it is served under.
+    let docs =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/daemon.md"))
+            .unwrap();
+    let listed = &docs[docs.find("## Metrics").unwrap()..];
+    for line in body.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let (name, kind) = rest.split_once(' ').unwrap();
+        let served = if kind == "counter" {
+            format!("{name}_total")
+        } else {
+            name.to_string()
+        };
+        assert!(
+            listed.contains(&format!("`{served}`")) || listed.contains(&format!("`{served}{{")),
+            "{served} is served but not in docs/daemon.md"
+        );
+    }
     assert!(http_get(&addr, "/other").starts_with("HTTP/1.1 404"));
     // A metrics address off loopback is refused with the config error.
     std::fs::write(

@@ -598,3 +598,31 @@ fn config_values_that_would_break_are_refused_at_their_line() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("32"));
 }
+
+/// The configuration docs/daemon.md installs is one for a host: it validates, reads absolute
+/// paths (or the journal), and bans in the kernel.
+#[test]
+fn the_production_example_is_fit_for_a_host() {
+    let path = root().join("examples/production.toml");
+    let out = run(&["check-config", "-c", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let config = moat::config::Config::load(&path).unwrap();
+    assert_eq!(
+        config.enforce.uses,
+        Some(vec![moat::config::daemon::EnforcerName::Kernel])
+    );
+    assert!(!config.jails.is_empty());
+    // As written (loading makes relative paths absolute, beside the file).
+    let table: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+    for (name, jail) in table["jails"].as_table().unwrap() {
+        for s in jail["sources"].as_array().unwrap() {
+            let s = s.as_str().unwrap();
+            assert!(
+                s.starts_with('/') || s.starts_with("journald:"),
+                "{name}: {s}"
+            );
+        }
+    }
+    let daemon_md = std::fs::read_to_string(root().join("docs/daemon.md")).unwrap();
+    assert!(daemon_md.contains("examples/production.toml /etc/moat/moat.toml"));
+}

@@ -12,6 +12,8 @@
 //!   memory. Pure;
 //! - [`config`]: the TOML schema and validation with file:line:column errors;
 //! - [`scan`]: the offline pipeline behind `moat scan` and its report;
+//! - [`terminal`]: text an attacker wrote made safe to print (control characters shown as
+//!   escapes);
 //! - [`cli`]: the subcommands, thin wrappers over the above.
 //!
 //! The daemon (`moat run`), the ledger and the enforcers arrive in later issues and plug into
@@ -27,3 +29,4 @@ pub mod ledger;
 pub mod ports;
 pub mod scan;
 pub mod source;
+pub mod terminal;

@@ -969,20 +969,48 @@ fn metrics_on_loopback() {
     append(&log, &failure("203.0.113.20"));
     append(&log, "garbage line\n");
     d.wait_jail("portainer", "a ban", |j| j["currently_banned"] == 1);
+    // Loopback is never banned: a refusal, counted.
+    append(&log, &failure("127.0.0.1"));
+    append(&log, &failure("127.0.0.1"));
+    d.wait_jail("portainer", "a refusal", |j| j["refused"] == 1);
     let addr = format!("127.0.0.1:{port}");
     let body = http_get(&addr, "/metrics");
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     for want in [
         "moat_bans_total{jail=\"portainer\"} 1",
-        "moat_matches_total{jail=\"portainer\"} 2",
+        "moat_matches_total{jail=\"portainer\"} 4",
         "moat_active_bans 1",
         "moat_ban_latency_seconds_count 1",
         "moat_enforcer_queue{enforcer=\"log\"} 0",
     ] {
         assert!(body.contains(want), "{want} missing from\n{body}");
     }
-    let lines = format!("moat_lines_read_total{{source=\"{}\"}} 3", log.display());
+    let lines = format!("moat_lines_read_total{{source=\"{}\"}} 5", log.display());
     assert!(body.contains(&lines), "{lines} missing from\n{body}");
+    assert!(
+        body.contains("moat_refused_bans_total{jail=\"portainer\"} 1"),
+        "{body}"
+    );
+    // Every metric served is in docs/daemon.md's list, by the name it is served under.
+    let docs =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/daemon.md"))
+            .unwrap();
+    let listed = &docs[docs.find("## Metrics").unwrap()..];
+    for line in body.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let (name, kind) = rest.split_once(' ').unwrap();
+        let served = if kind == "counter" {
+            format!("{name}_total")
+        } else {
+            name.to_string()
+        };
+        assert!(
+            listed.contains(&format!("`{served}`")) || listed.contains(&format!("`{served}{{")),
+            "{served} is served but not in docs/daemon.md"
+        );
+    }
     assert!(http_get(&addr, "/other").starts_with("HTTP/1.1 404"));
     // A metrics address off loopback is refused with the config error.
     std::fs::write(
@@ -1566,5 +1594,232 @@ fn a_file_created_after_start_is_followed_at_once() {
         "{:?}",
         written.elapsed()
     );
+    d.stop();
+}
+
+/// The `exec` enforcer across a restart: a ban that ended while moat was stopped gets its
+/// unban command at the next start, a ban still active gets its ban command again (a command
+/// cannot be asked what it holds), and `{until}` is the same text both times: RFC 3339 in UTC
+/// to the second.
+#[test]
+fn exec_across_a_restart_unbans_what_ended_meanwhile() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let calls = dir.join("calls.log");
+    let record = dir.join("record");
+    std::fs::write(
+        &record,
+        format!("#!/bin/sh\necho \"$*\" >> {}\n", calls.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&record, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_config(
+        dir,
+        &format!(
+            "[enforce]\nuse = [\"exec\"]\n\n[enforce.exec]\n\
+             ban = [\"{r}\", \"ban\", \"{{ip}}\", \"{{until}}\"]\n\
+             unban = [\"{r}\", \"unban\", \"{{ip}}\"]\n\n\
+             [jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\n",
+            r = record.display()
+        ),
+    );
+    append(&dir.join("access.log"), "");
+    let lines = || -> Vec<String> {
+        std::fs::read_to_string(&calls)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    let d = Daemon::start(dir);
+    let started = Instant::now();
+    let out = d.moat(&["ban", "203.0.113.70", "--for", "3s"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = d.moat(&["ban", "203.0.113.71", "--for", "1h"]);
+    assert!(out.status.success(), "{out:?}");
+    support::eventually(10, "both ban commands ran", || lines().len() == 2);
+    d.stop();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "stopped before the short ban ended"
+    );
+    std::thread::sleep(Duration::from_secs(4).saturating_sub(started.elapsed()));
+    let d = Daemon::start(dir);
+    support::eventually(10, "the unban of the ban that ended meanwhile", || {
+        lines().iter().any(|l| l == "unban 203.0.113.70")
+    });
+    support::eventually(10, "the active ban applied again", || {
+        lines()
+            .iter()
+            .filter(|l| l.starts_with("ban 203.0.113.71 "))
+            .count()
+            == 2
+    });
+    let calls = lines();
+    let until_of = |ip: &str| -> Vec<String> {
+        calls
+            .iter()
+            .filter_map(|l| l.strip_prefix(&format!("ban {ip} ")).map(String::from))
+            .collect()
+    };
+    let again = until_of("203.0.113.71");
+    assert_eq!(again[0], again[1], "{calls:?}");
+    for until in again.iter().chain(&until_of("203.0.113.70")) {
+        let t: jiff::Timestamp = until.parse().unwrap();
+        assert_eq!(t.subsec_nanosecond(), 0, "{until}");
+        assert!(
+            until.len() == 20 && until.ends_with('Z'),
+            "RFC 3339, UTC, to the second: {until}"
+        );
+    }
+    assert_eq!(
+        calls.iter().filter(|l| l.starts_with("unban ")).count(),
+        1,
+        "only the ended ban is lifted: {calls:?}"
+    );
+    let bans = d.json(&["bans", "--json"]);
+    assert_eq!(bans["active"].as_array().unwrap().len(), 1, "{bans:#}");
+    d.stop();
+}
+
+/// A regular file where the socket should be is somebody's data: moat refuses to start and
+/// leaves it alone.
+#[test]
+fn a_file_at_the_socket_path_is_refused_not_deleted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_config(
+        dir,
+        "[jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\n",
+    );
+    std::fs::create_dir_all(dir.join("run")).unwrap();
+    let sock = dir.join("run/moat.sock");
+    std::fs::write(&sock, "precious\n").unwrap();
+    let mut child = Command::new(MOAT)
+        .args(["run", "-c"])
+        .arg(dir.join("moat.toml"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    use std::io::Read;
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    assert_eq!(
+        std::fs::read_to_string(&sock).ok().as_deref(),
+        Some("precious\n"),
+        "the file is kept: {err}"
+    );
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{err}");
+    assert!(
+        err.contains("moat: error:") && err.contains("not a socket"),
+        "{err}"
+    );
+}
+
+/// A source moat may not read is an error in `moat status` and the log, not a file that is
+/// not there yet.
+#[test]
+fn an_unreadable_source_is_an_error() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_config(
+        dir,
+        "[jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\n",
+    );
+    let log = dir.join("access.log");
+    append(&log, &failure("203.0.113.80"));
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o000)).unwrap();
+    // Root reads every file; without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH it is held to
+    // the file's mode like anyone.
+    let mut cmd = if support::is_root() {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--bounding-set=-dac_override,-dac_read_search",
+            "--inh-caps=-dac_override,-dac_read_search",
+            MOAT,
+        ]);
+        c
+    } else {
+        Command::new(MOAT)
+    };
+    cmd.args(["run", "-c"]).arg(dir.join("moat.toml"));
+    let d = Daemon::start_command(dir, cmd);
+    let s = d.json(&["status", "--json"]);
+    let source = &s["sources"][0];
+    let error = source["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("access.log") && error.to_lowercase().contains("permission denied"),
+        "{s:#}"
+    );
+    let text = String::from_utf8(d.moat(&["status", "portainer"]).stdout).unwrap();
+    assert!(text.contains("error:"), "{text}");
+    assert!(d.log().contains("cannot read"), "{}", d.log());
+    // Readable again: the error goes, and the line is read.
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o644)).unwrap();
+    d.wait_jail("portainer", "the line read", |j| j["total_failed"] == 1);
+    let s = d.json(&["status", "--json"]);
+    assert!(s["sources"][0]["error"].is_null(), "{s:#}");
+    d.stop();
+}
+
+/// Hand-made bans live in the jail `manual`, which `unban --jail` accepts; and what a client
+/// wrote (a reason with terminal escapes and a carriage return) is shown escaped, never
+/// interpreted by the terminal.
+#[test]
+fn the_manual_jail_and_hostile_reasons() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_config(
+        dir,
+        "[jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\n",
+    );
+    let d = Daemon::start(dir);
+    let hostile = "\u{1b}]0;owned\u{7}\u{1b}[2J\rfake\u{9b}31m";
+    let out = d.moat(&["ban", "203.0.113.90", "--reason", hostile]);
+    assert!(out.status.success(), "{out:?}");
+    for args in [&["bans"][..], &["bans", "--history"], &["status", "manual"]] {
+        let out = d.moat(args);
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            !text.contains(['\u{1b}', '\r', '\u{7}', '\u{9b}']),
+            "{args:?}: {text:?}"
+        );
+        if args[0] == "bans" {
+            assert!(
+                text.contains(r"\x1b]0;owned\x07\x1b[2J\rfake\u{9b}31m"),
+                "{args:?}: {text}"
+            );
+        }
+    }
+    // JSON keeps the text as it is (JSON escapes it).
+    let bans = d.json(&["bans", "--json"]);
+    assert_eq!(bans["active"][0]["reason"], hostile);
+
+    let out = d.moat(&["unban", "203.0.113.90", "--jail", "manual"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Unbanned 203.0.113.90 (jail manual)"));
+    let out = d.moat(&["unban", "203.0.113.90", "--jail", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
     d.stop();
 }

@@ -14,6 +14,7 @@ use crate::daemon::control::request;
 use crate::daemon::protocol::{ActiveBan, Bans, Reply, Request, Status};
 use crate::enforce::Target;
 use crate::scan::report::{human_duration, utc};
+use crate::terminal::{cell, visible};
 
 /// Where to find the daemon.
 #[derive(Args, Debug, Clone)]
@@ -100,12 +101,12 @@ fn ban_table(bans: &[ActiveBan], now: Timestamp) -> Table {
     for b in bans {
         t.add_row([
             Target(b.target).to_string(),
-            b.jail.clone(),
+            cell(&b.jail),
             utc(b.started),
             until_text(b.until),
             remaining(b.until, now),
             b.failures.to_string(),
-            b.reason.clone(),
+            cell(&b.reason),
         ]);
     }
     t
@@ -123,8 +124,8 @@ pub fn status(socket: &SocketArgs, jail: Option<String>, json: bool) -> anyhow::
         let Some(j) = s.jails.iter().find(|j| j.name == name) else {
             anyhow::bail!("no jail named {name:?}");
         };
-        println!("Jail {}", j.name);
-        println!("|- Filter:            {}", j.filter);
+        println!("Jail {}", visible(&j.name));
+        println!("|- Filter:            {}", visible(&j.filter));
         if j.maxretry > 0 {
             println!(
                 "|- Rule:              {} failures within {} -> ban for {}",
@@ -143,7 +144,7 @@ pub fn status(socket: &SocketArgs, jail: Option<String>, json: bool) -> anyhow::
                     for file in &f.files {
                         println!(
                             "|    {} (read to byte {}, {} behind, {} lines{})",
-                            file.path,
+                            visible(&file.path),
                             file.offset,
                             file.lag,
                             file.lines,
@@ -155,10 +156,10 @@ pub fn status(socket: &SocketArgs, jail: Option<String>, json: bool) -> anyhow::
                         );
                     }
                 }
-                _ => println!("|    {src} (no file yet)"),
+                _ => println!("|    {} (no file yet)", visible(src)),
             }
             if let Some(e) = files.and_then(|f| f.error.as_ref()) {
-                println!("|    error: {e}");
+                println!("|    error: {}", visible(e));
             }
         }
         println!("|- Currently failing: {}", j.currently_failing);
@@ -198,9 +199,13 @@ pub fn status(socket: &SocketArgs, jail: Option<String>, json: bool) -> anyhow::
         s.jails.len(),
         if s.jails.len() == 1 { "" } else { "s" }
     );
-    println!("config: {}\nledger: {}", s.config, s.ledger);
+    println!(
+        "config: {}\nledger: {}",
+        visible(&s.config),
+        visible(&s.ledger)
+    );
     for w in &s.warnings {
-        println!("warning: {w}");
+        println!("warning: {}", visible(w));
     }
     let mut t = table();
     t.set_header([
@@ -214,13 +219,17 @@ pub fn status(socket: &SocketArgs, jail: Option<String>, json: bool) -> anyhow::
     ]);
     for j in &s.jails {
         t.add_row([
-            j.name.clone(),
-            j.filter.clone(),
+            cell(&j.name),
+            cell(&j.filter),
             j.currently_failing.to_string(),
             j.total_failed.to_string(),
             j.currently_banned.to_string(),
             j.total_banned.to_string(),
-            j.sources.join("\n"),
+            j.sources
+                .iter()
+                .map(|s| cell(s))
+                .collect::<Vec<_>>()
+                .join("\n"),
         ]);
     }
     println!("{t}");
@@ -236,8 +245,8 @@ pub fn status(socket: &SocketArgs, jail: Option<String>, json: bool) -> anyhow::
     ]);
     for e in &s.enforcers {
         let last = match (&e.last_error, e.last_error_at) {
-            (Some(m), Some(at)) => format!("{} at {}", m, utc(at)),
-            (Some(m), None) => m.clone(),
+            (Some(m), Some(at)) => format!("{} at {}", visible(m), utc(at)),
+            (Some(m), None) => cell(m),
             _ => "-".into(),
         };
         let last = match e.next_retry {
@@ -245,11 +254,11 @@ pub fn status(socket: &SocketArgs, jail: Option<String>, json: bool) -> anyhow::
             None => last,
         };
         let mut name = match &e.detail {
-            Some(d) => format!("{}\n({d})", e.name),
-            None => e.name.clone(),
+            Some(d) => format!("{}\n({})", visible(&e.name), visible(d)),
+            None => cell(&e.name),
         };
         if let Some(r) = &e.remark {
-            name = format!("{name}\n{r}");
+            name = format!("{name}\n{}", visible(r));
         }
         t.add_row([
             name,
@@ -297,11 +306,11 @@ pub fn bans(socket: &SocketArgs, history: Option<u32>, json: bool) -> anyhow::Re
         for r in &b.history {
             t.add_row([
                 Target(r.target).to_string(),
-                r.jail.clone(),
+                cell(&r.jail),
                 utc(r.started),
                 until_text(r.until),
                 r.ended.map_or("-".into(), utc),
-                r.end_reason.clone().unwrap_or_else(|| "active".into()),
+                r.end_reason.as_deref().map_or("active".into(), cell),
                 r.failures.to_string(),
             ]);
         }
@@ -339,7 +348,7 @@ pub fn ban(
     println!(
         "Banned {} in jail {} until {}",
         Target(b.target),
-        b.jail,
+        visible(&b.jail),
         until_text(b.until)
     );
     Ok(ExitCode::SUCCESS)
@@ -376,13 +385,13 @@ pub fn unban(
         return Ok(ExitCode::from(super::EXIT_FINDINGS));
     }
     for b in &ended {
-        println!("Unbanned {} (jail {})", Target(b.target), b.jail);
+        println!("Unbanned {} (jail {})", Target(b.target), visible(&b.jail));
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn reload(socket: &SocketArgs) -> anyhow::Result<ExitCode> {
     let value = call(socket, Request::Reload)?;
-    println!("Reloaded: {}", value.as_str().unwrap_or_default());
+    println!("Reloaded: {}", visible(value.as_str().unwrap_or_default()));
     Ok(ExitCode::SUCCESS)
 }

@@ -196,10 +196,8 @@ fn overrides(args: &ScanArgs) -> anyhow::Result<JailTable> {
         );
     }
     if let Some(p) = args.ipv6_prefix {
-        if !(1..=128).contains(&p) {
-            bail!("--ipv6-prefix must be between 1 and 128");
-        }
-        t.ipv6_prefix = Some(PrefixLen(p));
+        t.ipv6_prefix =
+            Some(PrefixLen::new(p.into()).map_err(|e| anyhow::anyhow!("--ipv6-prefix: {e}"))?);
     }
     if let Some(z) = &args.timezone {
         let spec = if z == "local" {

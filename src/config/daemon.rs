@@ -273,15 +273,12 @@ impl<'de> Deserialize<'de> for ArgvTemplate {
                  as root)"
             )));
         }
-        if matches!(
-            program.rsplit('/').next(),
-            Some("sh" | "bash" | "dash" | "zsh")
-        ) && argv.iter().any(|a| a == "-c")
-        {
-            return Err(de::Error::custom(
-                "a shell with -c would put log-derived text through a shell; hint: name the \
-                 program and its arguments directly",
-            ));
+        if let Some(why) = super::shell::runs_a_command_line(&argv) {
+            return Err(de::Error::custom(format!(
+                "{why}: moat puts no shell between a log line and a command; hint: name the \
+                 program and its arguments directly, or put the commands in a script and name \
+                 the script"
+            )));
         }
         for arg in &argv {
             for name in placeholders(arg) {

@@ -6,6 +6,7 @@
 //! line and the column, quotes the line, and gives a hint. `docs/config.md` documents each key.
 
 pub mod daemon;
+pub mod shell;
 pub mod value;
 
 use std::collections::BTreeMap;
@@ -23,8 +24,8 @@ use crate::detect::{library, Filter, FilterSpec};
 use crate::jail::{IgnoreList, JailParams, DEFAULT_MAX_CLIENTS};
 use daemon::{DaemonTable, EnforceTable, EnforcerName, EscalateTable, Escalation};
 use value::{
-    Duration, FilterName, MaxRetry, Net, PatternText, PortsValue, PrefixLen, TimeFormatText, Zone,
-    ZoneSpec,
+    Duration, FilterName, MaxClients, MaxRetry, Net, PatternText, PortsValue, PrefixLen,
+    TimeFormatText, Zone, ZoneSpec,
 };
 
 /// The keys shared by `[defaults]` and `[jails.NAME]`; every one optional.
@@ -46,7 +47,7 @@ pub struct JailTable {
     pub bantime: Option<Duration>,
     pub ignore: Option<Vec<Net>>,
     pub ipv6_prefix: Option<PrefixLen>,
-    pub max_clients: Option<usize>,
+    pub max_clients: Option<MaxClients>,
     pub escalate: Option<EscalateTable>,
     pub ports: Option<PortsValue>,
     pub behind: Option<Behind>,
@@ -495,7 +496,7 @@ pub fn resolve(name: &str, t: &JailTable) -> Result<JailConfig, String> {
             .map_or(jiff::SignedDuration::from_hours(1), |d| d.0),
         ipv6_prefix: t.ipv6_prefix.map_or(64, |p| p.0),
         ignore: IgnoreList::new(t.ignore.iter().flatten().map(|n| n.0)),
-        max_clients: t.max_clients.unwrap_or(DEFAULT_MAX_CLIENTS).max(16),
+        max_clients: t.max_clients.map_or(DEFAULT_MAX_CLIENTS, |m| m.0),
     };
     Ok(JailConfig {
         name: name.to_string(),

@@ -11,6 +11,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
 use crate::detect::{library, pattern::Pattern, TimeFormat};
+use crate::enforce::safety::WIDEST_V6;
 
 /// A duration: `"90s"`, `"10m"`, `"1h30m"`, `"7d"`, `"2w"`, or an integer number of seconds;
 /// `"forever"` where a ban may be permanent (it reads as [`SignedDuration::MAX`]).
@@ -20,13 +21,30 @@ pub struct Duration(pub SignedDuration);
 const DURATION_HINT: &str =
     "hint: write a number and a unit (s, m, h, d, w), e.g. \"90s\", \"10m\", \"1h30m\", \"7d\"";
 
+/// The longest duration moat accepts: ten years. Windows and bans are computed in
+/// milliseconds from a line's time, and a value near the 64-bit limit (`findtime =
+/// 9223372036854775807`) overflowed there, so that no window ever filled; nothing sensible
+/// needs more (`"forever"` is the permanent ban).
+pub const LONGEST: SignedDuration = SignedDuration::from_secs(10 * 365 * 86_400);
+
+fn too_long(s: &str) -> String {
+    format!(
+        "duration {s:?} is longer than 10 years, the longest moat accepts; hint: bantime = \
+         \"forever\" bans for good"
+    )
+}
+
 pub fn parse_duration(s: &str) -> Result<SignedDuration, String> {
     let s = s.trim();
     if s.is_empty() {
         return Err(format!("empty duration; {DURATION_HINT}"));
     }
     if let Ok(secs) = s.parse::<i64>() {
-        return Ok(SignedDuration::from_secs(secs));
+        let d = SignedDuration::from_secs(secs);
+        if d > LONGEST {
+            return Err(too_long(s));
+        }
+        return Ok(d);
     }
     let mut total: i64 = 0;
     let mut rest = s;
@@ -60,7 +78,8 @@ pub fn parse_duration(s: &str) -> Result<SignedDuration, String> {
         total = n
             .checked_mul(unit)
             .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| format!("duration {s:?} is too large"))?;
+            .filter(|&t| t <= LONGEST.as_secs())
+            .ok_or_else(|| too_long(s))?;
         rest = rest[unit_len..].trim_start();
     }
     Ok(SignedDuration::from_secs(total))
@@ -79,6 +98,9 @@ impl<'de> Deserialize<'de> for Duration {
                     return Err(E::custom(format!(
                         "duration must be positive; {DURATION_HINT}"
                     )));
+                }
+                if v > LONGEST.as_secs() {
+                    return Err(E::custom(too_long(&v.to_string())));
                 }
                 Ok(Duration(SignedDuration::from_secs(v)))
             }
@@ -162,7 +184,7 @@ impl<'de> Deserialize<'de> for FilterName {
     }
 }
 
-/// A time format name or strftime pattern.
+/// A time format name or strftime pattern (checked to give a full date and time).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TimeFormatText(pub String);
 
@@ -225,20 +247,49 @@ impl<'de> Deserialize<'de> for MaxRetry {
     }
 }
 
-/// `ipv6_prefix`: 1 to 128.
+/// `ipv6_prefix`: from [`WIDEST_V6`] (32) to 128. The enforcers refuse to ban an IPv6
+/// network wider than /32 (see [`crate::enforce::safety`]), so a jail counting wider prefixes
+/// would decide bans that `moat scan` reports and the daemon never places.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PrefixLen(pub u8);
 
-impl<'de> Deserialize<'de> for PrefixLen {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = i64::deserialize(d)?;
-        if !(1..=128).contains(&v) {
-            return Err(de::Error::custom(format!(
-                "ipv6_prefix must be between 1 and 128, not {v}; hint: 64 bans the /64 a \
-                 provider gives one customer, 128 only the exact address"
-            )));
+impl PrefixLen {
+    pub fn new(v: i64) -> Result<PrefixLen, String> {
+        if !(i64::from(WIDEST_V6)..=128).contains(&v) {
+            return Err(format!(
+                "ipv6_prefix must be between {WIDEST_V6} and 128, not {v}: moat never bans an \
+                 IPv6 network wider than /{WIDEST_V6}, so a jail counting wider prefixes could \
+                 not ban; hint: 64 bans the /64 a provider gives one customer, 128 only the \
+                 exact address"
+            ));
         }
         Ok(PrefixLen(v as u8))
+    }
+}
+
+impl<'de> Deserialize<'de> for PrefixLen {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        PrefixLen::new(i64::deserialize(d)?).map_err(de::Error::custom)
+    }
+}
+
+/// The smallest `max_clients`: a jail's memory sweep frees an eighth of the cap at a time.
+pub const FEWEST_CLIENTS: usize = 16;
+
+/// `max_clients`: at least [`FEWEST_CLIENTS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaxClients(pub usize);
+
+impl<'de> Deserialize<'de> for MaxClients {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = i64::deserialize(d)?;
+        if v < FEWEST_CLIENTS as i64 {
+            return Err(de::Error::custom(format!(
+                "max_clients must be at least {FEWEST_CLIENTS}, not {v}; hint: the default, \
+                 50000, costs about 4 MB per jail"
+            )));
+        }
+        Ok(MaxClients(v as usize))
     }
 }
 
@@ -260,6 +311,13 @@ mod tests {
         assert!(secs("m").is_err());
         assert!(secs("10").is_ok());
         assert!(secs("99999999999999999999d").is_err());
+        // Ten years at most, however it is written.
+        assert_eq!(secs("520w"), Ok(314_496_000));
+        assert!(secs("522w").unwrap_err().contains("longer than 10 years"));
+        assert!(secs("9223372036854775807")
+            .unwrap_err()
+            .contains("10 years"));
+        assert!(secs("3650d1s").is_err());
     }
 
     #[test]

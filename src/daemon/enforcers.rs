@@ -191,6 +191,26 @@ impl Enforcers {
         }
     }
 
+    /// Lifts bans that ended while moat was stopped, each `(jail, key)` from the enforcers
+    /// whose route takes its jail, once per key. For an enforcer that cannot list what it
+    /// holds (`exec`) this is the only way it hears of them; for the others an unban of what
+    /// they no longer hold is a no-op.
+    pub fn lift_ended(&self, ended: &[(String, Key)]) {
+        for r in &self.runners {
+            let keys: std::collections::BTreeSet<&Key> = ended
+                .iter()
+                .filter(|(jail, _)| r.route.takes(jail))
+                .map(|(_, k)| k)
+                .collect();
+            if keys.is_empty() {
+                continue;
+            }
+            let mine: Vec<Change> = keys.into_iter().cloned().map(Change::Unban).collect();
+            r.status.lock().unwrap().queued += mine.len();
+            let _ = r.tx.send(Msg::Apply(mine, None));
+        }
+    }
+
     /// Checks the enforcers whose state can drift (kernel rulesets), restoring `wanted` where
     /// it was lost; run every few seconds.
     pub fn check_drifting(&self, wanted: Vec<BanOrder>) {

@@ -282,7 +282,8 @@ impl Engine {
     }
 
     /// Reads the active bans, closes those that ended while moat was stopped, holds the rest
-    /// in their jails' windows and sends them to every enforcer as one reconciliation.
+    /// in their jails' windows and sends them to every enforcer as one reconciliation; then
+    /// the ended ones go to the enforcers as unbans.
     fn load_active(&mut self) {
         let now = Timestamp::now();
         let started = Instant::now();
@@ -298,9 +299,18 @@ impl Engine {
         let read = started.elapsed();
         self.active.reserve(records.len());
         let mut expired = Vec::new();
+        let mut ended_keys: Vec<(String, Key)> = Vec::new();
         for r in records {
             if r.until.is_some_and(|u| u <= now) {
                 expired.push(r.id);
+                let ports = self.ports_of(&r.jail);
+                ended_keys.push((
+                    r.jail,
+                    Key {
+                        target: r.target,
+                        ports,
+                    },
+                ));
                 continue;
             }
             let ban = NewBan {
@@ -343,7 +353,13 @@ impl Engine {
             took = ?started.elapsed(),
             "re-applying active bans to every enforcer"
         );
+        // An enforcer that lists what it holds lifts the ended bans in the reconciliation; one
+        // that cannot (`exec`) learns of them only from an unban. A target another active ban
+        // holds on the same ports stays.
+        let held: HashSet<Key> = wanted.iter().map(BanOrder::key).collect();
+        ended_keys.retain(|(_, k)| !held.contains(k));
         self.enforcers.reconcile(wanted);
+        self.enforcers.lift_ended(&ended_keys);
     }
 
     fn wanted(&self) -> Vec<BanOrder> {
@@ -731,7 +747,8 @@ impl Engine {
             },
             Request::Unban { target, all, jail } => {
                 if let Some(j) = &jail {
-                    if !self.jails.iter().any(|r| &r.config.name == j) {
+                    // `manual` holds the bans made by hand without `--jail`.
+                    if j != MANUAL_JAIL && !self.jails.iter().any(|r| &r.config.name == j) {
                         return Reply::err(format!("no jail named {j:?}"));
                     }
                 }
@@ -832,7 +849,7 @@ impl Engine {
 
     fn status(&self, only: Option<&str>) -> Result<Status, String> {
         if let Some(name) = only {
-            if !self.jails.iter().any(|j| j.config.name == name) {
+            if name != MANUAL_JAIL && !self.jails.iter().any(|j| j.config.name == name) {
                 let names: Vec<&str> = self.jails.iter().map(|j| j.config.name.as_str()).collect();
                 return Err(format!(
                     "no jail named {name:?}; the jails are: {}",
@@ -880,7 +897,7 @@ impl Engine {
                 .filter(|a| !self.jails.iter().any(|j| j.config.name == a.ban.jail))
                 .map(|a| active_view(&a.ban))
                 .collect();
-            if !manual.is_empty() {
+            if !manual.is_empty() || only == Some(MANUAL_JAIL) {
                 jails.push(JailStatus {
                     name: MANUAL_JAIL.into(),
                     filter: "-".into(),

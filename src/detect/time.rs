@@ -41,7 +41,10 @@ impl TimeFormat {
             "iso8601" | "rfc3339" => TimeFormat::Iso8601,
             "syslog" => TimeFormat::Syslog,
             "epoch" => TimeFormat::Epoch,
-            p if p.contains('%') => TimeFormat::Pattern(p.to_string()),
+            p if p.contains('%') => {
+                check_pattern(p)?;
+                TimeFormat::Pattern(p.to_string())
+            }
             other => {
                 return Err(format!(
                     "unknown time format {other:?}; hint: use auto, clf, iso8601, syslog, epoch \
@@ -50,6 +53,29 @@ impl TimeFormat {
             }
         })
     }
+}
+
+/// Checks that a strftime pattern can be read back into a full date and time: a pattern with
+/// an unknown directive (`%Q`) or without a date (`%H:%M:%S`) would be accepted and then no
+/// line would ever have a readable time. The check writes a fixed instant with the pattern and
+/// reads it back as a line's time would be read.
+fn check_pattern(pattern: &str) -> Result<(), String> {
+    let sample: jiff::Zoned = "2026-03-28T23:24:12.5+01:00[+01:00]"
+        .parse()
+        .expect("constant time");
+    let text = jiff::fmt::strtime::format(pattern, &sample)
+        .map_err(|e| format!("time pattern {pattern:?} is not a valid strftime pattern: {e}"))?;
+    jiff::fmt::strtime::parse(pattern, text.trim())
+        .map_err(|e| format!("time pattern {pattern:?} cannot be read, only written: {e}"))?;
+    let ctx = TimeContext::utc(sample.timestamp());
+    if parse_pattern(text.as_bytes(), pattern, &ctx).is_none() {
+        return Err(format!(
+            "time pattern {pattern:?} does not give a full date and time (it needs the year, \
+             the month and day, the hour and the minute, or %s); hint: for syslog times without \
+             a year write time = \"syslog\""
+        ));
+    }
+    Ok(())
 }
 
 /// Which format a timestamp was actually read with; counted in `moat scan`'s report.
@@ -375,7 +401,8 @@ pub fn parse_epoch(s: &[u8]) -> Option<Timestamp> {
 fn parse_pattern(text: &[u8], pattern: &str, ctx: &TimeContext) -> Option<Timestamp> {
     let text = std::str::from_utf8(text).ok()?.trim();
     let tm = jiff::fmt::strtime::parse(pattern, text).ok()?;
-    if tm.offset().is_some() {
+    // `%s` gives an instant, with no offset and no civil time.
+    if tm.offset().is_some() || tm.timestamp().is_some() {
         return tm.to_timestamp().ok();
     }
     let dt = tm.to_datetime().ok()?;
@@ -392,6 +419,28 @@ mod tests {
 
     fn auto(s: &str) -> Option<String> {
         parse(s.as_bytes(), &TimeFormat::Auto, &ctx()).map(|(t, _)| t.to_string())
+    }
+
+    #[test]
+    fn patterns_are_checked_when_named() {
+        for ok in [
+            "%Y/%m/%d %H:%M:%S",
+            "%a %b %d %H:%M:%S%.f %Y",
+            "%d/%b/%Y:%H:%M:%S %z",
+            "%Y-%m-%dT%H:%M:%S%:z",
+            "%s",
+            "%y%m%d %I:%M %p",
+        ] {
+            assert!(TimeFormat::from_name(ok).is_ok(), "{ok}");
+        }
+        // jiff writes %Q (the zone's name) but cannot read it back.
+        let e = TimeFormat::from_name("%Q").unwrap_err();
+        assert!(e.starts_with("time pattern \"%Q\""), "{e}");
+        let e = TimeFormat::from_name("%Y-%m-%d %H:%M:%S %!").unwrap_err();
+        assert!(e.contains("not a valid strftime pattern"), "{e}");
+        let e = TimeFormat::from_name("%H:%M:%S").unwrap_err();
+        assert!(e.contains("full date and time"), "{e}");
+        assert!(TimeFormat::from_name("%b %d %H:%M:%S").is_err());
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! There is no shell anywhere: the template is split into arguments when the configuration is
 //! read, and a placeholder is replaced by a value moat produced itself — `{ip}` is a parsed
-//! address or network printed back, `{jail}` a configured name, `{until}` a time moat computed,
+//! address or network printed back, `{jail}` a configured name, `{until}` a time moat computed
+//! (RFC 3339 in UTC to the second, `2026-03-28T23:24:12Z`, or `forever`),
 //! `{failures}` a number, `{ports}` the jail's ports (`22, 80-443`; empty for every port).
 //! Nothing from a log line reaches the command. The program runs with a
 //! minimal environment, no standard input, and a timeout after which it is killed.
@@ -77,12 +78,19 @@ impl ExecEnforcer {
     }
 }
 
+/// `{until}`: RFC 3339 in UTC, to the second (cut, not rounded). The engine keeps the end to
+/// the nanosecond and the ledger to the millisecond, so the same ban read back after a restart
+/// would otherwise print differently; cut to the second, both print the same.
+fn until_text(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
 /// The argv for one change.
 pub fn expand(template: &[String], change: &Change) -> Vec<String> {
     let (jail, until, failures) = match change {
         Change::Ban(b) => (
             b.jail.clone(),
-            b.until.map_or("forever".to_string(), |t| t.to_string()),
+            b.until.map_or("forever".to_string(), until_text),
             b.failures.to_string(),
         ),
         Change::Unban(_) => (String::new(), String::new(), String::new()),
@@ -133,7 +141,9 @@ impl Enforcer for ExecEnforcer {
     }
 
     /// What this process applied: a command cannot be asked what it holds, so after a restart
-    /// every active ban is applied again (as fail2ban re-runs `actionban` for restored bans).
+    /// every active ban is applied again (as fail2ban re-runs `actionban` for restored bans),
+    /// and the bans that ended while moat was stopped are lifted (the engine sends them as
+    /// unbans).
     fn held(&mut self) -> Result<HashSet<Key>, String> {
         Ok(self.held.clone())
     }
@@ -171,6 +181,14 @@ mod tests {
             expand(&t, &ban("2001:db8::/64")),
             ["/bin/echo", "2001:db8::/64", "jail=ssh", "forever", "3", ""]
         );
+        // To the second, however precisely the end is known.
+        for until in ["2026-03-28T23:24:12.987654321Z", "2026-03-28T23:24:12.987Z"] {
+            let Change::Ban(mut b) = ban("192.0.2.7/32") else {
+                unreachable!()
+            };
+            b.until = Some(until.parse().unwrap());
+            assert_eq!(expand(&t, &Change::Ban(b))[3], "2026-03-28T23:24:12Z");
+        }
         let Change::Ban(mut on_22) = ban("192.0.2.7/32") else {
             unreachable!()
         };

@@ -8,6 +8,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::ScanReport;
+use crate::terminal::visible;
 
 /// RFC 3339 in UTC to the second: `2026-03-28T23:31:47Z`.
 pub fn utc(t: Timestamp) -> String {
@@ -68,7 +69,7 @@ pub fn text(r: &ScanReport, opts: &TextOptions) -> String {
     }
     o.push('\n');
     for i in &r.inputs {
-        let _ = writeln!(o, "  {}: {} lines", i.name, n(i.lines));
+        let _ = writeln!(o, "  {}: {} lines", visible(&i.name), n(i.lines));
     }
     let _ = writeln!(
         o,
@@ -93,7 +94,7 @@ pub fn text(r: &ScanReport, opts: &TextOptions) -> String {
         );
         let _ = writeln!(o, "  Failregex hits:");
         for (i, (rule, hits)) in j.rules.iter().zip(&j.stats.rule_hits).enumerate() {
-            let _ = writeln!(o, "    #{:<2} {:>10}  {}", i + 1, n(*hits), rule);
+            let _ = writeln!(o, "    #{:<2} {:>10}  {}", i + 1, n(*hits), visible(rule));
         }
         let st = &j.stats;
         if !j.config.filter.ignoreregex.is_empty() || st.ignored > 0 {
@@ -112,7 +113,7 @@ pub fn text(r: &ScanReport, opts: &TextOptions) -> String {
                 n(st.unparsed_time)
             );
             for l in &st.unparsed_samples {
-                let _ = writeln!(o, "    | {l}");
+                let _ = writeln!(o, "    | {}", visible(l));
             }
         }
         if st.bad_host > 0 {
@@ -195,7 +196,7 @@ pub fn text(r: &ScanReport, opts: &TextOptions) -> String {
             r.missed_samples.len()
         );
         for l in &r.missed_samples {
-            let _ = writeln!(o, "  | {l}");
+            let _ = writeln!(o, "  | {}", visible(l));
         }
     }
     o

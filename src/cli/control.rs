@@ -12,9 +12,9 @@ use jiff::{SignedDuration, Timestamp};
 use crate::config::Config;
 use crate::daemon::control::request;
 use crate::daemon::protocol::{ActiveBan, Bans, Reply, Request, Status};
-use crate::enforce::Target;
-use crate::scan::report::{human_duration, utc};
-use crate::terminal::{cell, visible};
+use crate::vocab::terminal::{cell, visible};
+use crate::vocab::time::{human_duration, utc};
+use crate::vocab::Target;
 
 /// Where to find the daemon.
 #[derive(Args, Debug, Clone)]
@@ -329,7 +329,7 @@ pub fn ban(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     // Refuse what is not an address before bothering the daemon.
-    crate::enforce::parse_target(&target).map_err(|e| anyhow::anyhow!(e))?;
+    crate::vocab::parse_target(&target).map_err(|e| anyhow::anyhow!(e))?;
     let value = call(
         socket,
         Request::Ban {
@@ -362,7 +362,7 @@ pub fn unban(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     if let Some(t) = &target {
-        crate::enforce::parse_target(t).map_err(|e| anyhow::anyhow!(e))?;
+        crate::vocab::parse_target(t).map_err(|e| anyhow::anyhow!(e))?;
     }
     let value = call(
         socket,

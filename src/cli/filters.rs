@@ -12,7 +12,7 @@ use super::EXIT_FINDINGS;
 use crate::config::Config;
 use crate::detect::lint::lint;
 use crate::detect::{library, Filter, FilterSpec, TimeContext, Verdict};
-use crate::terminal::visible;
+use crate::vocab::terminal::visible;
 
 #[derive(Subcommand, Debug)]
 pub enum FiltersCommand {

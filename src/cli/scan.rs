@@ -13,13 +13,14 @@ use anyhow::{bail, Context};
 use clap::Args;
 
 use crate::config::value::{
-    parse_duration, parse_net, Duration, FilterName, MaxRetry, Net, PatternText, PrefixLen,
-    TimeFormatText, Zone, ZoneSpec,
+    parse_duration, Duration, FilterName, MaxRetry, PatternText, PrefixLen, TimeFormatText, Zone,
+    ZoneSpec,
 };
 use crate::config::{self, Config, JailConfig, JailTable};
 use crate::detect::{library, pattern::Pattern};
 use crate::scan::{self, report, ScanOptions};
 use crate::source::Input;
+use crate::vocab::Net;
 
 #[derive(Args, Debug)]
 pub struct ScanArgs {
@@ -188,7 +189,7 @@ fn overrides(args: &ScanArgs) -> anyhow::Result<JailTable> {
             args.ignore
                 .iter()
                 .map(|s| {
-                    parse_net(s)
+                    crate::vocab::parse_target(s)
                         .map(Net)
                         .map_err(|e| anyhow::anyhow!("--ignore: {e}"))
                 })

@@ -10,6 +10,7 @@ use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
 use super::value::Duration;
+use crate::source::follow::FollowFrom;
 
 /// The state directory when none is configured.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/moat";
@@ -28,16 +29,6 @@ pub struct DaemonTable {
     pub checkpoint: Option<Duration>,
 }
 
-/// Where a file seen for the first time is read from.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum FollowFrom {
-    /// Only lines written from now on: old lines were somebody else's business.
-    #[default]
-    End,
-    /// The whole file.
-    Start,
-}
 
 /// A socket address on loopback: metrics describe the host's defences and are not for the
 /// internet.

@@ -22,10 +22,12 @@ use crate::detect::filter::UnwrapSpec;
 use crate::detect::json::JsonSpec;
 use crate::detect::{library, Filter, FilterSpec};
 use crate::jail::{IgnoreList, JailParams, DEFAULT_MAX_CLIENTS};
+use crate::vocab::ports::PortsValue;
+use crate::vocab::Net;
 use daemon::{DaemonTable, EnforceTable, EnforcerName, EscalateTable, Escalation};
 use value::{
-    Duration, FilterName, MaxClients, MaxRetry, Net, PatternText, PortsValue, PrefixLen,
-    TimeFormatText, Zone, ZoneSpec,
+    Duration, FilterName, MaxClients, MaxRetry, PatternText, PrefixLen, TimeFormatText, Zone,
+    ZoneSpec,
 };
 
 /// The keys shared by `[defaults]` and `[jails.NAME]`; every one optional.
@@ -90,7 +92,7 @@ pub struct JailConfig {
     /// Longer bans for repeat offenders, when configured.
     pub escalation: Option<Escalation>,
     /// The ports its bans cover; `None`: every port.
-    pub ports: Option<crate::enforce::Ports>,
+    pub ports: Option<crate::vocab::Ports>,
     /// Its bans go to Cloudflare (`behind = "cloudflare"`).
     pub behind_cloudflare: bool,
     /// The jail's table merged over the defaults, as written (for layering overrides).

@@ -4,7 +4,6 @@
 
 use std::fmt;
 
-use ipnet::IpNet;
 use jiff::tz::TimeZone;
 use jiff::SignedDuration;
 use serde::de::{self, Deserializer, Visitor};
@@ -118,37 +117,6 @@ impl<'de> Deserialize<'de> for Duration {
             }
         }
         d.deserialize_any(V)
-    }
-}
-
-/// An address or network for `ignore`: `192.0.2.1`, `198.51.100.0/24`, `2001:db8::/32`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Net(pub IpNet);
-
-pub fn parse_net(s: &str) -> Result<IpNet, String> {
-    let s = s.trim();
-    if let Ok(net) = s.parse::<IpNet>() {
-        if net.trunc() != net {
-            return Err(format!(
-                "{s:?} has host bits set; hint: did you mean {}?",
-                net.trunc()
-            ));
-        }
-        return Ok(net);
-    }
-    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
-        return Ok(IpNet::from(ip));
-    }
-    Err(format!(
-        "{s:?} is not an address or a CIDR network; hint: write e.g. \"192.0.2.7\", \
-         \"198.51.100.0/24\" or \"2001:db8::/32\" (host names are not resolved)"
-    ))
-}
-
-impl<'de> Deserialize<'de> for Net {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        parse_net(&s).map(Net).map_err(de::Error::custom)
     }
 }
 
@@ -318,54 +286,5 @@ mod tests {
             .unwrap_err()
             .contains("10 years"));
         assert!(secs("3650d1s").is_err());
-    }
-
-    #[test]
-    fn nets() {
-        assert_eq!(parse_net("192.0.2.7").unwrap().to_string(), "192.0.2.7/32");
-        assert!(parse_net("198.51.100.1/24")
-            .unwrap_err()
-            .contains("198.51.100.0/24"));
-        assert!(parse_net("example.com").is_err());
-        assert!(parse_net("192.0.2.0/33").is_err());
-    }
-}
-
-/// `ports`: a list of ports, ranges and protocols (`[22, "8000-8100", "53/udp"]`), or one.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PortsValue(pub crate::enforce::Ports);
-
-impl<'de> Deserialize<'de> for PortsValue {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Entry {
-            Number(i64),
-            Text(String),
-        }
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum OneOrMany {
-            One(Entry),
-            Many(Vec<Entry>),
-        }
-        let entries = match OneOrMany::deserialize(d).map_err(|_| {
-            de::Error::custom(
-                "expected a port or a list of ports; hint: ports = [22, \"8000-8100\", \"53/udp\"]",
-            )
-        })? {
-            OneOrMany::One(e) => vec![e],
-            OneOrMany::Many(v) => v,
-        };
-        let texts: Vec<String> = entries
-            .into_iter()
-            .map(|e| match e {
-                Entry::Number(n) => n.to_string(),
-                Entry::Text(t) => t,
-            })
-            .collect();
-        crate::enforce::Ports::parse(texts.iter().map(String::as_str))
-            .map(PortsValue)
-            .map_err(de::Error::custom)
     }
 }

@@ -18,9 +18,9 @@ use tokio::sync::mpsc;
 
 use super::engine::EngineMsg;
 use super::protocol::{FileStatus, SourceStatus};
-use crate::ledger::Cursor;
 use crate::source::docker::{split_timestamp, ContainerSelect};
 use crate::source::LineAssembler;
+use crate::vocab::Cursor;
 
 /// Where each container's log was read up to: its Docker timestamp, by cursor key.
 pub type LogCursors = Arc<Mutex<HashMap<String, String>>>;

@@ -27,10 +27,12 @@ use super::Shared;
 use crate::config::value::parse_duration;
 use crate::config::{Config, JailConfig};
 use crate::detect::{Filter, Prefilter, TimeContext, Verdict};
-use crate::enforce::{parse_target, safety, BanOrder, Change, Key, Ports, Target};
-use crate::jail::{BanDecision, ClientKey, Jail, JailParams, Outcome};
-use crate::ledger::{Cursor, JailCheckpoint, Ledger, NewBan, Origin, SAMPLE_LINES};
+use crate::enforce::{safety, BanOrder, Change, Key};
+use crate::jail::{BanDecision, Jail, JailParams, Outcome};
+use crate::ledger::{JailCheckpoint, Ledger, NewBan, Origin, SAMPLE_LINES};
 use crate::source::docker::{Joined, JsonFileJoiner};
+use crate::vocab::ClientKey;
+use crate::vocab::{parse_target, Cursor, Ports, Target};
 
 /// How far in the future a line's time may be before it is taken as "now".
 pub const FUTURE_TOLERANCE: SignedDuration = SignedDuration::from_secs(60);

@@ -161,7 +161,7 @@ fn build_enforcers(config: &Config, metrics: &metrics::Metrics) -> anyhow::Resul
                 );
             }
             EnforcerName::Nftables => {
-                let how = NftEnforcer::probe()
+                let how = crate::netfilter::nft::Nft::probe()
                     .map_err(|e| anyhow::anyhow!("the nftables enforcer cannot work here: {e}"))?;
                 e.add_with_detail(
                     Box::new(NftEnforcer::new()),
@@ -195,7 +195,7 @@ fn build_enforcers(config: &Config, metrics: &metrics::Metrics) -> anyhow::Resul
                 // Retried until applied: a remote change is never given up on.
                 e.add_with_detail(Box::new(cf), u32::MAX, Some(detail));
             }
-            EnforcerName::Kernel => match NftEnforcer::probe() {
+            EnforcerName::Kernel => match crate::netfilter::nft::Nft::probe() {
                 Ok(how) => {
                     let why = format!("chosen by `kernel`: nftables works here (through {how})");
                     tracing::info!("{why}");

@@ -21,12 +21,12 @@ use super::containers::ContainerSource;
 use super::engine::EngineMsg;
 use super::protocol::{FileStatus, SourceStatus};
 use super::Shared;
-use crate::config::daemon::FollowFrom;
-use crate::ledger::Cursor;
+use crate::source::follow::FollowFrom;
 use crate::source::docker::ContainerSelect;
 use crate::source::follow::FileFollower;
 use crate::source::journald::{self, JournalSelect};
 use crate::source::MAX_LINE;
+use crate::vocab::Cursor;
 
 /// The source name of standard input.
 pub const STDIN: &str = "-";

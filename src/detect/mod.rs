@@ -22,6 +22,3 @@ pub mod time;
 pub use filter::{Failure, Filter, FilterSpec, Verdict};
 pub use prefilter::Prefilter;
 pub use time::{TimeContext, TimeFormat};
-
-/// Lines longer than this are matched on their first `MAX_LINE` bytes and counted as truncated.
-pub const MAX_LINE: usize = 1 << 20;

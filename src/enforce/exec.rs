@@ -192,7 +192,7 @@ mod tests {
         let Change::Ban(mut on_22) = ban("192.0.2.7/32") else {
             unreachable!()
         };
-        on_22.ports = Some(crate::enforce::Ports::parse(["22", "53/udp"]).unwrap());
+        on_22.ports = Some(crate::vocab::Ports::parse(["22", "53/udp"]).unwrap());
         assert_eq!(
             expand(&t, &Change::Unban(on_22.key()))[1..],
             ["192.0.2.7", "jail=", "", "", "22/tcp, 22,53/udp"]

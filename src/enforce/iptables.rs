@@ -11,13 +11,12 @@
 //! other rule of the `raw` table is touched.
 
 use std::collections::{BTreeSet, HashSet};
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 use ipnet::IpNet;
 use jiff::Timestamp;
 
 use super::{reconcile, seconds_left, BanOrder, Change, Enforcer, Failed, Key, Ports};
+use crate::netfilter::iptables::multiport_lists;
 
 /// The two sets of a scope: IPv4 and IPv6.
 fn sets_of(scope: &Option<Ports>) -> [String; 2] {
@@ -56,62 +55,9 @@ fn rules_of(set: &str, scope: &Option<Ports>) -> Vec<Vec<String>> {
     rules
 }
 
-/// Port ranges as `--dports` lists (`22,80:443`) that fit multiport's 15 slots (a range
-/// takes two), as many as needed.
-pub fn multiport_lists(ranges: &[(u16, u16)]) -> Vec<String> {
-    let mut chunk: Vec<(u16, u16)> = Vec::new();
-    let mut slots = 0;
-    let mut chunks = Vec::new();
-    for &r in ranges {
-        let cost = if r.0 == r.1 { 1 } else { 2 };
-        if slots + cost > 15 {
-            chunks.push(std::mem::take(&mut chunk));
-            slots = 0;
-        }
-        chunk.push(r);
-        slots += cost;
-    }
-    if !chunk.is_empty() {
-        chunks.push(chunk);
-    }
-    chunks
-        .iter()
-        .map(|c| super::ports::ranges_text(c, ",", ":"))
-        .collect()
-}
-
-pub fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<String, String> {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
-    if let Some(text) = input {
-        child
-            .stdin
-            .take()
-            .expect("piped")
-            .write_all(text.as_bytes())
-            .map_err(|e| format!("writing to {program}: {e}"))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("waiting for {program}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{program} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+/// Runs an iptables-family program; its output, or the error as text.
+fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<String, String> {
+    crate::netfilter::run(program, args, input).map_err(|e| e.to_string())
 }
 
 pub struct IptablesEnforcer {
@@ -225,7 +171,10 @@ impl IptablesEnforcer {
                         continue;
                     }
                     let _set = words.next();
-                    if let Some(t) = words.next().and_then(|w| super::parse_target(w).ok()) {
+                    if let Some(t) = words
+                        .next()
+                        .and_then(|w| crate::vocab::parse_target(w).ok())
+                    {
                         held.insert(Key {
                             target: t,
                             ports: scope.clone(),

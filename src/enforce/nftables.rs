@@ -34,8 +34,8 @@ use ipnet::IpNet;
 use jiff::Timestamp;
 use serde_json::Value;
 
-use super::nft::Nft;
 use super::{reconcile, seconds_left, BanOrder, Change, Enforcer, Failed, Key, Ports};
+use crate::netfilter::nft::Nft;
 
 /// The table moat owns.
 pub const TABLE: &str = "moat";
@@ -77,7 +77,7 @@ fn rules_of(scope: &Option<Ports>) -> Vec<String> {
             Some(p) => {
                 for (proto, ranges) in [("tcp", p.tcp()), ("udp", p.udp())] {
                     if !ranges.is_empty() {
-                        let ports = super::ports::ranges_text(ranges, ", ", "-");
+                        let ports = crate::vocab::ports::ranges_text(ranges, ", ", "-");
                         rules.push(format!(
                             "{family} saddr @{set} {proto} dport {{ {ports} }} drop"
                         ));
@@ -243,15 +243,6 @@ impl NftEnforcer {
             in_kernel: HashSet::new(),
             repairs: 0,
         }
-    }
-
-    /// Whether nftables works here (libnftables or the `nft` program, and the kernel's
-    /// nf_tables): how it runs, or why it does not.
-    pub fn probe() -> Result<String, String> {
-        let mut nft = Nft::open();
-        nft.list_json("list ruleset", true)
-            .map(|_| nft.describe())
-            .map_err(|e| format!("nft list ruleset failed: {e}"))
     }
 
     /// How scripts reach the kernel, for status.

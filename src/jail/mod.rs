@@ -21,7 +21,7 @@
 //! active bans are forgotten only when nothing else is left. Each sweep frees an eighth of the
 //! cap, so the cost stays constant per failure under a flood of distinct clients.
 
-pub mod key;
+pub mod ignore;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -29,7 +29,8 @@ use std::net::IpAddr;
 use jiff::{SignedDuration, Timestamp};
 use smallvec::SmallVec;
 
-pub use key::{ClientKey, IgnoreList};
+use crate::vocab::ClientKey;
+pub use ignore::IgnoreList;
 
 /// The default bound on tracked client keys per jail.
 pub const DEFAULT_MAX_CLIENTS: usize = 50_000;

@@ -25,6 +25,8 @@ use ipnet::IpNet;
 use jiff::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::vocab::Cursor;
+
 /// The migrations, in order; `PRAGMA user_version` is the number applied.
 const MIGRATIONS: &[&str] = &[
     // 1: bans, their sample lines, cursors, jail checkpoints.
@@ -137,17 +139,6 @@ pub struct BanRecord {
     pub reason: String,
     pub ended: Option<Timestamp>,
     pub end_reason: Option<String>,
-}
-
-/// Where a followed file was read up to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Cursor {
-    pub dev: u64,
-    pub ino: u64,
-    pub offset: u64,
-    /// The file's first bytes (up to 64) when the cursor was taken: tells a file from another
-    /// that reused its inode.
-    pub fingerprint: Vec<u8>,
 }
 
 /// A jail's state at a checkpoint.

@@ -4,27 +4,11 @@
 use std::fmt::Write as _;
 
 use comfy_table::{presets, CellAlignment, ContentArrangement, Table};
-use jiff::Timestamp;
 use serde::Serialize;
 
 use super::ScanReport;
-use crate::terminal::visible;
-
-/// RFC 3339 in UTC to the second: `2026-03-28T23:31:47Z`.
-pub fn utc(t: Timestamp) -> String {
-    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
-pub fn human_duration(d: jiff::SignedDuration) -> String {
-    let s = d.as_secs().unsigned_abs();
-    match s {
-        s if s.is_multiple_of(604_800) => format!("{}w", s / 604_800),
-        s if s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
-        s if s.is_multiple_of(3600) => format!("{}h", s / 3600),
-        s if s.is_multiple_of(60) => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
-}
+use crate::vocab::terminal::visible;
+use crate::vocab::time::{human_duration, utc};
 
 /// Thousands separators for counts people read.
 fn n(v: u64) -> String {

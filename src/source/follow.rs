@@ -29,8 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::LineAssembler;
-use crate::config::daemon::FollowFrom;
-use crate::ledger::Cursor;
+use crate::vocab::Cursor;
 
 /// How many of a file's first bytes identify it beside its inode.
 pub const FINGERPRINT_LEN: usize = 64;
@@ -39,6 +38,17 @@ pub const RETIRE_AFTER: Duration = Duration::from_secs(10);
 /// At most this much is read per file per poll, so one busy file cannot starve the others or
 /// hold a large buffer.
 const READ_BUDGET: usize = 1 << 20;
+
+/// Where a file seen for the first time is read from.
+#[derive(Clone, Copy, Debug, Default, serde::Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FollowFrom {
+    /// Only lines written from now on: old lines were somebody else's business.
+    #[default]
+    End,
+    /// The whole file.
+    Start,
+}
 
 /// An open file and how far it was consumed.
 #[derive(Debug)]

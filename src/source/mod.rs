@@ -21,15 +21,7 @@ use std::sync::Arc;
 
 use flate2::read::MultiGzDecoder;
 
-pub use crate::detect::MAX_LINE;
-
-/// One line: its bytes (without the line ending) and whether it was longer than the cap (then
-/// `bytes` is its head, for reports only: it must not be matched).
-#[derive(Debug, Clone, Copy)]
-pub struct Line<'a> {
-    pub bytes: &'a [u8],
-    pub truncated: bool,
-}
+pub use crate::vocab::lines::{split_lines, trim_cr, Line, MAX_LINE};
 
 /// What the reader hands out: many complete lines at once when it can, one line otherwise.
 ///
@@ -282,23 +274,6 @@ impl LineAssembler {
         self.skipping = false;
         self.pending = 0;
     }
-}
-
-/// Calls `each` for every line of a [`Chunk::Lines`] block.
-pub fn split_lines(block: &[u8], each: &mut impl FnMut(Line<'_>)) {
-    let mut start = 0;
-    for nl in memchr::memchr_iter(b'\n', block) {
-        each(Line {
-            bytes: trim_cr(&block[start..nl]),
-            truncated: false,
-        });
-        start = nl + 1;
-    }
-}
-
-/// Strips the `\r` of a CRLF line ending.
-pub fn trim_cr(line: &[u8]) -> &[u8] {
-    line.strip_suffix(b"\r").unwrap_or(line)
 }
 
 /// Where an offline scan reads from.

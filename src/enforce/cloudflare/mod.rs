@@ -199,7 +199,7 @@ struct Carried {
 fn parse_comment(c: &str) -> Option<Carried> {
     let mut f = c.strip_prefix("moat ")?.split_whitespace();
     let _jail = f.next()?;
-    let target = super::parse_target(f.next()?).ok()?;
+    let target = crate::vocab::parse_target(f.next()?).ok()?;
     let (mut started, mut until) = (None, None);
     while let (Some(k), Some(v)) = (f.next(), f.next()) {
         match k {

@@ -6,7 +6,6 @@
 //! line and the column, quotes the line, and gives a hint. `docs/config.md` documents each key.
 
 pub mod daemon;
-pub mod shell;
 pub mod value;
 
 use std::collections::BTreeMap;
@@ -24,7 +23,7 @@ use crate::detect::{library, Filter, FilterSpec};
 use crate::jail::{IgnoreList, JailParams, DEFAULT_MAX_CLIENTS};
 use crate::vocab::ports::PortsValue;
 use crate::vocab::Net;
-use daemon::{DaemonTable, EnforceTable, EnforcerName, EscalateTable, Escalation};
+use daemon::{DaemonTable, EnforceSettings, EnforcerName, EscalateTable, Escalation};
 use value::{
     Duration, FilterName, MaxClients, MaxRetry, PatternText, PrefixLen, TimeFormatText, Zone,
     ZoneSpec,
@@ -74,7 +73,7 @@ struct ConfigFile {
     #[serde(default)]
     daemon: DaemonTable,
     #[serde(default)]
-    enforce: EnforceTable,
+    enforce: EnforceSettings,
     ports: Option<Spanned<crate::ports::PortsTable>>,
 }
 
@@ -114,7 +113,7 @@ pub struct Config {
     pub defaults: JailTable,
     pub jails: Vec<JailConfig>,
     pub daemon: DaemonTable,
-    pub enforce: EnforceTable,
+    pub enforce: EnforceSettings,
     /// The port policy `[ports]` declares, if any.
     pub ports: Option<crate::ports::PortPolicy>,
     pub ports_backend: crate::ports::Backend,
@@ -265,7 +264,7 @@ impl Config {
     fn from_texts(texts: &[(String, &str)]) -> Result<Config, ConfigError> {
         let mut defaults = JailTable::default();
         let mut daemon = DaemonTable::default();
-        let mut enforce = EnforceTable::default();
+        let mut enforce = EnforceSettings::default();
         // `[ports]` is one declaration: a later file's replaces an earlier one's whole.
         let mut ports: Option<(crate::ports::PortsTable, usize, Range<usize>)> = None;
         // Each jail's merged table and where it was last written, for messages.
@@ -275,12 +274,7 @@ impl Config {
                 .map_err(|e| ConfigError::at(path, text, e.span(), with_hint(e.message())))?;
             defaults = merge(&defaults, &file.defaults);
             daemon = overlay_daemon(daemon, file.daemon);
-            enforce = EnforceTable {
-                uses: file.enforce.uses.or(enforce.uses),
-                exec: file.enforce.exec.or(enforce.exec),
-                lift_on_stop: file.enforce.lift_on_stop.or(enforce.lift_on_stop),
-                cloudflare: file.enforce.cloudflare.or(enforce.cloudflare),
-            };
+            enforce = enforce.overlay(file.enforce);
             if let Some(p) = file.ports {
                 let span = p.span();
                 ports = Some((p.into_inner(), i, span));
@@ -296,30 +290,9 @@ impl Config {
             }
         }
         let (last_path, last_text) = &texts[texts.len() - 1];
-        let uses = enforce.uses.clone().unwrap_or_default();
-        if uses.contains(&EnforcerName::Exec) && enforce.exec.is_none() {
-            return Err(ConfigError::at(
-                last_path,
-                last_text,
-                None,
-                "[enforce] uses \"exec\" but there is no [enforce.exec] table; hint: add \
-                 [enforce.exec] with ban = [\"/path/to/program\", \"{ip}\"]"
-                    .into(),
-            ));
-        }
-        if uses.contains(&EnforcerName::Cloudflare) {
-            let problem = match &enforce.cloudflare {
-                None => Some(
-                    "[enforce] uses \"cloudflare\" but there is no [enforce.cloudflare] table; \
-                     hint: add [enforce.cloudflare] with token_file, account_id and zone_id"
-                        .to_string(),
-                ),
-                Some(cf) => cf.check().err(),
-            };
-            if let Some(m) = problem {
-                return Err(ConfigError::at(last_path, last_text, None, m));
-            }
-        }
+        enforce
+            .check()
+            .map_err(|m| ConfigError::at(last_path, last_text, None, m))?;
         let mut jails = Vec::new();
         for (name, (table, file, span)) in &tables {
             let merged = merge(&defaults, table);
@@ -338,7 +311,7 @@ impl Config {
             jails.push(jail);
         }
         if let Some(j) = jails.iter().find(|j: &&JailConfig| j.behind_cloudflare) {
-            if !uses.contains(&EnforcerName::Cloudflare) {
+            if !enforce.names().contains(&EnforcerName::Cloudflare) {
                 return Err(ConfigError::at(
                     last_path,
                     last_text,

@@ -15,8 +15,10 @@ use std::collections::{BTreeSet, HashSet};
 use ipnet::IpNet;
 use jiff::Timestamp;
 
-use super::{reconcile, seconds_left, BanOrder, Change, Enforcer, Failed, Key, Ports};
+use super::registry::Registered;
+use super::{reconcile, seconds_left, BanOrder, Change, EnforceError, Enforcer, Failed, Key};
 use crate::netfilter::iptables::multiport_lists;
+use crate::vocab::Ports;
 
 /// The two sets of a scope: IPv4 and IPv6.
 fn sets_of(scope: &Option<Ports>) -> [String; 2] {
@@ -188,9 +190,24 @@ impl IptablesEnforcer {
     }
 }
 
+impl super::registry::Registered for IptablesEnforcer {
+    type Settings = super::registry::NoSettings;
+    const NAME: &'static str = "iptables";
+    const KIND: super::Kind = super::Kind::Host;
+
+    fn retry(_: Option<&Self::Settings>) -> super::Retry {
+        super::Retry::times(5)
+    }
+
+    fn build(_: Option<&Self::Settings>) -> Result<(Self, Option<String>), EnforceError> {
+        IptablesEnforcer::probe().map_err(EnforceError::never)?;
+        Ok((IptablesEnforcer::new(), None))
+    }
+}
+
 impl Enforcer for IptablesEnforcer {
     fn name(&self) -> &'static str {
-        "iptables"
+        Self::NAME
     }
 
     fn apply(&mut self, batch: &[Change]) -> Vec<Failed> {
@@ -224,7 +241,7 @@ impl Enforcer for IptablesEnforcer {
         if new_scope {
             // A jail's ports seen for the first time: its sets and rules first.
             if let Err(error) = self.ensure() {
-                return Failed::all(batch, &error);
+                return Failed::all(batch, &EnforceError::later(error));
             }
         }
         let mut result = run("ipset", &["restore"], Some(&script));
@@ -248,13 +265,13 @@ impl Enforcer for IptablesEnforcer {
                 }
                 Vec::new()
             }
-            Err(error) => Failed::all(batch, &error),
+            Err(error) => Failed::all(batch, &EnforceError::later(error)),
         }
     }
 
     /// Sets and rules for the scopes of `wanted` (those of scopes no longer used removed),
     /// then the difference with what the sets hold.
-    fn converge(&mut self, wanted: &[BanOrder]) -> Result<Vec<Change>, String> {
+    fn converge(&mut self, wanted: &[BanOrder]) -> Result<Vec<Change>, EnforceError> {
         self.scopes = std::iter::once(None)
             .chain(wanted.iter().map(|b| b.ports.clone()))
             .collect();
@@ -265,7 +282,7 @@ impl Enforcer for IptablesEnforcer {
         Ok(reconcile(wanted, &self.in_kernel))
     }
 
-    fn held(&mut self) -> Result<HashSet<Key>, String> {
+    fn held(&mut self) -> Result<HashSet<Key>, EnforceError> {
         if !self.listed {
             self.ensure()?;
             self.read_back()?;
@@ -278,7 +295,7 @@ impl Enforcer for IptablesEnforcer {
         true
     }
 
-    fn intact(&mut self) -> Result<bool, String> {
+    fn intact(&mut self) -> Result<bool, EnforceError> {
         if self.ensure()? {
             self.repairs += 1;
             tracing::warn!("moat's ipsets or raw PREROUTING rules were missing; restoring them from the ledger");

@@ -34,6 +34,7 @@
 
 pub mod api;
 pub mod ranges;
+pub mod settings;
 pub mod verify;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -43,45 +44,12 @@ use ipnet::IpNet;
 use jiff::Timestamp;
 use serde_json::{json, Value};
 
-use super::{BanOrder, Change, Enforcer, Failed, Key, Target};
+use super::registry::Registered;
+use super::{BanOrder, Change, EnforceError, Enforcer, Failed, Key};
+use crate::vocab::Target;
 use api::{encode, Api, CallError};
-
-/// Which API carries the bans.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    List,
-    AccessRules,
-}
-
-/// Which bans to keep when the list is full.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Keep {
-    /// The most recent bans.
-    Newest,
-    /// The bans that end last (forever first).
-    Longest,
-}
-
-/// The enforcer's settings, resolved from `[enforce.cloudflare]`.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    pub mode: Mode,
-    pub account_id: Option<String>,
-    pub zone_id: Option<String>,
-    /// The IP list's name (list mode).
-    pub list: String,
-    /// `block`, `challenge` or `managed_challenge`.
-    pub action: String,
-    /// Access rules' scope: `zone`, `account` or `user`.
-    pub scope: String,
-    /// Most list items moat places.
-    pub capacity: usize,
-    pub keep: Keep,
-    /// IPv6 targets longer than this go as this prefix.
-    pub ipv6_prefix: u8,
-    /// How often what Cloudflare holds is read back and converged.
-    pub reconcile_every: Duration,
-}
+pub use settings::CloudflareSettings;
+use settings::{Keep, Mode, Scope};
 
 /// Items per list operation: 10,000 bans in two requests (Cloudflare documents no smaller
 /// limit per request; its account capacity is 10,000 items).
@@ -113,7 +81,7 @@ struct Remote {
 
 pub struct CloudflareEnforcer {
     api: Api,
-    pub(crate) s: Settings,
+    pub(crate) s: CloudflareSettings,
     /// List mode: the list's id once found or created, and the zone rule checked.
     list_id: Option<String>,
     /// List mode: the list and its rule were in place since start, so finding one gone means
@@ -228,13 +196,28 @@ fn fail_all(indexes: impl IntoIterator<Item = usize>, e: &CallError) -> Vec<Fail
         .into_iter()
         .map(|index| Failed {
             index,
-            error: e.to_string(),
+            error: e.clone().into(),
         })
         .collect()
 }
 
+impl From<CallError> for EnforceError {
+    /// A rate limit says when to try again; anything else may pass later (a token fixed, a
+    /// list emptied, Cloudflare back).
+    fn from(e: CallError) -> EnforceError {
+        let retry = match &e {
+            CallError::Limited(d) => super::RetryHint::After(*d),
+            _ => super::RetryHint::Later,
+        };
+        EnforceError {
+            message: e.to_string(),
+            retry,
+        }
+    }
+}
+
 impl CloudflareEnforcer {
-    pub fn new(api: Api, s: Settings) -> CloudflareEnforcer {
+    pub fn new(api: Api, s: CloudflareSettings) -> CloudflareEnforcer {
         CloudflareEnforcer {
             api,
             s,
@@ -335,7 +318,7 @@ impl CloudflareEnforcer {
     fn ensure_rule(&mut self, expected: bool) -> Result<(), CallError> {
         let expression = format!("ip.src in ${}", self.s.list);
         let rule = json!({"description": "moat: block the clients moat banned",
-                          "expression": expression, "action": self.s.action, "enabled": true});
+                          "expression": expression, "action": self.s.action.as_str(), "enabled": true});
         let entry = format!(
             "/zones/{}/rulesets/phases/http_request_firewall_custom/entrypoint",
             self.zone()
@@ -457,10 +440,10 @@ impl CloudflareEnforcer {
     }
 
     pub(crate) fn rules_path(&self) -> String {
-        match self.s.scope.as_str() {
-            "account" => format!("/accounts/{}/firewall/access_rules/rules", self.account()),
-            "user" => "/user/firewall/access_rules/rules".to_string(),
-            _ => format!("/zones/{}/firewall/access_rules/rules", self.zone()),
+        match self.s.scope {
+            Scope::Account => format!("/accounts/{}/firewall/access_rules/rules", self.account()),
+            Scope::User => "/user/firewall/access_rules/rules".to_string(),
+            Scope::Zone => format!("/zones/{}/firewall/access_rules/rules", self.zone()),
         }
     }
 
@@ -834,7 +817,7 @@ impl CloudflareEnforcer {
                         .flatten()
                         .map(|&index| Failed {
                             index,
-                            error: format!("Cloudflare: {error}"),
+                            error: EnforceError::later(format!("Cloudflare: {error}")),
                         }),
                 );
             }
@@ -946,7 +929,7 @@ impl CloudflareEnforcer {
             if let Err(e) = r {
                 failed.push(Failed {
                     index: i,
-                    error: e.to_string(),
+                    error: e.into(),
                 });
             }
         }
@@ -975,7 +958,7 @@ impl CloudflareEnforcer {
             Err(_) if addr.contains(':') => "ip6",
             Err(_) => "ip",
         };
-        let body = json!({"mode": self.s.action,
+        let body = json!({"mode": self.s.action.as_str(),
                           "configuration": {"target": target, "value": addr},
                           "notes": comment_of(b)});
         let path = self.rules_path();
@@ -1035,7 +1018,7 @@ impl CloudflareEnforcer {
         };
         let path = format!("{}/{id}", self.rules_path());
         // The rule must still be moat's rule for this address before it goes.
-        let check = if self.s.scope == "user" {
+        let check = if self.s.scope == Scope::User {
             self.read_rules(Some(&addr))
                 .map(|rules| rules.iter().any(|(a, rid, _)| a == &addr && rid == &id))
         } else {
@@ -1084,7 +1067,7 @@ fn read_secret(path: &std::path::Path) -> Result<String, String> {
 }
 
 /// The credentials `[enforce.cloudflare]` names.
-pub fn auth_of(t: &crate::config::daemon::CloudflareTable) -> Result<api::Auth, String> {
+pub fn auth_of(t: &CloudflareSettings) -> Result<api::Auth, String> {
     if let Some(path) = &t.token_file {
         return Ok(api::Auth::Token(read_secret(path)?));
     }
@@ -1109,59 +1092,54 @@ pub fn auth_of(t: &crate::config::daemon::CloudflareTable) -> Result<api::Auth, 
 }
 
 /// The enforcer `[enforce.cloudflare]` describes.
-pub fn from_config(
-    t: &crate::config::daemon::CloudflareTable,
-) -> Result<CloudflareEnforcer, String> {
-    use crate::config::daemon::{
-        CloudflareAction, CloudflareKeep, CloudflareMode, CloudflareScope,
-    };
+pub fn from_settings(t: &CloudflareSettings) -> Result<CloudflareEnforcer, String> {
     let auth = auth_of(t)?;
-    let budget = api::Budget::new(
-        t.requests_per_second.unwrap_or(4.0),
-        t.budget.unwrap_or(1200),
-        Duration::from_secs(300),
-    );
-    let api = Api::new(
-        t.api
-            .as_deref()
-            .unwrap_or("https://api.cloudflare.com/client/v4"),
-        auth,
-        budget,
-    );
-    let mode = match t.mode.unwrap_or(CloudflareMode::List) {
-        CloudflareMode::List => Mode::List,
-        CloudflareMode::AccessRules => Mode::AccessRules,
-    };
-    Ok(CloudflareEnforcer::new(
-        api,
-        Settings {
-            mode,
-            account_id: t.account_id.clone(),
-            zone_id: t.zone_id.clone(),
-            list: t.list.clone().unwrap_or_else(|| "moat_block".into()),
-            action: t.action.unwrap_or(CloudflareAction::Block).as_str().into(),
-            scope: match t.scope.unwrap_or(CloudflareScope::Zone) {
-                CloudflareScope::Zone => "zone",
-                CloudflareScope::Account => "account",
-                CloudflareScope::User => "user",
-            }
-            .into(),
-            capacity: t.capacity.unwrap_or(10_000),
-            keep: match t.keep.unwrap_or(CloudflareKeep::Newest) {
-                CloudflareKeep::Newest => Keep::Newest,
-                CloudflareKeep::Longest => Keep::Longest,
-            },
-            ipv6_prefix: t.ipv6_prefix.unwrap_or(64),
-            reconcile_every: t
-                .reconcile
-                .map_or(Duration::from_secs(600), |d| d.0.unsigned_abs()),
-        },
-    ))
+    let budget = api::Budget::new(t.requests_per_second, t.budget, Duration::from_secs(300));
+    let api = Api::new(&t.api, auth, budget);
+    Ok(CloudflareEnforcer::new(api, t.clone()))
+}
+
+impl CloudflareEnforcer {
+    /// What status shows of how it works.
+    pub fn detail(&self) -> String {
+        format!(
+            "{} mode, {} requests/s at most, {} per 5 minutes",
+            self.s.mode.as_str(),
+            self.s.requests_per_second,
+            self.s.budget
+        )
+    }
+}
+
+impl super::registry::Registered for CloudflareEnforcer {
+    type Settings = CloudflareSettings;
+    const NAME: &'static str = "cloudflare";
+    const KIND: super::Kind = super::Kind::Edge;
+    const REQUIRES_TABLE: Option<&'static str> =
+        Some("add [enforce.cloudflare] with token_file, account_id and zone_id");
+
+    fn check(settings: &CloudflareSettings) -> Result<(), String> {
+        settings.check()
+    }
+
+    /// A remote change is never given up on.
+    fn retry(_: Option<&CloudflareSettings>) -> super::Retry {
+        super::Retry::FOREVER
+    }
+
+    fn build(
+        settings: Option<&CloudflareSettings>,
+    ) -> Result<(Self, Option<String>), EnforceError> {
+        let s = settings.ok_or_else(|| EnforceError::never("no [enforce.cloudflare] table"))?;
+        let cf = from_settings(s).map_err(EnforceError::never)?;
+        let detail = cf.detail();
+        Ok((cf, Some(detail)))
+    }
 }
 
 impl Enforcer for CloudflareEnforcer {
     fn name(&self) -> &'static str {
-        "cloudflare"
+        Self::NAME
     }
 
     fn apply(&mut self, batch: &[Change]) -> Vec<Failed> {
@@ -1172,7 +1150,7 @@ impl Enforcer for CloudflareEnforcer {
     }
 
     /// The changes from a fresh read; they are applied right away, on what that read found.
-    fn converge(&mut self, wanted: &[BanOrder]) -> Result<Vec<Change>, String> {
+    fn converge(&mut self, wanted: &[BanOrder]) -> Result<Vec<Change>, EnforceError> {
         let held = self.held()?;
         let wanted_keys: HashSet<Key> = wanted.iter().map(BanOrder::key).collect();
         for keys in self.held_by_others.values_mut() {
@@ -1187,8 +1165,8 @@ impl Enforcer for CloudflareEnforcer {
 
     /// Bans held by moat's own entries (not those held by someone else's: a converge offers
     /// those again, and they are placed when that entry is gone).
-    fn held(&mut self) -> Result<HashSet<Key>, String> {
-        self.refresh().map_err(|e| e.to_string())?;
+    fn held(&mut self) -> Result<HashSet<Key>, EnforceError> {
+        self.refresh()?;
         Ok(self
             .remote
             .values()
@@ -1202,10 +1180,10 @@ impl Enforcer for CloudflareEnforcer {
         true
     }
 
-    fn intact(&mut self) -> Result<bool, String> {
+    fn intact(&mut self) -> Result<bool, EnforceError> {
         let due = self
             .last_reconcile
-            .is_none_or(|t| t.elapsed() >= self.s.reconcile_every);
+            .is_none_or(|t| t.elapsed() >= self.s.reconcile_every());
         if !due {
             return Ok(true);
         }
@@ -1217,7 +1195,7 @@ impl Enforcer for CloudflareEnforcer {
         if self.s.mode == Mode::List {
             // The list and its rule are what make the bans block, and either can be deleted
             // behind moat's back.
-            self.check_list_and_rule().map_err(|e| e.to_string())?;
+            self.check_list_and_rule()?;
         }
         Ok(false)
     }

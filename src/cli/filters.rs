@@ -11,7 +11,7 @@ use comfy_table::{presets, ContentArrangement, Table};
 use super::EXIT_FINDINGS;
 use crate::config::Config;
 use crate::detect::lint::lint;
-use crate::detect::{library, Filter, FilterSpec, TimeContext, Verdict};
+use crate::detect::{library, Filter, FilterSpec, LineContext, Verdict};
 use crate::vocab::terminal::visible;
 
 #[derive(Subcommand, Debug)]
@@ -156,10 +156,10 @@ fn load(name: Option<String>, file: Option<PathBuf>) -> anyhow::Result<(String, 
 }
 
 fn test_lines(filter: &Filter, lines: &[String]) -> anyhow::Result<ExitCode> {
-    let ctx = TimeContext {
-        zone: jiff::tz::TimeZone::try_system().unwrap_or(jiff::tz::TimeZone::UTC),
-        reference: jiff::Timestamp::now(),
-    };
+    let ctx = LineContext::new(
+        jiff::tz::TimeZone::try_system().unwrap_or(jiff::tz::TimeZone::UTC),
+        jiff::Timestamp::now(),
+    );
     let mut failures = 0;
     for line in lines {
         let v = filter.check(line.as_bytes(), &ctx);

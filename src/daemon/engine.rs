@@ -26,8 +26,10 @@ use super::protocol::{ActiveBan, Bans, JailStatus, Reply, Request, Status};
 use super::Shared;
 use crate::config::value::parse_duration;
 use crate::config::{Config, JailConfig};
-use crate::detect::{Filter, Prefilter, TimeContext, Verdict};
-use crate::enforce::{safety, BanOrder, Change, Key};
+use crate::detect::Proxies;
+use crate::detect::{Filter, LineContext, Prefilter, Verdict};
+use crate::enforce::safety::{self, Protected};
+use crate::enforce::{BanOrder, Change, Key};
 use crate::jail::{BanDecision, Jail, JailParams, Outcome};
 use crate::ledger::{JailCheckpoint, Ledger, NewBan, Origin, SAMPLE_LINES};
 use crate::source::docker::{Joined, JsonFileJoiner};
@@ -56,6 +58,9 @@ pub enum EngineMsg {
     Control(Request, oneshot::Sender<Reply>),
     /// A new configuration, already validated; the reply says what changed.
     Reload(Box<Config>, oneshot::Sender<Result<String, String>>),
+    /// The trusted proxies' ranges as Cloudflare now publishes them: believed in headers,
+    /// never banned.
+    Proxies(Proxies),
     /// Final checkpoint, then the thread ends.
     Stop,
 }
@@ -75,7 +80,7 @@ struct JailRuntime {
     config: JailConfig,
     filter: Filter,
     window: Jail,
-    ctx: TimeContext,
+    ctx: LineContext,
     stats: LiveStats,
     /// Recent matched lines with their key, for the samples stored with a ban.
     samples: VecDeque<(ClientKey, Box<[u8]>)>,
@@ -96,10 +101,7 @@ impl JailRuntime {
         JailRuntime {
             matches: metrics.matches.get_or_create(&label).clone(),
             bans: metrics.bans.get_or_create(&label).clone(),
-            ctx: TimeContext {
-                zone: config.time_zone(),
-                reference: Timestamp::now(),
-            },
+            ctx: LineContext::new(config.time_zone(), Timestamp::now()),
             window: window.unwrap_or_else(|| Jail::new(config.params.clone())),
             filter,
             config,
@@ -188,8 +190,9 @@ pub struct Engine {
     /// Docker json-file entries held until their line ends, per file.
     joiners: HashMap<String, JsonFileJoiner>,
     metrics: Arc<Metrics>,
-    /// The host's own addresses, never banned; refreshed every few ticks.
-    own: Vec<IpAddr>,
+    /// What is never banned (the host's own addresses, refreshed every few ticks; the
+    /// trusted proxies).
+    protected: Protected,
     ticks: u64,
     /// `[enforce] lift_on_stop`: the ledger keeps the bans, the enforcers drop them at stop.
     lift_on_stop: bool,
@@ -236,7 +239,7 @@ impl Engine {
             candidates: Vec::new(),
             joiners: HashMap::new(),
             metrics,
-            own: safety::own_addresses(),
+            protected: Protected::here(),
             ticks: 0,
             lift_on_stop: config.enforce.lift_on_stop.unwrap_or(false),
         };
@@ -413,6 +416,12 @@ impl Engine {
                 EngineMsg::Reload(config, reply) => {
                     let _ = reply.send(Ok(self.reload(&config)));
                 }
+                EngineMsg::Proxies(proxies) => {
+                    for j in &mut self.jails {
+                        j.ctx.proxies = proxies.clone();
+                    }
+                    self.protected.proxies = proxies;
+                }
                 EngineMsg::Stop => break,
             }
         }
@@ -473,7 +482,7 @@ impl Engine {
 
     fn ban_decided(&mut self, j: usize, d: BanDecision, now: Timestamp, read_at: Option<Instant>) {
         let target = key_net(d.key);
-        if let Some(why) = safety::refuse(&target, &self.own, false) {
+        if let Some(why) = self.protected.refuse(&target, false) {
             let jail = &mut self.jails[j];
             jail.stats.refused += 1;
             jail.window.lift(&d.key);
@@ -568,7 +577,7 @@ impl Engine {
         self.ticks += 1;
         // The host's addresses change (DHCP, a new interface); look again every 10 s.
         if self.ticks.is_multiple_of(10) {
-            self.own = safety::own_addresses();
+            self.protected.own = safety::own_addresses();
         }
         // Kernel rulesets can be flushed behind moat's back: check every 2 s.
         if self.ticks.is_multiple_of(2) && self.enforcers.any_drifting() {
@@ -789,7 +798,7 @@ impl Engine {
         force: bool,
     ) -> Result<ActiveBan, String> {
         let target = parse_target(target)?;
-        if let Some(why) = safety::refuse(&target, &self.own, force) {
+        if let Some(why) = self.protected.refuse(&target, force) {
             tracing::warn!(ip = %Target(target), "ban refused: {why}");
             return Err(format!("refused: {why}"));
         }
@@ -1008,6 +1017,9 @@ impl Engine {
             .bantime
             .map_or(SignedDuration::from_hours(1), |d| d.0);
         self.build_routes();
+        for j in &mut self.jails {
+            j.ctx.proxies = self.protected.proxies.clone();
+        }
         self.dirty = true;
         let list = |v: &[String]| {
             if v.is_empty() {

@@ -306,7 +306,7 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
         .enforce
         .cloudflare
         .as_ref()
-        .map(|t| tokio::spawn(refresh_cloudflare_ranges(t.api.clone())));
+        .map(|t| tokio::spawn(refresh_cloudflare_ranges(t.api.clone(), engine_tx.clone())));
 
     notify(&[
         sd_notify::NotifyState::Ready,
@@ -397,7 +397,7 @@ async fn reload(
 
 /// Fetches Cloudflare's published proxy ranges at start and daily, so that ranges added after
 /// this build are never banned either (the built-in ones always stay).
-async fn refresh_cloudflare_ranges(api: String) {
+async fn refresh_cloudflare_ranges(api: String, engine: mpsc::Sender<EngineMsg>) {
     loop {
         let base = api.clone();
         match tokio::task::spawn_blocking(move || crate::enforce::cloudflare::ranges::fetch(&base))
@@ -408,7 +408,10 @@ async fn refresh_cloudflare_ranges(api: String) {
                     ranges = ranges.len(),
                     "Cloudflare's published ranges are never banned"
                 );
-                crate::enforce::safety::set_published_cloudflare(ranges);
+                let proxies = crate::detect::Proxies::with_published(ranges);
+                if engine.send(EngineMsg::Proxies(proxies)).await.is_err() {
+                    return;
+                }
                 tokio::time::sleep(Duration::from_secs(86_400)).await;
             }
             Ok(Err(e)) => {

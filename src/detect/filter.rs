@@ -17,7 +17,9 @@ use serde::Deserialize;
 
 use super::json::{JsonFilter, JsonSpec};
 use super::pattern::{Pattern, PatternError};
-use super::time::{self, FoundFormat, TimeContext, TimeFormat};
+use super::time::{self, TimeFormat};
+use super::verdict::{real_client, Failure, Verdict};
+use super::LineContext;
 
 /// A filter as written in TOML: a built-in library file or a jail's inline definition.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -80,55 +82,6 @@ pub struct Sample {
     /// Why this sample is here (what look-alike it guards against).
     #[serde(default)]
     pub note: String,
-}
-
-/// What a filter made of a line.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// No failregex matched (or the prefregex did not).
-    Miss,
-    /// A failregex matched but an ignoreregex vetoed it.
-    Ignored,
-    /// A failregex matched but the text at `<HOST>` is not an address.
-    BadHost,
-    /// A failregex matched but no time could be read.
-    NoTime { host: IpAddr },
-    /// The line is too long for a backtracking (look-around) pattern that had to decide, so
-    /// it is not a failure (see [`super::pattern::FANCY_UNANCHORED_MAX`]).
-    TooLong,
-    /// A failure: the client at the filter's host position, and when.
-    Failure(Failure),
-}
-
-impl std::fmt::Display for Verdict {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Verdict::Miss => f.write_str("no match"),
-            Verdict::Ignored => f.write_str("matched, but an ignoreregex vetoes it"),
-            Verdict::BadHost => f.write_str("matched, but the text at <HOST> is not an address"),
-            Verdict::NoTime { host } => write!(f, "matched client {host}, but no readable time"),
-            Verdict::TooLong => {
-                f.write_str("too long for a look-around pattern of this filter: not matched")
-            }
-            Verdict::Failure(x) => write!(
-                f,
-                "failure: client {} at {} (rule #{})",
-                x.host,
-                x.time.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                x.rule + 1
-            ),
-        }
-    }
-}
-
-/// A failure found in a line, before any jail looks at it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Failure {
-    pub host: IpAddr,
-    pub time: Timestamp,
-    /// Which failregex matched (0 for JSON filters).
-    pub rule: usize,
-    pub format: FoundFormat,
 }
 
 /// A compiled filter.
@@ -304,7 +257,7 @@ impl Filter {
     }
 
     /// Decides what `line` is. Pure: the context supplies zone and reference time.
-    pub fn check(&self, line: &[u8], ctx: &TimeContext) -> Verdict {
+    pub fn check(&self, line: &[u8], ctx: &LineContext) -> Verdict {
         let Some((field, time_field)) = &self.unwrap else {
             return self.check_text(line, ctx, None);
         };
@@ -324,7 +277,7 @@ impl Filter {
     }
 
     /// `fallback_time` is text to read the time from when the line has none (the wrapper's).
-    fn check_text(&self, line: &[u8], ctx: &TimeContext, fallback_time: Option<&[u8]>) -> Verdict {
+    fn check_text(&self, line: &[u8], ctx: &LineContext, fallback_time: Option<&[u8]>) -> Verdict {
         match &self.kind {
             Kind::Json(j) => j.check(line, &self.time_format, ctx),
             Kind::Regex {
@@ -370,7 +323,7 @@ impl Filter {
                 }
                 let host_text = spans.host.map(|r| &text[r]).or(pref_host);
                 let peer_text = spans.peer.map(|r| &text[r]);
-                let Some(host) = real_client(host_text, peer_text) else {
+                let Some(host) = real_client(host_text, peer_text, &ctx.proxies) else {
                     return Verdict::BadHost;
                 };
                 // The time is read from the `time` capture when the pattern has one, else
@@ -403,39 +356,6 @@ fn as_in_json(lit: &[u8]) -> Option<Vec<u8>> {
         .map(<[u8]>::to_vec)
 }
 
-/// Parses the text at the host position: an address and nothing else, except that a port
-/// (`198.51.100.7:51234`, `[2001:db8::1]:443`) or sentence punctuation after it (`from
-/// 198.51.100.7.`) is not part of it. Never a prefix search: `198.51.100.71` is not
-/// `198.51.100.7`. IPv4-mapped IPv6 is folded to IPv4 so one client has one key.
-/// The client of a line with a client address (`host`) and, maybe, the TCP peer that sent
-/// it (`peer`): a header such as CF-Connecting-IP is believed only when the peer is one of
-/// Cloudflare's proxies, since anyone else can write any address into it. `None` when the
-/// client cannot be known (a Cloudflare peer without a usable header is never the client).
-pub fn real_client(host: Option<&[u8]>, peer: Option<&[u8]>) -> Option<IpAddr> {
-    let Some(peer) = peer else {
-        return host.and_then(parse_host);
-    };
-    let peer = parse_host(peer)?;
-    if crate::enforce::safety::is_cloudflare(peer) {
-        host.and_then(parse_host)
-    } else {
-        Some(peer)
-    }
-}
-
-pub fn parse_host(text: &[u8]) -> Option<IpAddr> {
-    let s = std::str::from_utf8(text).ok()?;
-    let ip = s
-        .strip_prefix('[')
-        .and_then(|s| s.strip_suffix(']'))
-        .unwrap_or(s)
-        .parse::<IpAddr>()
-        .ok()
-        .or_else(|| s.parse::<std::net::SocketAddr>().ok().map(|sa| sa.ip()))
-        .or_else(|| s.trim_end_matches(['.', ':']).parse::<IpAddr>().ok())?;
-    Some(ip.to_canonical())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -447,8 +367,8 @@ mod tests {
         }
     }
 
-    fn ctx() -> TimeContext {
-        TimeContext::utc("2022-11-01T00:00:00Z".parse().unwrap())
+    fn ctx() -> LineContext {
+        LineContext::utc("2022-11-01T00:00:00Z".parse().unwrap())
     }
 
     #[test]
@@ -529,21 +449,6 @@ mod tests {
             &ctx(),
         );
         assert!(matches!(v, Verdict::Failure(f) if f.host.to_string() == "203.0.113.5"));
-    }
-
-    #[test]
-    fn host_text_is_an_address_and_nothing_else() {
-        let p = |s: &str| parse_host(s.as_bytes()).map(|a| a.to_string());
-        assert_eq!(p("198.51.100.7"), Some("198.51.100.7".into()));
-        assert_eq!(p("198.51.100.7:51234"), Some("198.51.100.7".into()));
-        assert_eq!(p("198.51.100.7."), Some("198.51.100.7".into()));
-        assert_eq!(p("[2001:db8::1]:443"), Some("2001:db8::1".into()));
-        assert_eq!(p("2001:db8::"), Some("2001:db8::".into()));
-        assert_eq!(p("::ffff:198.51.100.7"), Some("198.51.100.7".into()));
-        assert_eq!(p("198.51.100.7.1"), None);
-        assert_eq!(p("198.51.100"), None);
-        assert_eq!(p("dead"), None);
-        assert_eq!(p("999.1.1.1"), None);
     }
 
     #[test]

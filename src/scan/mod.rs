@@ -18,7 +18,7 @@ use jiff::Timestamp;
 
 use crate::config::JailConfig;
 use crate::detect::time::FoundFormat;
-use crate::detect::{Filter, Prefilter, TimeContext, Verdict};
+use crate::detect::{Filter, LineContext, Prefilter, Verdict};
 use crate::jail::{BanDecision, Jail, Outcome};
 use crate::source::docker::{Joined, JsonFileJoiner};
 use crate::source::{self, Chunk, Input, LineReader};
@@ -135,7 +135,7 @@ struct JailRun {
 impl JailRun {
     /// Runs the filter on a line and feeds a failure to the window; true when the filter
     /// matched (whatever became of the match).
-    fn line(&mut self, line: &[u8], ctx: &TimeContext) -> bool {
+    fn line(&mut self, line: &[u8], ctx: &LineContext) -> bool {
         let st = &mut self.stats;
         match self.filter.check(line, ctx) {
             Verdict::Miss => return false,
@@ -212,12 +212,9 @@ pub fn run(
             .modified
             .and_then(|m| Timestamp::try_from(m).ok())
             .unwrap_or(options.now);
-        let ctxs: Vec<TimeContext> = readers
+        let ctxs: Vec<LineContext> = readers
             .iter()
-            .map(|&j| TimeContext {
-                zone: zones[j].clone(),
-                reference,
-            })
+            .map(|&j| LineContext::new(zones[j].clone(), reference))
             .collect();
         let prefilter = {
             let local: Vec<&Filter> = readers.iter().map(|&j| &runs[j].filter).collect();

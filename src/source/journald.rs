@@ -196,7 +196,7 @@ pub fn entry_to_line(json: &[u8]) -> Option<(Vec<u8>, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::{library, Filter, TimeContext, Verdict};
+    use crate::detect::{library, Filter, LineContext, Verdict};
 
     #[test]
     fn selects() {
@@ -233,7 +233,7 @@ mod tests {
             "2026-03-28T10:00:02.123456Z host sshd[1234]: Failed password for root from 203.0.113.5 port 51234 ssh2\n"
         );
         let f = Filter::compile(library::get("sshd").unwrap()).unwrap();
-        let ctx = TimeContext::utc(jiff::Timestamp::now());
+        let ctx = LineContext::utc(jiff::Timestamp::now());
         let Verdict::Failure(fail) = f.check(&line[..line.len() - 1], &ctx) else {
             panic!("sshd filter on {line:?}")
         };

@@ -27,6 +27,7 @@ pub mod enforce;
 pub mod jail;
 pub mod ledger;
 pub mod netfilter;
+pub mod pipeline;
 pub mod ports;
 pub mod scan;
 pub mod source;

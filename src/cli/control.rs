@@ -310,7 +310,7 @@ pub fn bans(socket: &SocketArgs, history: Option<u32>, json: bool) -> anyhow::Re
                 utc(r.started),
                 until_text(r.until),
                 r.ended.map_or("-".into(), utc),
-                r.end_reason.as_deref().map_or("active".into(), cell),
+                r.end_reason.map_or("active".into(), |e| e.as_str().into()),
                 r.failures.to_string(),
             ]);
         }

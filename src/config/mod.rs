@@ -20,17 +20,18 @@ use toml::Spanned;
 use crate::detect::filter::UnwrapSpec;
 use crate::detect::json::JsonSpec;
 use crate::detect::{library, Filter, FilterSpec};
+use crate::jail::escalate::Escalation;
 use crate::jail::{IgnoreList, JailParams, DEFAULT_MAX_CLIENTS};
 use crate::vocab::ports::PortsValue;
 use crate::vocab::Net;
-use daemon::{DaemonTable, EnforceSettings, EnforcerName, EscalateTable, Escalation};
+use daemon::{DaemonTable, EnforceSettings, EnforcerName, EscalateTable};
 use value::{
     Duration, FilterName, MaxClients, MaxRetry, PatternText, PrefixLen, TimeFormatText, Zone,
     ZoneSpec,
 };
 
 /// The keys shared by `[defaults]` and `[jails.NAME]`; every one optional.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct JailTable {
     pub enabled: Option<bool>,

@@ -55,7 +55,7 @@ impl<'de> Deserialize<'de> for TimeFormatText {
 }
 
 /// The zone of times written without an offset: `"local"`, `"UTC"` or an IANA name.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Zone(pub ZoneSpec);
 
 #[derive(Clone, Debug, PartialEq, Eq)]

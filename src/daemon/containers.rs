@@ -34,14 +34,9 @@ fn cursor_key(source: &str, select: &ContainerSelect, name: &str) -> String {
     }
 }
 
-/// A cursor as the ledger stores it (the timestamp in the fingerprint column).
+/// A container's cursor: Docker's timestamp of the last line read.
 pub fn ledger_cursor(ts: &str) -> Cursor {
-    Cursor {
-        dev: 0,
-        ino: 0,
-        offset: 0,
-        fingerprint: ts.as_bytes().to_vec(),
-    }
+    Cursor::Stream(ts.to_string())
 }
 
 pub struct ContainerSource {

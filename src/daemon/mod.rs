@@ -38,18 +38,40 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::daemon::{DEFAULT_SOCKET, DEFAULT_STATE_DIR};
 use crate::config::Config;
-use crate::ledger::Ledger;
+use crate::ledger::SqliteLedger;
 use control::{Access, DaemonRequest};
 use enforcers::Enforcers;
 use engine::{Engine, EngineMsg};
 use protocol::{EnforcerStatus, JailStatus, Reply, SourceStatus, Status};
 use sources::Sources;
 
+/// What a warning in `moat status` is about: a new warning of a kind can replace or clear
+/// the old ones of that kind, whatever their words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Warning {
+    /// The ledger could not be opened or was damaged at start (lasts until a restart).
+    LedgerAtStart,
+    /// The active bans could not be read at start.
+    ActiveBans,
+    /// A ledger write failed and is retried.
+    LedgerWrite,
+    /// A checkpoint failed and is retried.
+    Checkpoint,
+    /// The ledger's file was deleted or replaced while moat ran.
+    LedgerGone,
+    /// The port policy: its state cannot be read, or an apply failed.
+    PortsError,
+    /// The port policy was rolled back, or differs from the configuration.
+    PortsNotice,
+    /// A published port the policy blocks.
+    PortsBlocked,
+}
+
 /// What the tasks share for `moat status`.
 pub struct Shared {
     pub started: Timestamp,
     pub config: String,
-    pub warnings: Mutex<Vec<String>>,
+    warnings: Mutex<Vec<(Warning, String)>>,
     pub sources: Mutex<Vec<SourceStatus>>,
     /// Journald and container sources, updated by their readers as they go.
     pub streams: Arc<Mutex<std::collections::BTreeMap<String, SourceStatus>>>,
@@ -57,37 +79,40 @@ pub struct Shared {
 
 impl Shared {
     /// Adds a problem for `moat status` (the same text once; at most 20 kept).
-    pub fn warn(&self, w: String) {
+    pub fn warn(&self, kind: Warning, text: String) {
         let mut ws = self.warnings.lock().unwrap();
-        if !ws.contains(&w) {
+        if !ws.iter().any(|(_, t)| *t == text) {
             if ws.len() == 20 {
                 ws.remove(0);
             }
-            ws.push(w);
+            ws.push((kind, text));
         }
     }
 
-    /// Forgets problems that start with `prefix`: they went away.
-    pub fn clear_warnings(&self, prefix: &str) {
-        self.warnings
-            .lock()
-            .unwrap()
-            .retain(|w| !w.starts_with(prefix));
+    /// Forgets the problems of a kind: they went away.
+    pub fn clear(&self, kind: Warning) {
+        self.warnings.lock().unwrap().retain(|(k, _)| *k != kind);
     }
 
     pub fn status(
         &self,
         jails: Vec<JailStatus>,
         enforcers: Vec<EnforcerStatus>,
-        ledger: &Path,
+        ledger: &str,
     ) -> Status {
         Status {
             version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
             started: self.started,
             config: self.config.clone(),
-            ledger: ledger.display().to_string(),
-            warnings: self.warnings.lock().unwrap().clone(),
+            ledger: ledger.to_string(),
+            warnings: self
+                .warnings
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(_, t)| t.clone())
+                .collect(),
             enforcers,
             sources: {
                 let streams = self.streams.lock().unwrap();
@@ -193,9 +218,9 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
     };
     // A state directory that cannot hold the ledger (read-only, full, wrong owner) must not
     // leave the host unprotected: run with the ledger in memory, and say so loudly.
-    let (ledger, moved, unusable) = match Ledger::open(&state_dir) {
+    let (ledger, moved, unusable) = match SqliteLedger::open(&state_dir) {
         Ok((l, moved)) => (l, moved, None),
-        Err(e) => (Ledger::open_in_memory()?, None, Some(e)),
+        Err(e) => (SqliteLedger::open_in_memory()?, None, Some(e)),
     };
     let shared = Arc::new(Shared {
         started: Timestamp::now(),
@@ -205,7 +230,7 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
             .map(|p| p.display().to_string())
             .collect::<Vec<_>>()
             .join(", "),
-        warnings: Mutex::new(Vec::new()),
+        warnings: Mutex::default(),
         sources: Mutex::new(Vec::new()),
         streams: Arc::default(),
     });
@@ -215,7 +240,7 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
              forgotten at exit, and cursors are not saved. Fix the state directory and restart"
         );
         tracing::error!("{msg}");
-        shared.warn(msg);
+        shared.warn(Warning::LedgerAtStart, msg);
     }
     if let Some(aside) = moved {
         let msg = format!(
@@ -225,7 +250,7 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
             aside.display()
         );
         tracing::error!("{msg}");
-        shared.warn(msg);
+        shared.warn(Warning::LedgerAtStart, msg);
     }
     let listener = control::bind(&socket, &access).await?;
 
@@ -260,7 +285,14 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
         shared.clone(),
         metrics.clone(),
     ));
-    let engine = Engine::start(&config, ledger, enforcers, shared.clone(), metrics);
+    let engine = Engine::start(
+        &config,
+        Box::new(ledger.clone()),
+        Box::new(ledger),
+        enforcers,
+        shared.clone(),
+        metrics,
+    );
     let cursors = engine.saved_cursors();
     // Small: a block is up to 256 KiB, and a source that reads faster than the engine decides
     // should wait rather than queue megabytes (ingest is as fast with 16 as with 256).

@@ -218,7 +218,8 @@ impl Sources {
                 // Files present at the first start follow `follow_from`; files that appear
                 // later are new, and read from their start.
                 let from = if first { self.from } else { FollowFrom::Start };
-                let (follower, note) = FileFollower::resume(&path, self.cursors.get(&key), from);
+                let saved = self.cursors.get(&key).and_then(Cursor::file);
+                let (follower, note) = FileFollower::resume(&path, saved, from);
                 if let Some(note) = note {
                     tracing::warn!(file = %key, "{note}");
                 }
@@ -265,7 +266,7 @@ impl Sources {
         // The engine saves a new file's starting point at once, so that a crash before its
         // first line neither skips nor re-reads.
         for (path, f) in &self.followed {
-            if let Some(c) = f.follower.cursor() {
+            if let Some(c) = f.follower.cursor().map(Cursor::File) {
                 let key = path.display().to_string();
                 if self.cursors.get(&key) != Some(&c) {
                     self.cursors.insert(key.clone(), c.clone());
@@ -308,12 +309,7 @@ impl Sources {
                     .cursors
                     .iter()
                     .filter(|(k, _)| k.starts_with(pattern.as_str()))
-                    .map(|(k, c)| {
-                        (
-                            k.clone(),
-                            String::from_utf8_lossy(&c.fingerprint).into_owned(),
-                        )
-                    })
+                    .filter_map(|(k, c)| Some((k.clone(), c.stream()?.to_string())))
                     .collect();
                 let task = tokio::spawn(
                     ContainerSource {
@@ -335,7 +331,8 @@ impl Sources {
             let cursor = self
                 .cursors
                 .get(pattern)
-                .map(|c| String::from_utf8_lossy(&c.fingerprint).into_owned());
+                .and_then(Cursor::stream)
+                .map(String::from);
             let from_start = self.first_start && self.from == FollowFrom::Start;
             let task = tokio::spawn(read_journal(
                 pattern.clone(),
@@ -360,7 +357,7 @@ impl Sources {
             out.clear();
             let result = f
                 .follower
-                .poll(&mut |block, cursor| out.push((block.to_vec(), cursor)));
+                .poll(&mut |block, cursor| out.push((block.to_vec(), cursor.map(Cursor::File))));
             match result {
                 Ok(notes) => {
                     if f.error.take().is_some() {
@@ -528,12 +525,7 @@ async fn read_journal(
                     source: source.clone(),
                     file: source.clone(),
                     block: std::mem::take(&mut block),
-                    cursor: cursor.as_ref().map(|c| Cursor {
-                        dev: 0,
-                        ino: 0,
-                        offset: 0,
-                        fingerprint: c.as_bytes().to_vec(),
-                    }),
+                    cursor: cursor.clone().map(Cursor::Stream),
                 };
                 if engine.send(msg).await.is_err() {
                     return;

@@ -58,7 +58,7 @@ pub struct FilterSpec {
 /// Where the application's own line is, when each log line is a JSON object wrapping it, as
 /// Docker's json-file driver writes a container's output:
 /// `{"log":"198.51.100.7 - - [...] \"POST /api/auth HTTP/1.1\" 422 ...\n","stream":"stdout","time":"..."}`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct UnwrapSpec {
     /// Dotted path of the string field holding the line (`log` for Docker).

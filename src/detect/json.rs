@@ -16,7 +16,7 @@ use super::verdict::{parse_host, Failure, Verdict};
 use super::LineContext;
 
 /// The `json` table of a filter.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct JsonSpec {
     /// Dotted path of the field holding the client (`ClientHost`, `request.client_ip`); when a
@@ -34,7 +34,7 @@ pub struct JsonSpec {
     pub conditions: Vec<Condition>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(untagged)]
 pub enum OneOrMany {
     One(String),
@@ -51,7 +51,7 @@ impl OneOrMany {
 }
 
 /// One condition on one field.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Condition {
     pub field: String,

@@ -21,6 +21,7 @@
 //! active bans are forgotten only when nothing else is left. Each sweep frees an eighth of the
 //! cap, so the cost stays constant per failure under a flood of distinct clients.
 
+pub mod escalate;
 pub mod ignore;
 
 use std::collections::HashMap;
@@ -60,6 +61,20 @@ impl JailParams {
                 }
             }
             _ => key,
+        }
+    }
+}
+
+impl JailParams {
+    /// The client key a banned target stands for in this jail, when it is one: a single
+    /// address, or an IPv6 network of the jail's prefix length.
+    pub fn key_of_target(&self, target: ipnet::IpNet) -> Option<ClientKey> {
+        match target {
+            ipnet::IpNet::V4(n) if n.prefix_len() == 32 => Some(ClientKey::V4(n.addr())),
+            ipnet::IpNet::V6(n) if n.prefix_len() == 128 || n.prefix_len() == self.ipv6_prefix => {
+                Some(ClientKey::V6(n))
+            }
+            _ => None,
         }
     }
 }
@@ -128,6 +143,11 @@ impl Jail {
             newest: i64::MIN,
             evicted: 0,
         }
+    }
+
+    /// The settings the jail runs with.
+    pub fn params(&self) -> &JailParams {
+        &self.params
     }
 
     /// Keys currently tracked (windows and bans).

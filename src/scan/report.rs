@@ -96,7 +96,7 @@ pub fn text(r: &ScanReport, opts: &TextOptions) -> String {
                 "  Without readable time (not counted): {}; e.g.",
                 n(st.unparsed_time)
             );
-            for l in &st.unparsed_samples {
+            for l in &j.unparsed_samples {
                 let _ = writeln!(o, "    | {}", visible(l));
             }
         }

@@ -17,7 +17,7 @@
 //! - **only regular files** are followed: a FIFO or a device at a followed path is an error,
 //!   opened without blocking, so that whoever can write to a log directory cannot stall moat.
 //!
-//! The [`Cursor`] (device, inode, offset, fingerprint of the first bytes) is what the ledger
+//! The [`FileCursor`] (device, inode, offset, fingerprint of the first bytes) is what the ledger
 //! saves. On restart [`FileFollower::resume`] continues from it; when the file was rotated while
 //! moat was stopped, it finds the old file by its inode in the same directory and reads its rest
 //! before the new one.
@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::LineAssembler;
-use crate::vocab::Cursor;
+use crate::vocab::FileCursor;
 
 /// How many of a file's first bytes identify it beside its inode.
 pub const FINGERPRINT_LEN: usize = 64;
@@ -97,8 +97,8 @@ impl Reading {
         Ok(buf)
     }
 
-    fn cursor(&self) -> Cursor {
-        Cursor {
+    fn cursor(&self) -> FileCursor {
+        FileCursor {
             dev: self.dev,
             ino: self.ino,
             offset: self.offset,
@@ -129,7 +129,7 @@ impl Reading {
     fn read_new(
         &mut self,
         with_cursor: bool,
-        out: &mut dyn FnMut(&[u8], Option<Cursor>),
+        out: &mut dyn FnMut(&[u8], Option<FileCursor>),
     ) -> io::Result<bool> {
         let mut buf = vec![0u8; 256 * 1024];
         let mut budget = READ_BUDGET;
@@ -155,7 +155,7 @@ impl Reading {
     }
 
     /// The bytes of a last line that will never be completed (its file was rotated away).
-    fn flush_partial(&mut self, with_cursor: bool, out: &mut dyn FnMut(&[u8], Option<Cursor>)) {
+    fn flush_partial(&mut self, with_cursor: bool, out: &mut dyn FnMut(&[u8], Option<FileCursor>)) {
         let pending = self.lines.pending();
         let mut line = Vec::new();
         self.lines.finish(&mut line);
@@ -222,7 +222,7 @@ impl FileFollower {
     /// Returns a note for the log when the saved cursor could not be honoured exactly.
     pub fn resume(
         path: &Path,
-        cursor: Option<&Cursor>,
+        cursor: Option<&FileCursor>,
         from: FollowFrom,
     ) -> (FileFollower, Option<String>) {
         let mut f = FileFollower {
@@ -283,7 +283,7 @@ impl FileFollower {
     }
 
     /// The cursor of the file at the path, when one is open.
-    pub fn cursor(&self) -> Option<Cursor> {
+    pub fn cursor(&self) -> Option<FileCursor> {
         self.current.as_ref().map(Reading::cursor)
     }
 
@@ -303,7 +303,10 @@ impl FileFollower {
     /// Lines of a rotated file come with its cursor only until the new file has handed out
     /// lines: up to then a restart must finish the old file first (found by its inode); after
     /// that the new file's cursor is the one to keep.
-    pub fn poll(&mut self, out: &mut dyn FnMut(&[u8], Option<Cursor>)) -> io::Result<PollNotes> {
+    pub fn poll(
+        &mut self,
+        out: &mut dyn FnMut(&[u8], Option<FileCursor>),
+    ) -> io::Result<PollNotes> {
         let mut notes = PollNotes::default();
         let old_cursor = !self.current.as_ref().is_some_and(|c| c.emitted);
         for old in &mut self.retired {
@@ -468,7 +471,7 @@ fn fingerprint_matches(now: &[u8], saved: &[u8]) -> bool {
 }
 
 /// A file in `path`'s directory with the cursor's device and inode and a matching fingerprint.
-fn find_by_inode(path: &Path, cursor: &Cursor) -> Option<(Reading, PathBuf)> {
+fn find_by_inode(path: &Path, cursor: &FileCursor) -> Option<(Reading, PathBuf)> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())

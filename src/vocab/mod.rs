@@ -18,7 +18,7 @@ pub mod terminal;
 pub mod time;
 
 pub use client::ClientKey;
-pub use cursor::Cursor;
+pub use cursor::{Cursor, FileCursor};
 pub use lines::{Line, MAX_LINE};
 pub use ports::Ports;
 pub use target::{parse_target, Net, Target};

@@ -22,6 +22,7 @@ use crate::detect::json::JsonSpec;
 use crate::detect::{library, Filter, FilterSpec};
 use crate::jail::escalate::Escalation;
 use crate::jail::{IgnoreList, JailParams, DEFAULT_MAX_CLIENTS};
+use crate::source::SourceSpec;
 use crate::vocab::ports::PortsValue;
 use crate::vocab::Net;
 use daemon::{DaemonTable, EnforceSettings, EnforcerName, EscalateTable};
@@ -235,7 +236,7 @@ impl Config {
         // started from.
         for jail in &mut config.jails {
             for src in jail.sources.iter_mut() {
-                if Path::new(src.as_str()).is_relative() && !is_stream_source(src) {
+                if Path::new(src.as_str()).is_relative() && SourceSpec::is_path(src) {
                     *src = dir.join(&*src).display().to_string();
                 }
             }
@@ -390,13 +391,6 @@ pub fn merge(defaults: &JailTable, jail: &JailTable) -> JailTable {
     )
 }
 
-/// Sources that are not paths: standard input, the journal.
-pub fn is_stream_source(src: &str) -> bool {
-    src == "-"
-        || src.starts_with(crate::source::journald::PREFIX)
-        || src.starts_with(crate::source::docker::PREFIX)
-}
-
 /// A drop-in's `[daemon]` keys over the earlier files'.
 fn overlay_daemon(base: DaemonTable, over: DaemonTable) -> DaemonTable {
     DaemonTable {
@@ -455,10 +449,7 @@ pub fn resolve(name: &str, t: &JailTable) -> Result<JailConfig, String> {
     }
     let escalation = t.escalate.as_ref().map(|e| e.resolve()).transpose()?;
     for src in t.sources.iter().flatten() {
-        if let Some(Err(e)) = crate::source::journald::JournalSelect::parse(src) {
-            return Err(format!("source {src:?}: {e}"));
-        }
-        if let Some(Err(e)) = crate::source::docker::ContainerSelect::parse(src) {
+        if let Err(e) = SourceSpec::parse(src) {
             return Err(format!("source {src:?}: {e}"));
         }
     }

@@ -19,7 +19,6 @@
 //! systemd is told READY. Shutdown happens in one place, [`run`]'s end: stop reading, let
 //! the engine checkpoint, let the enforcers finish their queue, remove the socket.
 
-pub mod containers;
 pub mod control;
 pub mod enforcers;
 pub mod engine;
@@ -39,10 +38,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::config::daemon::{DEFAULT_SOCKET, DEFAULT_STATE_DIR};
 use crate::config::Config;
 use crate::ledger::SqliteLedger;
+use crate::source::stream::Health;
 use control::{Access, DaemonRequest};
 use enforcers::Enforcers;
 use engine::{Engine, EngineMsg};
-use protocol::{EnforcerStatus, JailStatus, Reply, SourceStatus, Status};
+use protocol::{EnforcerStatus, FileStatus, JailStatus, Reply, SourceStatus, Status};
 use sources::Sources;
 
 /// What a warning in `moat status` is about: a new warning of a kind can replace or clear
@@ -74,7 +74,7 @@ pub struct Shared {
     warnings: Mutex<Vec<(Warning, String)>>,
     pub sources: Mutex<Vec<SourceStatus>>,
     /// Journald and container sources, updated by their readers as they go.
-    pub streams: Arc<Mutex<std::collections::BTreeMap<String, SourceStatus>>>,
+    pub streams: Arc<Mutex<std::collections::BTreeMap<String, Health>>>,
 }
 
 impl Shared {
@@ -116,11 +116,28 @@ impl Shared {
             enforcers,
             sources: {
                 let streams = self.streams.lock().unwrap();
+                let of_stream = |s: &SourceStatus| {
+                    let h = streams.get(&s.source)?.lock().unwrap().clone();
+                    Some(SourceStatus {
+                        source: s.source.clone(),
+                        files: h
+                            .parts
+                            .into_iter()
+                            .map(|p| FileStatus {
+                                path: p.name,
+                                lines: p.lines,
+                                overlong: p.overlong,
+                                ..FileStatus::default()
+                            })
+                            .collect(),
+                        error: h.error,
+                    })
+                };
                 self.sources
                     .lock()
                     .unwrap()
                     .iter()
-                    .map(|s| streams.get(&s.source).cloned().unwrap_or_else(|| s.clone()))
+                    .map(|s| of_stream(s).unwrap_or_else(|| s.clone()))
                     .collect()
             },
             jails,

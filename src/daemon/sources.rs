@@ -17,15 +17,12 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch};
 
-use super::containers::ContainerSource;
 use super::engine::EngineMsg;
 use super::protocol::{FileStatus, SourceStatus};
 use super::Shared;
-use crate::source::docker::ContainerSelect;
-use crate::source::follow::FileFollower;
-use crate::source::follow::FollowFrom;
-use crate::source::journald::{self, JournalSelect};
-use crate::source::MAX_LINE;
+use crate::source::follow::{FileFollower, FollowFrom};
+use crate::source::stream::{self, Health, Resume, StreamBlock};
+use crate::source::SourceSpec;
 use crate::vocab::Cursor;
 
 /// The source name of standard input.
@@ -38,11 +35,6 @@ struct Followed {
     follower: FileFollower,
     lines: u64,
     error: Option<String>,
-}
-
-/// Sources that are streams from a program or an API rather than files.
-fn is_stream(pattern: &str) -> bool {
-    crate::config::is_stream_source(pattern)
 }
 
 fn is_glob(pattern: &str) -> bool {
@@ -91,7 +83,7 @@ pub struct Sources {
     shared: Arc<Shared>,
     /// Running stream readers (journald), by source.
     streams: HashMap<String, tokio::task::JoinHandle<()>>,
-    stream_status: Arc<Mutex<BTreeMap<String, SourceStatus>>>,
+    stream_health: Arc<Mutex<BTreeMap<String, Health>>>,
     first_start: bool,
 }
 
@@ -115,7 +107,7 @@ impl Sources {
             watched: HashSet::new(),
             engine,
             streams: HashMap::new(),
-            stream_status: shared.streams.clone(),
+            stream_health: shared.streams.clone(),
             shared,
             first_start: true,
         })
@@ -197,7 +189,7 @@ impl Sources {
         });
         self.sync_streams();
         let mut fresh = Vec::new();
-        for pattern in self.patterns.iter().filter(|p| !is_stream(p)) {
+        for pattern in self.patterns.iter().filter(|p| SourceSpec::is_path(p)) {
             if is_glob(pattern) {
                 // The directory part of a glob is watched when it is a plain directory.
                 if let Some(dir) = Path::new(pattern)
@@ -296,7 +288,7 @@ impl Sources {
             }
             keep
         });
-        self.stream_status
+        self.stream_health
             .lock()
             .unwrap()
             .retain(|source, _| configured.contains(source));
@@ -304,44 +296,49 @@ impl Sources {
             if self.streams.contains_key(pattern) {
                 continue;
             }
-            if let Some(Ok(select)) = ContainerSelect::parse(pattern) {
-                let cursors: HashMap<String, String> = self
+            let Some(Ok(stream)) = stream::parse(pattern) else {
+                continue;
+            };
+            // A stream's parts are saved under its source, or the source and a suffix.
+            let resume = Resume {
+                cursors: self
                     .cursors
                     .iter()
                     .filter(|(k, _)| k.starts_with(pattern.as_str()))
                     .filter_map(|(k, c)| Some((k.clone(), c.stream()?.to_string())))
-                    .collect();
-                let task = tokio::spawn(
-                    ContainerSource {
-                        source: pattern.clone(),
-                        select,
-                        cursors: Arc::new(Mutex::new(cursors)),
-                        from_start: self.first_start && self.from == FollowFrom::Start,
-                        engine: self.engine.clone(),
-                        status: self.stream_status.clone(),
-                    }
-                    .run(),
-                );
-                self.streams.insert(pattern.clone(), task);
-                continue;
-            }
-            let Some(Ok(select)) = JournalSelect::parse(pattern) else {
-                continue;
+                    .collect(),
+                from_start: self.first_start && self.from == FollowFrom::Start,
             };
-            let cursor = self
-                .cursors
-                .get(pattern)
-                .and_then(Cursor::stream)
-                .map(String::from);
-            let from_start = self.first_start && self.from == FollowFrom::Start;
-            let task = tokio::spawn(read_journal(
-                pattern.clone(),
-                select,
-                cursor,
-                from_start,
-                self.engine.clone(),
-                self.stream_status.clone(),
-            ));
+            let health = Health::default();
+            self.stream_health
+                .lock()
+                .unwrap()
+                .insert(pattern.clone(), health.clone());
+            let (tx, mut rx) = mpsc::channel::<StreamBlock>(16);
+            let following = stream.follow(resume, tx, health);
+            let engine = self.engine.clone();
+            let source = pattern.clone();
+            let task = tokio::spawn(async move {
+                let forward = async {
+                    while let Some(b) = rx.recv().await {
+                        let msg = EngineMsg::Lines {
+                            read_at: std::time::Instant::now(),
+                            source: source.clone(),
+                            file: b.part,
+                            block: b.block,
+                            cursor: b.cursor,
+                        };
+                        if engine.send(msg).await.is_err() {
+                            return;
+                        }
+                    }
+                };
+                // The reader ends when the forwarder is gone, and the other way round.
+                tokio::select! {
+                    _ = following => {}
+                    _ = forward => {}
+                }
+            });
             self.streams.insert(pattern.clone(), task);
         }
         self.first_start = false;
@@ -437,152 +434,6 @@ impl Sources {
             }
         }
         *self.shared.sources.lock().unwrap() = by_source.into_values().collect();
-    }
-}
-
-/// Follows the journal through `journalctl`, restarting it (after the last cursor) when it
-/// exits, with a growing pause.
-async fn read_journal(
-    source: String,
-    select: JournalSelect,
-    mut cursor: Option<String>,
-    from_start: bool,
-    engine: mpsc::Sender<EngineMsg>,
-    status: Arc<Mutex<BTreeMap<String, SourceStatus>>>,
-) {
-    let mut pause = Duration::from_secs(1);
-    let mut lines: u64 = 0;
-    let mut overlong: u64 = 0;
-    let set_status = |lines: u64, overlong: u64, error: Option<String>| {
-        status.lock().unwrap().insert(
-            source.clone(),
-            SourceStatus {
-                source: source.clone(),
-                files: vec![FileStatus {
-                    path: "journal".into(),
-                    offset: 0,
-                    lag: 0,
-                    lines,
-                    overlong,
-                }],
-                error,
-            },
-        );
-    };
-    set_status(0, 0, None);
-    let mut first = true;
-    loop {
-        let args = select.args(cursor.as_deref(), first && from_start);
-        first = false;
-        let child = tokio::process::Command::new(journald::program())
-            .args(&args)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn();
-        let mut child = match child {
-            Ok(c) => c,
-            Err(e) => {
-                let msg = format!("cannot run journalctl: {e}");
-                tracing::warn!(%source, "{msg}; retrying in {pause:?}");
-                set_status(lines, overlong, Some(msg));
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(60));
-                continue;
-            }
-        };
-        tracing::info!(%source, "following the journal");
-        let mut out = tokio::io::BufReader::new(child.stdout.take().expect("piped"));
-        let mut entry = Vec::new();
-        let mut block = Vec::new();
-        loop {
-            entry.clear();
-            // An entry's JSON is the message escaped: up to six bytes per byte, and the
-            // other fields.
-            let fits = match read_line_within(&mut out, &mut entry, 6 * MAX_LINE + 65_536).await {
-                Ok(None) | Err(_) => break,
-                Ok(Some(fits)) => fits,
-            };
-            pause = Duration::from_secs(1);
-            if !fits {
-                overlong += 1;
-                continue;
-            }
-            if let Some((line, c)) = journald::entry_to_line(&entry) {
-                cursor = Some(c);
-                // The rendered line, without its newline, within the cap all sources share.
-                if line.len() > MAX_LINE + 1 {
-                    overlong += 1;
-                    continue;
-                }
-                block.extend_from_slice(&line);
-                lines += 1;
-            }
-            if out.buffer().is_empty() && !block.is_empty() {
-                let msg = EngineMsg::Lines {
-                    read_at: std::time::Instant::now(),
-                    source: source.clone(),
-                    file: source.clone(),
-                    block: std::mem::take(&mut block),
-                    cursor: cursor.clone().map(Cursor::Stream),
-                };
-                if engine.send(msg).await.is_err() {
-                    return;
-                }
-                set_status(lines, overlong, None);
-            }
-        }
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            let _ = e.read_to_string(&mut err).await;
-        }
-        let status_code = child.wait().await.ok();
-        let msg = format!(
-            "journalctl ended ({}){}{}",
-            status_code.map_or("killed".into(), |s| s.to_string()),
-            if err.trim().is_empty() { "" } else { ": " },
-            err.trim()
-        );
-        tracing::warn!(%source, "{msg}; restarting in {pause:?}");
-        set_status(lines, overlong, Some(msg));
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(60));
-    }
-}
-
-/// Reads one line (through its `\n`) into `buf`, keeping at most `max` bytes of it: `None` at
-/// the end of the stream, else whether the whole line fit (a longer one is consumed to its
-/// end and not kept).
-async fn read_line_within<R: tokio::io::AsyncBufRead + Unpin>(
-    reader: &mut R,
-    buf: &mut Vec<u8>,
-    max: usize,
-) -> std::io::Result<Option<bool>> {
-    use tokio::io::AsyncBufReadExt;
-    let mut fits = true;
-    let mut any = false;
-    loop {
-        let available = reader.fill_buf().await?;
-        if available.is_empty() {
-            return Ok(any.then_some(fits));
-        }
-        any = true;
-        let (piece, done) = match memchr::memchr(b'\n', available) {
-            Some(i) => (&available[..=i], true),
-            None => (available, false),
-        };
-        if fits && buf.len() + piece.len() <= max {
-            buf.extend_from_slice(piece);
-        } else {
-            fits = false;
-            buf.clear();
-        }
-        let n = piece.len();
-        reader.consume(n);
-        if done {
-            return Ok(Some(fits));
-        }
     }
 }
 

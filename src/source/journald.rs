@@ -10,7 +10,14 @@
 //! of its own and pass for another program's. The journal's cursor is kept per source, so a
 //! restart resumes after the last entry read.
 
+use std::time::Duration;
+
 use serde_json::Value;
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+
+use super::stream::{Following, Health, PartHealth, Resume, Stream, StreamBlock, StreamHealth};
+use crate::vocab::Cursor;
 
 /// A journald source as configured: `journald:UNIT` or `journald:FIELD=value FIELD=value`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,6 +156,181 @@ pub fn read_all(select: &JournalSelect) -> std::io::Result<super::ProducedLines>
         }
         Ok(())
     }))
+}
+
+/// A `journald:` source as a stream.
+struct Journal {
+    source: String,
+    select: JournalSelect,
+}
+
+/// The stream a `journald:` source names.
+pub fn stream(source: &str) -> Option<Result<Box<dyn Stream>, String>> {
+    JournalSelect::parse(source).map(|r| {
+        r.map(|select| {
+            Box::new(Journal {
+                source: source.to_string(),
+                select,
+            }) as Box<dyn Stream>
+        })
+    })
+}
+
+impl Stream for Journal {
+    fn follow(&self, resume: Resume, out: mpsc::Sender<StreamBlock>, health: Health) -> Following {
+        Box::pin(follow(
+            self.source.clone(),
+            self.select.clone(),
+            resume,
+            out,
+            health,
+        ))
+    }
+
+    fn read_all(&self) -> std::io::Result<super::ProducedLines> {
+        read_all(&self.select)
+    }
+}
+
+/// Follows the journal through `journalctl`, restarting it (after the last cursor) when it
+/// exits, with a growing pause.
+async fn follow(
+    source: String,
+    select: JournalSelect,
+    resume: Resume,
+    out: mpsc::Sender<StreamBlock>,
+    health: Health,
+) {
+    let mut cursor = resume.cursors.get(&source).cloned();
+    let from_start = resume.from_start;
+    let mut pause = Duration::from_secs(1);
+    let mut lines: u64 = 0;
+    let mut overlong: u64 = 0;
+    let set_status = |lines: u64, overlong: u64, error: Option<String>| {
+        *health.lock().unwrap() = StreamHealth {
+            parts: vec![PartHealth {
+                name: "journal".into(),
+                lines,
+                overlong,
+            }],
+            error,
+        };
+    };
+    set_status(0, 0, None);
+    let mut first = true;
+    while !out.is_closed() {
+        let args = select.args(cursor.as_deref(), first && from_start);
+        first = false;
+        let child = tokio::process::Command::new(program())
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = format!("cannot run journalctl: {e}");
+                tracing::warn!(%source, "{msg}; retrying in {pause:?}");
+                set_status(lines, overlong, Some(msg));
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(60));
+                continue;
+            }
+        };
+        tracing::info!(%source, "following the journal");
+        let mut reader = tokio::io::BufReader::new(child.stdout.take().expect("piped"));
+        let mut entry = Vec::new();
+        let mut block = Vec::new();
+        loop {
+            entry.clear();
+            // An entry's JSON is the message escaped: up to six bytes per byte, and the
+            // other fields.
+            let fits = match read_line_within(&mut reader, &mut entry, 6 * super::MAX_LINE + 65_536)
+                .await
+            {
+                Ok(None) | Err(_) => break,
+                Ok(Some(fits)) => fits,
+            };
+            pause = Duration::from_secs(1);
+            if !fits {
+                overlong += 1;
+                continue;
+            }
+            if let Some((line, c)) = entry_to_line(&entry) {
+                cursor = Some(c);
+                // The rendered line, without its newline, within the cap all sources share.
+                if line.len() > super::MAX_LINE + 1 {
+                    overlong += 1;
+                    continue;
+                }
+                block.extend_from_slice(&line);
+                lines += 1;
+            }
+            if reader.buffer().is_empty() && !block.is_empty() {
+                let b = StreamBlock {
+                    part: source.clone(),
+                    block: std::mem::take(&mut block),
+                    cursor: cursor.clone().map(Cursor::Stream),
+                };
+                if out.send(b).await.is_err() {
+                    return;
+                }
+                set_status(lines, overlong, None);
+            }
+        }
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut err).await;
+        }
+        let status_code = child.wait().await.ok();
+        let msg = format!(
+            "journalctl ended ({}){}{}",
+            status_code.map_or("killed".into(), |s| s.to_string()),
+            if err.trim().is_empty() { "" } else { ": " },
+            err.trim()
+        );
+        tracing::warn!(%source, "{msg}; restarting in {pause:?}");
+        set_status(lines, overlong, Some(msg));
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(60));
+    }
+}
+
+/// Reads one line (through its `\n`) into `buf`, keeping at most `max` bytes of it: `None` at
+/// the end of the stream, else whether the whole line fit (a longer one is consumed to its
+/// end and not kept).
+async fn read_line_within<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<bool>> {
+    use tokio::io::AsyncBufReadExt;
+    let mut fits = true;
+    let mut any = false;
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(any.then_some(fits));
+        }
+        any = true;
+        let (piece, done) = match memchr::memchr(b'\n', available) {
+            Some(i) => (&available[..=i], true),
+            None => (available, false),
+        };
+        if fits && buf.len() + piece.len() <= max {
+            buf.extend_from_slice(piece);
+        } else {
+            fits = false;
+            buf.clear();
+        }
+        let n = piece.len();
+        reader.consume(n);
+        if done {
+            return Ok(Some(fits));
+        }
+    }
 }
 
 /// One journal entry (a line of `journalctl -o json`) as a log line, and its cursor.

@@ -12,6 +12,7 @@
 pub mod docker;
 pub mod follow;
 pub mod journald;
+pub mod stream;
 
 use std::fs::File;
 use std::io::{self, BufRead, Read};
@@ -276,15 +277,59 @@ impl LineAssembler {
     }
 }
 
+/// A source as configured: a path or a glob, standard input, or a stream.
+pub enum SourceSpec {
+    Stdin,
+    /// A file, or a glob of files (`*`, `?`, `[`).
+    Path(String),
+    Stream(Box<dyn stream::Stream>),
+}
+
+impl SourceSpec {
+    /// What `source` names; an error for a stream source that is malformed.
+    pub fn parse(source: &str) -> Result<SourceSpec, String> {
+        if source == "-" {
+            return Ok(SourceSpec::Stdin);
+        }
+        match stream::parse(source) {
+            Some(s) => s.map(SourceSpec::Stream),
+            None => Ok(SourceSpec::Path(source.to_string())),
+        }
+    }
+
+    /// Whether `source` is a path (relative ones are relative to the configuration file).
+    pub fn is_path(source: &str) -> bool {
+        matches!(SourceSpec::parse(source), Ok(SourceSpec::Path(_)))
+    }
+}
+
 /// Where an offline scan reads from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum Input {
     Stdin,
     File(PathBuf),
-    /// A `journald:` source: the entries it names, as far back as the journal goes.
-    Journal(journald::JournalSelect, String),
-    /// A `docker:` source: the logs Docker keeps of the containers it names.
-    Containers(docker::ContainerSelect, String),
+    /// A stream source (the journal, containers): what it holds now, as far back as it goes.
+    Stream {
+        source: String,
+        stream: Arc<dyn stream::Stream>,
+    },
+}
+
+impl PartialEq for Input {
+    fn eq(&self, other: &Input) -> bool {
+        match (self, other) {
+            (Input::Stdin, Input::Stdin) => true,
+            (Input::File(a), Input::File(b)) => a == b,
+            (Input::Stream { source: a, .. }, Input::Stream { source: b, .. }) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Debug for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.display())
+    }
 }
 
 impl Input {
@@ -296,22 +341,23 @@ impl Input {
         }
     }
 
-    /// A configured source as an input: a journal or containers, or else a path.
+    /// A configured source as an input.
     pub fn from_source(source: &str) -> Result<Input, String> {
-        if let Some(select) = journald::JournalSelect::parse(source) {
-            return Ok(Input::Journal(select?, source.to_string()));
-        }
-        if let Some(select) = docker::ContainerSelect::parse(source) {
-            return Ok(Input::Containers(select?, source.to_string()));
-        }
-        Ok(Input::from_arg(source))
+        Ok(match SourceSpec::parse(source)? {
+            SourceSpec::Stdin => Input::Stdin,
+            SourceSpec::Path(p) => Input::File(PathBuf::from(p)),
+            SourceSpec::Stream(s) => Input::Stream {
+                source: source.to_string(),
+                stream: Arc::from(s),
+            },
+        })
     }
 
     pub fn display(&self) -> String {
         match self {
             Input::Stdin => "<stdin>".into(),
             Input::File(p) => p.display().to_string(),
-            Input::Journal(_, s) | Input::Containers(_, s) => s.clone(),
+            Input::Stream { source, .. } => source.clone(),
         }
     }
 }
@@ -396,8 +442,7 @@ pub fn open(input: &Input) -> io::Result<Opened> {
             consumed: Arc::default(),
         }),
         Input::File(path) => open_file(path),
-        Input::Journal(select, _) => Ok(Opened::stream(journald::read_all(select)?)),
-        Input::Containers(select, _) => Ok(Opened::stream(docker::read_all(select)?)),
+        Input::Stream { stream, .. } => Ok(Opened::stream(stream.read_all()?)),
     }
 }
 

@@ -77,7 +77,7 @@ fn check(
             }
         }
         Ok(Tick::Nothing | Tick::Waiting) => {}
-        Err(e) => return Some(e),
+        Err(e) => return Some(e.to_string()),
     }
     None
 }

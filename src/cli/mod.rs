@@ -10,6 +10,7 @@ mod filters;
 mod ports;
 mod run;
 mod scan;
+mod warnings;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -7,6 +7,8 @@ mod check_config;
 mod cloudflare;
 mod control;
 mod filters;
+mod generate;
+mod manpage;
 mod ports;
 mod run;
 mod scan;
@@ -15,7 +17,7 @@ mod warnings;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Exit status for usage, configuration and input errors.
 pub const EXIT_ERROR: u8 = 2;
@@ -128,6 +130,12 @@ enum Command {
         #[command(flatten)]
         socket: control::SocketArgs,
     },
+    /// Write the manual pages or shell completions (for packaging).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        command: generate::GenerateCommand,
+    },
 }
 
 /// Entry point used by `main`.
@@ -172,6 +180,7 @@ pub fn main() -> ExitCode {
             socket,
         } => control::unban(&socket, target, all, jail, json),
         Command::Reload { socket } => control::reload(&socket),
+        Command::Generate { command } => generate::run(command, Cli::command()),
     };
     match result {
         Ok(code) => code,

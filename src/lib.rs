@@ -12,6 +12,7 @@
 //!   memory. Pure;
 //! - [`config`]: the TOML schema and validation with file:line:column errors;
 //! - [`scan`]: the offline pipeline behind `moat scan` and its report;
+//! - [`init`]: what `moat init` sees on a host and the configuration it writes;
 //! - [`cli`]: the subcommands, thin wrappers over the above.
 //!
 //! The daemon (`moat run`), the ledger and the enforcers arrive in later issues and plug into
@@ -22,6 +23,7 @@ pub mod config;
 pub mod daemon;
 pub mod detect;
 pub mod enforce;
+pub mod init;
 pub mod jail;
 pub mod ledger;
 pub mod ports;

@@ -8,6 +8,7 @@ mod cloudflare;
 mod control;
 mod filters;
 mod generate;
+mod init;
 mod manpage;
 mod ports;
 mod run;
@@ -48,6 +49,8 @@ enum Command {
         #[command(subcommand)]
         command: filters::FiltersCommand,
     },
+    /// Look at this host and write a working configuration for it (or print it: --dry-run).
+    Init(init::InitArgs),
     /// Validate a configuration file and exit.
     CheckConfig {
         /// Configuration file.
@@ -155,6 +158,7 @@ pub fn main() -> ExitCode {
         Command::Filters { command } => filters::run(command),
         Command::Ports { command } => ports::run(command),
         Command::Cloudflare { command } => cloudflare::run(command),
+        Command::Init(args) => init::run(args),
         Command::CheckConfig { config } => check_config::run(&config),
         Command::Run { config } => run::run(&config),
         Command::Status { jail, json, socket } => control::status(&socket, jail, json),

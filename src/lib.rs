@@ -13,6 +13,8 @@
 //! - [`config`]: the TOML schema and validation with file:line:column errors;
 //! - [`scan`]: the offline pipeline behind `moat scan` and its report;
 //! - [`init`]: what `moat init` sees on a host and the configuration it writes;
+//! - [`terminal`]: text an attacker wrote made safe to print (control characters shown as
+//!   escapes);
 //! - [`cli`]: the subcommands, thin wrappers over the above.
 //!
 //! The daemon (`moat run`), the ledger and the enforcers arrive in later issues and plug into
@@ -26,6 +28,8 @@ pub mod enforce;
 pub mod init;
 pub mod jail;
 pub mod ledger;
+pub mod netfilter;
 pub mod ports;
 pub mod scan;
 pub mod source;
+pub mod vocab;

@@ -144,10 +144,18 @@ enum Command {
 /// Entry point used by `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Run { .. } | Command::Ports { .. }) {
+    let survives_its_reader = matches!(
+        cli.command,
+        Command::Run { .. }
+            | Command::Ports {
+                command: ports::PortsCommand::Apply { .. } | ports::PortsCommand::Watch { .. }
+            }
+    );
+    if !survives_its_reader {
         // A report piped into `head` ends quietly when `head` has read enough, as other Unix
         // tools do, instead of panicking on the write. Not for the daemon (a client hanging up
-        // must not kill it) nor `ports` (a rollback watcher must outlive any terminal).
+        // must not kill it), nor `ports apply` and the rollback watcher it starts (an apply
+        // whose terminal went away must still finish and leave its watcher behind).
         // SAFETY: setting a signal's disposition to the default has no other effect.
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);

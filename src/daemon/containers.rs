@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bollard::container::LogOutput;
 use bollard::query_parameters::{EventsOptions, ListContainersOptions, LogsOptions};
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -17,8 +18,9 @@ use tokio::sync::mpsc;
 
 use super::engine::EngineMsg;
 use super::protocol::{FileStatus, SourceStatus};
-use crate::ledger::Cursor;
 use crate::source::docker::{split_timestamp, ContainerSelect};
+use crate::source::LineAssembler;
+use crate::vocab::Cursor;
 
 /// Where each container's log was read up to: its Docker timestamp, by cursor key.
 pub type LogCursors = Arc<Mutex<HashMap<String, String>>>;
@@ -68,7 +70,7 @@ impl ContainerSource {
         let this = Arc::new(self);
         let mut pause = Duration::from_secs(1);
         let mut readers: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
-        let lines: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+        let lines: Arc<Mutex<BTreeMap<String, LineCounts>>> = Arc::default();
         let started = jiff::Timestamp::now();
         this.set_status(Vec::new(), None);
         loop {
@@ -130,7 +132,8 @@ impl ContainerSource {
                                 path: format!("container {name}"),
                                 offset: 0,
                                 lag: 0,
-                                lines: *n,
+                                lines: n.lines,
+                                overlong: n.overlong,
                             })
                             .collect();
                         this.set_status(files, None);
@@ -160,14 +163,25 @@ impl ContainerSource {
     }
 }
 
+/// Lines read from a container, and lines skipped for being over the cap.
+#[derive(Clone, Copy, Debug, Default)]
+struct LineCounts {
+    lines: u64,
+    overlong: u64,
+}
+
 /// Reads one container's log from its cursor until the container stops.
+///
+/// Docker splits a line longer than 16 KiB into several entries of which only the last ends
+/// in `\n`; each stream (stdout, stderr) is joined on its own until then, so that text at
+/// byte 16,384 of a long line never becomes a line of its own.
 async fn read_logs(
     src: Arc<ContainerSource>,
     docker: Docker,
     id: String,
     name: String,
     started: jiff::Timestamp,
-    lines: Arc<Mutex<BTreeMap<String, u64>>>,
+    lines: Arc<Mutex<BTreeMap<String, LineCounts>>>,
 ) {
     let key = cursor_key(&src.source, &src.select, &name);
     let saved = src.cursors.lock().unwrap().get(&key).cloned();
@@ -190,10 +204,12 @@ async fn read_logs(
         }),
     );
     let mut last = saved;
-    let mut partial: Vec<u8> = Vec::new();
+    // stdout, then stderr.
+    let mut streams = [LineAssembler::default(), LineAssembler::default()];
     while let Some(item) = stream.next().await {
-        let frame = match item {
-            Ok(out) => out.into_bytes(),
+        let (stream_no, frame) = match item {
+            Ok(LogOutput::StdErr { message }) => (1, message),
+            Ok(out) => (0, out.into_bytes()),
             Err(e) => {
                 tracing::debug!(container = %name, "log stream ended: {e}");
                 break;
@@ -207,16 +223,22 @@ async fn read_logs(
         if last.as_ref().is_some_and(|l| !newer(&ts, l)) {
             continue;
         }
-        partial.extend_from_slice(message);
-        if !partial.ends_with(b"\n") {
-            if partial.len() <= crate::source::MAX_LINE {
-                continue;
-            }
-            partial.truncate(crate::source::MAX_LINE);
-            partial.push(b'\n');
+        let joiner = &mut streams[stream_no];
+        let overlong = joiner.overlong;
+        let mut block = Vec::new();
+        joiner.push(message, &mut block);
+        if joiner.overlong > overlong {
+            lines
+                .lock()
+                .unwrap()
+                .entry(name.clone())
+                .or_default()
+                .overlong += 1;
         }
-        let block = std::mem::take(&mut partial);
-        *lines.lock().unwrap().entry(name.clone()).or_default() += 1;
+        if block.is_empty() {
+            continue;
+        }
+        lines.lock().unwrap().entry(name.clone()).or_default().lines += 1;
         last = Some(ts.clone());
         src.cursors.lock().unwrap().insert(key.clone(), ts.clone());
         let msg = EngineMsg::Lines {

@@ -26,10 +26,15 @@ use super::protocol::{ActiveBan, Bans, JailStatus, Reply, Request, Status};
 use super::Shared;
 use crate::config::value::parse_duration;
 use crate::config::{Config, JailConfig};
-use crate::detect::{Filter, Prefilter, TimeContext, Verdict};
-use crate::enforce::{parse_target, safety, BanOrder, Change, Key, Ports, Target};
-use crate::jail::{BanDecision, ClientKey, Jail, Outcome};
-use crate::ledger::{Cursor, JailCheckpoint, Ledger, NewBan, Origin, SAMPLE_LINES};
+use crate::detect::Proxies;
+use crate::detect::{Filter, LineContext, Prefilter, Verdict};
+use crate::enforce::safety::{self, Protected};
+use crate::enforce::{BanOrder, Change, Key};
+use crate::jail::{BanDecision, Jail, JailParams, Outcome};
+use crate::ledger::{JailCheckpoint, Ledger, NewBan, Origin, SAMPLE_LINES};
+use crate::source::docker::{Joined, JsonFileJoiner};
+use crate::vocab::ClientKey;
+use crate::vocab::{parse_target, Cursor, Ports, Target};
 
 /// How far in the future a line's time may be before it is taken as "now".
 pub const FUTURE_TOLERANCE: SignedDuration = SignedDuration::from_secs(60);
@@ -53,6 +58,9 @@ pub enum EngineMsg {
     Control(Request, oneshot::Sender<Reply>),
     /// A new configuration, already validated; the reply says what changed.
     Reload(Box<Config>, oneshot::Sender<Result<String, String>>),
+    /// The trusted proxies' ranges as Cloudflare now publishes them: believed in headers,
+    /// never banned.
+    Proxies(Proxies),
     /// Final checkpoint, then the thread ends.
     Stop,
 }
@@ -63,6 +71,7 @@ struct LiveStats {
     refused: u64,
     stale: u64,
     unparsed_time: u64,
+    too_long: u64,
 }
 
 struct JailRuntime {
@@ -71,7 +80,7 @@ struct JailRuntime {
     config: JailConfig,
     filter: Filter,
     window: Jail,
-    ctx: TimeContext,
+    ctx: LineContext,
     stats: LiveStats,
     /// Recent matched lines with their key, for the samples stored with a ban.
     samples: VecDeque<(ClientKey, Box<[u8]>)>,
@@ -92,10 +101,7 @@ impl JailRuntime {
         JailRuntime {
             matches: metrics.matches.get_or_create(&label).clone(),
             bans: metrics.bans.get_or_create(&label).clone(),
-            ctx: TimeContext {
-                zone: config.time_zone(),
-                reference: Timestamp::now(),
-            },
+            ctx: LineContext::new(config.time_zone(), Timestamp::now()),
             window: window.unwrap_or_else(|| Jail::new(config.params.clone())),
             filter,
             config,
@@ -138,6 +144,8 @@ struct Route {
     lines: Counter,
     jails: Vec<usize>,
     prefilter: Prefilter,
+    /// A jail reads Docker's json-file entries: their partial entries are joined first.
+    joins: bool,
 }
 
 /// A ban in force, as the engine tracks it.
@@ -179,9 +187,12 @@ pub struct Engine {
     checkpoint_every: std::time::Duration,
     default_bantime: SignedDuration,
     candidates: Vec<usize>,
+    /// Docker json-file entries held until their line ends, per file.
+    joiners: HashMap<String, JsonFileJoiner>,
     metrics: Arc<Metrics>,
-    /// The host's own addresses, never banned; refreshed every few ticks.
-    own: Vec<IpAddr>,
+    /// What is never banned (the host's own addresses, refreshed every few ticks; the
+    /// trusted proxies).
+    protected: Protected,
     ticks: u64,
     /// `[enforce] lift_on_stop`: the ledger keeps the bans, the enforcers drop them at stop.
     lift_on_stop: bool,
@@ -226,8 +237,9 @@ impl Engine {
                 .bantime
                 .map_or(SignedDuration::from_hours(1), |d| d.0),
             candidates: Vec::new(),
+            joiners: HashMap::new(),
             metrics,
-            own: safety::own_addresses(),
+            protected: Protected::here(),
             ticks: 0,
             lift_on_stop: config.enforce.lift_on_stop.unwrap_or(false),
         };
@@ -253,6 +265,7 @@ impl Engine {
             .map(|(source, jails)| {
                 let filters: Vec<&Filter> = jails.iter().map(|&j| &self.jails[j].filter).collect();
                 let prefilter = Prefilter::new(&filters);
+                let joins = filters.iter().any(|f| f.unwraps_docker_log());
                 let lines = self
                     .metrics
                     .lines
@@ -266,6 +279,7 @@ impl Engine {
                         lines,
                         jails,
                         prefilter,
+                        joins,
                     },
                 )
             })
@@ -273,7 +287,8 @@ impl Engine {
     }
 
     /// Reads the active bans, closes those that ended while moat was stopped, holds the rest
-    /// in their jails' windows and sends them to every enforcer as one reconciliation.
+    /// in their jails' windows and sends them to every enforcer as one reconciliation; then
+    /// the ended ones go to the enforcers as unbans.
     fn load_active(&mut self) {
         let now = Timestamp::now();
         let started = Instant::now();
@@ -289,9 +304,18 @@ impl Engine {
         let read = started.elapsed();
         self.active.reserve(records.len());
         let mut expired = Vec::new();
+        let mut ended_keys: Vec<(String, Key)> = Vec::new();
         for r in records {
             if r.until.is_some_and(|u| u <= now) {
                 expired.push(r.id);
+                let ports = self.ports_of(&r.jail);
+                ended_keys.push((
+                    r.jail,
+                    Key {
+                        target: r.target,
+                        ports,
+                    },
+                ));
                 continue;
             }
             let ban = NewBan {
@@ -334,7 +358,13 @@ impl Engine {
             took = ?started.elapsed(),
             "re-applying active bans to every enforcer"
         );
+        // An enforcer that lists what it holds lifts the ended bans in the reconciliation; one
+        // that cannot (`exec`) learns of them only from an unban. A target another active ban
+        // holds on the same ports stays.
+        let held: HashSet<Key> = wanted.iter().map(BanOrder::key).collect();
+        ended_keys.retain(|(_, k)| !held.contains(k));
         self.enforcers.reconcile(wanted);
+        self.enforcers.lift_ended(&ended_keys);
     }
 
     fn wanted(&self) -> Vec<BanOrder> {
@@ -351,7 +381,7 @@ impl Engine {
 
     fn hold_in_jail(&mut self, ban: &NewBan) {
         if let Some(j) = self.jails.iter_mut().find(|j| j.config.name == ban.jail) {
-            if let Some(key) = key_of(ban.target, j.config.params.ipv6_prefix) {
+            if let Some(key) = key_of(ban.target, &j.config.params) {
                 j.window.hold(key, ban.until.unwrap_or(Timestamp::MAX));
             }
         }
@@ -368,7 +398,7 @@ impl Engine {
                     cursor,
                     read_at,
                 } => {
-                    self.lines(&source, &block, read_at);
+                    self.lines(&source, &file, &block, read_at);
                     self.dirty = true;
                     if let Some(c) = cursor {
                         // A file seen for the first time is saved at once: a crash before
@@ -385,6 +415,12 @@ impl Engine {
                 }
                 EngineMsg::Reload(config, reply) => {
                     let _ = reply.send(Ok(self.reload(&config)));
+                }
+                EngineMsg::Proxies(proxies) => {
+                    for j in &mut self.jails {
+                        j.ctx.proxies = proxies.clone();
+                    }
+                    self.protected.proxies = proxies;
                 }
                 EngineMsg::Stop => break,
             }
@@ -404,10 +440,13 @@ impl Engine {
         self.enforcers.stop();
     }
 
-    fn lines(&mut self, source: &str, block: &[u8], read_at: Instant) {
+    fn lines(&mut self, source: &str, file: &str, block: &[u8], read_at: Instant) {
         let Some(route) = self.routes.get(source) else {
             return;
         };
+        let mut joiner = route
+            .joins
+            .then(|| self.joiners.entry(file.to_string()).or_default());
         route
             .lines
             .inc_by(memchr::memchr_iter(b'\n', block).count() as u64);
@@ -419,10 +458,19 @@ impl Engine {
             jails[j].ctx.reference = now;
         }
         crate::source::split_lines(block, &mut |line| {
-            route.prefilter.candidates(line.bytes, candidates);
+            let joined;
+            let line = match joiner.as_mut().map(|j| j.feed(line.bytes)) {
+                None | Some(Joined::Line(_)) => line.bytes,
+                Some(Joined::Held | Joined::Overlong) => return,
+                Some(Joined::Whole(w)) => {
+                    joined = w;
+                    &joined[..]
+                }
+            };
+            route.prefilter.candidates(line, candidates);
             for &c in candidates.iter() {
                 let ji = route.jails[c];
-                if let Some(d) = observe(&mut jails[ji], line.bytes, now) {
+                if let Some(d) = observe(&mut jails[ji], line, now) {
                     decisions.push((ji, d));
                 }
             }
@@ -434,7 +482,7 @@ impl Engine {
 
     fn ban_decided(&mut self, j: usize, d: BanDecision, now: Timestamp, read_at: Option<Instant>) {
         let target = key_net(d.key);
-        if let Some(why) = safety::refuse(&target, &self.own, false) {
+        if let Some(why) = self.protected.refuse(&target, false) {
             let jail = &mut self.jails[j];
             jail.stats.refused += 1;
             jail.window.lift(&d.key);
@@ -529,11 +577,16 @@ impl Engine {
         self.ticks += 1;
         // The host's addresses change (DHCP, a new interface); look again every 10 s.
         if self.ticks.is_multiple_of(10) {
-            self.own = safety::own_addresses();
+            self.protected.own = safety::own_addresses();
         }
         // Kernel rulesets can be flushed behind moat's back: check every 2 s.
         if self.ticks.is_multiple_of(2) && self.enforcers.any_drifting() {
             self.enforcers.check_drifting(self.wanted());
+        }
+        // So can the state directory: writes would go to a deleted file, and the next start
+        // would find no bans (and lift them from the kernel).
+        if self.ticks.is_multiple_of(2) && self.ledger.is_gone() {
+            self.recreate_ledger();
         }
         // Retry ledger writes that failed (read-only or full state directory).
         if !self.unsaved.is_empty() {
@@ -579,7 +632,7 @@ impl Engine {
                 ids.extend(a.id);
                 if reason != "expired" {
                     if let Some(j) = self.jails.iter_mut().find(|j| j.config.name == a.ban.jail) {
-                        if let Some(key) = key_of(a.ban.target, j.config.params.ipv6_prefix) {
+                        if let Some(key) = key_of(a.ban.target, &j.config.params) {
                             j.window.lift(&key);
                         }
                     }
@@ -608,6 +661,45 @@ impl Engine {
         self.metrics.active_bans.set(self.active.len() as i64);
         self.dirty = true;
         ended
+    }
+
+    /// The ledger's file was deleted or replaced while moat ran: a new one is created in its
+    /// place holding the active bans, the cursors and the windows, and an admin is told.
+    fn recreate_ledger(&mut self) {
+        let path = self.ledger.path().to_path_buf();
+        let Some(dir) = path.parent() else { return };
+        let mut fresh = match Ledger::open(dir) {
+            Ok((l, _)) => l,
+            Err(e) => {
+                let msg = format!(
+                    "the ledger {} was deleted while moat ran and cannot be created again                      ({e}); decisions are written to the deleted file and lost at the next                      start: restore the state directory",
+                    path.display()
+                );
+                tracing::error!("{msg}");
+                self.shared.warn(msg);
+                return;
+            }
+        };
+        let mut written = 0;
+        for a in self.active.values_mut() {
+            match fresh.record_ban(&a.ban, &[]) {
+                Ok(id) => {
+                    a.id = id;
+                    written += 1;
+                }
+                Err(e) => {
+                    tracing::error!(ip = %Target(a.ban.target), "cannot rewrite the ban: {e}")
+                }
+            }
+        }
+        self.ledger = fresh;
+        self.checkpoint();
+        let msg = format!(
+            "the ledger {} was deleted or replaced while moat ran; a new one was created with              the {written} active bans, the cursors and the windows (the history of past bans              and the evidence lines are lost)",
+            path.display()
+        );
+        tracing::error!("{msg}");
+        self.shared.warn(msg);
     }
 
     fn checkpoint(&mut self) {
@@ -666,7 +758,8 @@ impl Engine {
             },
             Request::Unban { target, all, jail } => {
                 if let Some(j) = &jail {
-                    if !self.jails.iter().any(|r| &r.config.name == j) {
+                    // `manual` holds the bans made by hand without `--jail`.
+                    if j != MANUAL_JAIL && !self.jails.iter().any(|r| &r.config.name == j) {
                         return Reply::err(format!("no jail named {j:?}"));
                     }
                 }
@@ -705,7 +798,7 @@ impl Engine {
         force: bool,
     ) -> Result<ActiveBan, String> {
         let target = parse_target(target)?;
-        if let Some(why) = safety::refuse(&target, &self.own, force) {
+        if let Some(why) = self.protected.refuse(&target, force) {
             tracing::warn!(ip = %Target(target), "ban refused: {why}");
             return Err(format!("refused: {why}"));
         }
@@ -767,7 +860,7 @@ impl Engine {
 
     fn status(&self, only: Option<&str>) -> Result<Status, String> {
         if let Some(name) = only {
-            if !self.jails.iter().any(|j| j.config.name == name) {
+            if name != MANUAL_JAIL && !self.jails.iter().any(|j| j.config.name == name) {
                 let names: Vec<&str> = self.jails.iter().map(|j| j.config.name.as_str()).collect();
                 return Err(format!(
                     "no jail named {name:?}; the jails are: {}",
@@ -802,6 +895,7 @@ impl Engine {
                 total_banned: totals.get(&j.config.name).copied().unwrap_or(0),
                 stale: j.stats.stale,
                 unparsed_time: j.stats.unparsed_time,
+                too_long: j.stats.too_long,
                 refused: j.stats.refused,
                 banned,
             });
@@ -814,7 +908,7 @@ impl Engine {
                 .filter(|a| !self.jails.iter().any(|j| j.config.name == a.ban.jail))
                 .map(|a| active_view(&a.ban))
                 .collect();
-            if !manual.is_empty() {
+            if !manual.is_empty() || only == Some(MANUAL_JAIL) {
                 jails.push(JailStatus {
                     name: MANUAL_JAIL.into(),
                     filter: "-".into(),
@@ -828,6 +922,7 @@ impl Engine {
                     total_banned: totals.get(MANUAL_JAIL).copied().unwrap_or(0),
                     stale: 0,
                     unparsed_time: 0,
+                    too_long: 0,
                     refused: 0,
                     banned: manual,
                 });
@@ -922,6 +1017,9 @@ impl Engine {
             .bantime
             .map_or(SignedDuration::from_hours(1), |d| d.0);
         self.build_routes();
+        for j in &mut self.jails {
+            j.ctx.proxies = self.protected.proxies.clone();
+        }
         self.dirty = true;
         let list = |v: &[String]| {
             if v.is_empty() {
@@ -950,6 +1048,10 @@ fn observe(j: &mut JailRuntime, line: &[u8], now: Timestamp) -> Option<BanDecisi
             j.stats.unparsed_time += 1;
             return None;
         }
+        Verdict::TooLong => {
+            j.stats.too_long += 1;
+            return None;
+        }
         _ => return None,
     };
     let mut at = f.time;
@@ -965,7 +1067,7 @@ fn observe(j: &mut JailRuntime, line: &[u8], now: Timestamp) -> Option<BanDecisi
     }
     j.stats.failed_total += 1;
     j.matches.inc();
-    let key = ClientKey::new(f.host, j.config.params.ipv6_prefix);
+    let key = j.config.params.key_of(f.host);
     j.sample(key, line);
     match j.window.observe(f.host, at) {
         Outcome::Banned(d) => Some(d),
@@ -1008,13 +1110,13 @@ fn bantime_text(d: SignedDuration) -> String {
     }
 }
 
-/// The jail key a target is, when it is one (a single IPv4 address, or an IPv6 network of the
-/// jail's prefix length).
-fn key_of(target: IpNet, ipv6_prefix: u8) -> Option<ClientKey> {
+/// The jail key a target is, when it is one: a single address, or an IPv6 network of the
+/// jail's prefix length.
+fn key_of(target: IpNet, params: &JailParams) -> Option<ClientKey> {
     match target {
         IpNet::V4(n) if n.prefix_len() == 32 => Some(ClientKey::V4(n.addr())),
-        IpNet::V6(n) if n.prefix_len() == ipv6_prefix => {
-            Some(ClientKey::new(IpAddr::V6(n.addr()), ipv6_prefix))
+        IpNet::V6(n) if n.prefix_len() == 128 || n.prefix_len() == params.ipv6_prefix => {
+            Some(ClientKey::V6(n))
         }
         _ => None,
     }

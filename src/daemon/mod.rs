@@ -36,12 +36,8 @@ use jiff::Timestamp;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::daemon::{EnforcerName, DEFAULT_SOCKET, DEFAULT_STATE_DIR};
+use crate::config::daemon::{DEFAULT_SOCKET, DEFAULT_STATE_DIR};
 use crate::config::Config;
-use crate::enforce::exec::ExecEnforcer;
-use crate::enforce::iptables::IptablesEnforcer;
-use crate::enforce::log::LogEnforcer;
-use crate::enforce::nftables::NftEnforcer;
 use crate::ledger::Ledger;
 use control::{Access, DaemonRequest};
 use enforcers::Enforcers;
@@ -135,84 +131,14 @@ fn sources_of(config: &Config) -> Vec<String> {
 }
 
 fn build_enforcers(config: &Config, metrics: &metrics::Metrics) -> anyhow::Result<Enforcers> {
-    let mut names = config
-        .enforce
-        .uses
-        .clone()
-        .unwrap_or_else(|| vec![EnforcerName::Log]);
-    names.sort();
-    names.dedup();
     let mut e = Enforcers::with_latency(metrics.ban_latency.clone());
-    for name in names {
-        match name {
-            EnforcerName::Log => e.add(Box::new(LogEnforcer::default()), 1),
-            EnforcerName::Exec => {
-                let x = config
-                    .enforce
-                    .exec
-                    .as_ref()
-                    .expect("validated with the config");
-                let timeout = x
-                    .timeout
-                    .map_or(Duration::from_secs(10), |d| d.0.unsigned_abs());
-                e.add(
-                    Box::new(ExecEnforcer::new(&x.ban, x.unban.as_ref(), timeout)),
-                    x.retries.unwrap_or(3) + 1,
-                );
-            }
-            EnforcerName::Nftables => {
-                let how = NftEnforcer::probe()
-                    .map_err(|e| anyhow::anyhow!("the nftables enforcer cannot work here: {e}"))?;
-                e.add_with_detail(
-                    Box::new(NftEnforcer::new()),
-                    5,
-                    Some(format!("through {how}")),
-                );
-            }
-            EnforcerName::Iptables => {
-                IptablesEnforcer::probe()
-                    .map_err(|e| anyhow::anyhow!("the iptables enforcer cannot work here: {e}"))?;
-                e.add(Box::new(IptablesEnforcer::new()), 5);
-            }
-            EnforcerName::Cloudflare => {
-                let t = config
-                    .enforce
-                    .cloudflare
-                    .as_ref()
-                    .expect("validated with the config");
-                let cf = crate::enforce::cloudflare::from_config(t)
-                    .map_err(|e| anyhow::anyhow!("the cloudflare enforcer: {e}"))?;
-                let detail = format!(
-                    "{} mode, {} requests/s at most, {} per 5 minutes",
-                    if t.mode == Some(crate::config::daemon::CloudflareMode::AccessRules) {
-                        "access-rules"
-                    } else {
-                        "list"
-                    },
-                    t.requests_per_second.unwrap_or(4.0),
-                    t.budget.unwrap_or(1200)
-                );
-                // Retried until applied: a remote change is never given up on.
-                e.add_with_detail(Box::new(cf), u32::MAX, Some(detail));
-            }
-            EnforcerName::Kernel => match NftEnforcer::probe() {
-                Ok(how) => {
-                    let why = format!("chosen by `kernel`: nftables works here (through {how})");
-                    tracing::info!("{why}");
-                    e.add_with_detail(Box::new(NftEnforcer::new()), 5, Some(why));
-                }
-                Err(nft) => {
-                    IptablesEnforcer::probe().map_err(|ipt| {
-                        anyhow::anyhow!(
-                            "no kernel enforcer works here: nftables ({nft}), iptables ({ipt})"
-                        )
-                    })?;
-                    let why = format!("chosen by `kernel`: nftables does not work ({nft})");
-                    tracing::warn!("{why}; using iptables/ipset");
-                    e.add_with_detail(Box::new(IptablesEnforcer::new()), 5, Some(why));
-                }
-            },
-        }
+    for name in config.enforce.names() {
+        e.add(
+            config
+                .enforce
+                .build(name)
+                .map_err(|err| anyhow::anyhow!("{err}"))?,
+        );
     }
     let behind = config.behind_cloudflare();
     e.route_behind_cloudflare(&behind);
@@ -229,14 +155,13 @@ fn build_enforcers(config: &Config, metrics: &metrics::Metrics) -> anyhow::Resul
     Ok(e)
 }
 
-/// Whether a kernel enforcer is configured.
+/// Whether a kernel (host) enforcer is configured.
 fn names_kernel(config: &Config) -> bool {
-    config.enforce.uses.iter().flatten().any(|n| {
-        matches!(
-            n,
-            EnforcerName::Nftables | EnforcerName::Iptables | EnforcerName::Kernel
-        )
-    })
+    config
+        .enforce
+        .names()
+        .into_iter()
+        .any(|n| crate::enforce::registry::EnforceSettings::kind(n) == crate::enforce::Kind::Host)
 }
 
 fn notify(state: &[sd_notify::NotifyState]) {
@@ -381,7 +306,7 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
         .enforce
         .cloudflare
         .as_ref()
-        .map(|t| tokio::spawn(refresh_cloudflare_ranges(t.api.clone())));
+        .map(|t| tokio::spawn(refresh_cloudflare_ranges(t.api.clone(), engine_tx.clone())));
 
     notify(&[
         sd_notify::NotifyState::Ready,
@@ -472,8 +397,7 @@ async fn reload(
 
 /// Fetches Cloudflare's published proxy ranges at start and daily, so that ranges added after
 /// this build are never banned either (the built-in ones always stay).
-async fn refresh_cloudflare_ranges(api: Option<String>) {
-    let api = api.unwrap_or_else(|| "https://api.cloudflare.com/client/v4".into());
+async fn refresh_cloudflare_ranges(api: String, engine: mpsc::Sender<EngineMsg>) {
     loop {
         let base = api.clone();
         match tokio::task::spawn_blocking(move || crate::enforce::cloudflare::ranges::fetch(&base))
@@ -484,7 +408,10 @@ async fn refresh_cloudflare_ranges(api: Option<String>) {
                     ranges = ranges.len(),
                     "Cloudflare's published ranges are never banned"
                 );
-                crate::enforce::safety::set_published_cloudflare(ranges);
+                let proxies = crate::detect::Proxies::with_published(ranges);
+                if engine.send(EngineMsg::Proxies(proxies)).await.is_err() {
+                    return;
+                }
                 tokio::time::sleep(Duration::from_secs(86_400)).await;
             }
             Ok(Err(e)) => {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use inotify::{Inotify, WatchMask};
+use inotify::{EventMask, Inotify, WatchMask};
 use tokio::io::unix::AsyncFd;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch};
@@ -21,11 +21,12 @@ use super::containers::ContainerSource;
 use super::engine::EngineMsg;
 use super::protocol::{FileStatus, SourceStatus};
 use super::Shared;
-use crate::config::daemon::FollowFrom;
-use crate::ledger::Cursor;
 use crate::source::docker::ContainerSelect;
 use crate::source::follow::FileFollower;
+use crate::source::follow::FollowFrom;
 use crate::source::journald::{self, JournalSelect};
+use crate::source::MAX_LINE;
+use crate::vocab::Cursor;
 
 /// The source name of standard input.
 pub const STDIN: &str = "-";
@@ -151,7 +152,18 @@ impl Sources {
                         // every follower looks again.
                         loop {
                             match guard.get_inner_mut().read_events(&mut buf) {
-                                Ok(events) => { if events.count() == 0 { break } }
+                                Ok(events) => {
+                                    let mut any = false;
+                                    for e in events {
+                                        any = true;
+                                        // A watched directory went away: watch again what
+                                        // exists at the next look.
+                                        if e.mask.contains(EventMask::IGNORED) {
+                                            self.watched.clear();
+                                        }
+                                    }
+                                    if !any { break }
+                                }
                                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                                     guard.clear_ready();
                                     break;
@@ -222,6 +234,11 @@ impl Sources {
                     },
                 );
             }
+        }
+        // Every followed file's directories, not only the new ones': a directory that did not
+        // exist when its file was first named is watched as soon as it does.
+        for path in self.followed.keys() {
+            fresh.push((None, dirs_of(path)));
         }
         for (_, dirs) in &fresh {
             for d in dirs {
@@ -415,6 +432,7 @@ impl Sources {
                     offset: f.follower.cursor().map_or(0, |c| c.offset),
                     lag: f.follower.lag(),
                     lines: f.lines,
+                    overlong: f.follower.overlong(),
                 });
                 if let Some(e) = &f.error {
                     s.error = Some(format!("{}: {e}", path.display()));
@@ -423,11 +441,6 @@ impl Sources {
         }
         *self.shared.sources.lock().unwrap() = by_source.into_values().collect();
     }
-}
-
-/// The program that reads the journal; tests point it at a recording.
-fn journalctl() -> String {
-    std::env::var("MOAT_JOURNALCTL").unwrap_or_else(|_| "journalctl".into())
 }
 
 /// Follows the journal through `journalctl`, restarting it (after the last cursor) when it
@@ -440,10 +453,10 @@ async fn read_journal(
     engine: mpsc::Sender<EngineMsg>,
     status: Arc<Mutex<BTreeMap<String, SourceStatus>>>,
 ) {
-    use tokio::io::AsyncBufReadExt;
     let mut pause = Duration::from_secs(1);
     let mut lines: u64 = 0;
-    let set_status = |lines: u64, error: Option<String>| {
+    let mut overlong: u64 = 0;
+    let set_status = |lines: u64, overlong: u64, error: Option<String>| {
         status.lock().unwrap().insert(
             source.clone(),
             SourceStatus {
@@ -453,17 +466,18 @@ async fn read_journal(
                     offset: 0,
                     lag: 0,
                     lines,
+                    overlong,
                 }],
                 error,
             },
         );
     };
-    set_status(0, None);
+    set_status(0, 0, None);
     let mut first = true;
     loop {
         let args = select.args(cursor.as_deref(), first && from_start);
         first = false;
-        let child = tokio::process::Command::new(journalctl())
+        let child = tokio::process::Command::new(journald::program())
             .args(&args)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
@@ -475,7 +489,7 @@ async fn read_journal(
             Err(e) => {
                 let msg = format!("cannot run journalctl: {e}");
                 tracing::warn!(%source, "{msg}; retrying in {pause:?}");
-                set_status(lines, Some(msg));
+                set_status(lines, overlong, Some(msg));
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(60));
                 continue;
@@ -487,14 +501,25 @@ async fn read_journal(
         let mut block = Vec::new();
         loop {
             entry.clear();
-            match out.read_until(b'\n', &mut entry).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
+            // An entry's JSON is the message escaped: up to six bytes per byte, and the
+            // other fields.
+            let fits = match read_line_within(&mut out, &mut entry, 6 * MAX_LINE + 65_536).await {
+                Ok(None) | Err(_) => break,
+                Ok(Some(fits)) => fits,
+            };
             pause = Duration::from_secs(1);
+            if !fits {
+                overlong += 1;
+                continue;
+            }
             if let Some((line, c)) = journald::entry_to_line(&entry) {
-                block.extend_from_slice(&line);
                 cursor = Some(c);
+                // The rendered line, without its newline, within the cap all sources share.
+                if line.len() > MAX_LINE + 1 {
+                    overlong += 1;
+                    continue;
+                }
+                block.extend_from_slice(&line);
                 lines += 1;
             }
             if out.buffer().is_empty() && !block.is_empty() {
@@ -513,7 +538,7 @@ async fn read_journal(
                 if engine.send(msg).await.is_err() {
                     return;
                 }
-                set_status(lines, None);
+                set_status(lines, overlong, None);
             }
         }
         let mut err = String::new();
@@ -528,9 +553,44 @@ async fn read_journal(
             err.trim()
         );
         tracing::warn!(%source, "{msg}; restarting in {pause:?}");
-        set_status(lines, Some(msg));
+        set_status(lines, overlong, Some(msg));
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(60));
+    }
+}
+
+/// Reads one line (through its `\n`) into `buf`, keeping at most `max` bytes of it: `None` at
+/// the end of the stream, else whether the whole line fit (a longer one is consumed to its
+/// end and not kept).
+async fn read_line_within<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<bool>> {
+    use tokio::io::AsyncBufReadExt;
+    let mut fits = true;
+    let mut any = false;
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(any.then_some(fits));
+        }
+        any = true;
+        let (piece, done) = match memchr::memchr(b'\n', available) {
+            Some(i) => (&available[..=i], true),
+            None => (available, false),
+        };
+        if fits && buf.len() + piece.len() <= max {
+            buf.extend_from_slice(piece);
+        } else {
+            fits = false;
+            buf.clear();
+        }
+        let n = piece.len();
+        reader.consume(n);
+        if done {
+            return Ok(Some(fits));
+        }
     }
 }
 
@@ -538,7 +598,8 @@ async fn read_journal(
 async fn read_stdin(engine: mpsc::Sender<EngineMsg>) {
     let mut stdin = tokio::io::stdin();
     let mut buf = vec![0u8; 64 * 1024];
-    let mut pending: Vec<u8> = Vec::new();
+    let mut lines = crate::source::LineAssembler::default();
+    let mut block = Vec::new();
     loop {
         let n = match stdin.read(&mut buf).await {
             Ok(0) => break,
@@ -548,22 +609,20 @@ async fn read_stdin(engine: mpsc::Sender<EngineMsg>) {
                 break;
             }
         };
-        pending.extend_from_slice(&buf[..n]);
-        let Some(end) = memchr::memrchr(b'\n', &pending) else {
-            if pending.len() > crate::source::MAX_LINE {
-                pending.truncate(crate::source::MAX_LINE);
-                pending.push(b'\n');
-                send_stdin(&engine, std::mem::take(&mut pending)).await;
-            }
-            continue;
-        };
-        let rest = pending.split_off(end + 1);
-        let block = std::mem::replace(&mut pending, rest);
+        lines.push(&buf[..n], &mut block);
+        if !block.is_empty() {
+            send_stdin(&engine, std::mem::take(&mut block)).await;
+        }
+    }
+    lines.finish(&mut block);
+    if !block.is_empty() {
         send_stdin(&engine, block).await;
     }
-    if !pending.is_empty() {
-        pending.push(b'\n');
-        send_stdin(&engine, pending).await;
+    if lines.overlong > 0 {
+        tracing::warn!(
+            count = lines.overlong,
+            "standard input: lines over 1 MiB were skipped"
+        );
     }
     tracing::info!("standard input closed");
 }

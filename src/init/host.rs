@@ -388,6 +388,7 @@ fn cloudflare_share(path: &Path) -> Option<(f64, usize)> {
     let mut cloudflare = 0usize;
     // The first line may be cut by the tail.
     let lines: Vec<&str> = text.lines().skip(1).collect();
+    let cloudflare_ranges = crate::detect::proxies::Proxies::default();
     for line in lines.iter().rev().take(2000) {
         let Some(ip) = line
             .split_whitespace()
@@ -397,7 +398,7 @@ fn cloudflare_share(path: &Path) -> Option<(f64, usize)> {
             continue;
         };
         total += 1;
-        if crate::enforce::safety::is_cloudflare(ip) {
+        if cloudflare_ranges.contains(ip) {
             cloudflare += 1;
         }
     }
@@ -584,7 +585,7 @@ fn networks() -> Vec<(String, IpNet)> {
 }
 
 fn kernel() -> Kernel {
-    match crate::enforce::nftables::NftEnforcer::probe() {
+    match crate::netfilter::nft::Nft::probe() {
         Ok(how) => Kernel::Nftables(how),
         Err(nft) => match crate::enforce::iptables::IptablesEnforcer::probe() {
             Ok(()) => Kernel::Iptables(nft),

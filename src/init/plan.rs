@@ -621,7 +621,7 @@ pub fn plan(host: &Host) -> Plan {
 }
 
 fn cloudflare(host: &Host, combined: &[&WebLog]) -> Option<Cloudflare> {
-    let ranges = crate::enforce::safety::cloudflare_ranges();
+    let ranges = crate::detect::proxies::Proxies::default().ranges().to_vec();
     if let Some(n) = &host.nginx {
         let header = n
             .real_ip_headers

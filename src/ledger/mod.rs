@@ -11,15 +11,21 @@
 //! which makes the replay harmless.
 //!
 //! The file is `moat.db` in the state directory, in WAL mode, readable with the `sqlite3` CLI.
-//! A file SQLite cannot read is moved aside (never deleted) and a new one started.
+//! A file SQLite cannot read is moved aside (never deleted) and a new one started. The
+//! directory is created 0700 and the file 0600 (SQLite gives its `-wal` and `-shm` the
+//! file's mode), whatever the umask: the ledger keeps log lines, which may carry tokens and
+//! user names.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use jiff::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::vocab::Cursor;
 
 /// The migrations, in order; `PRAGMA user_version` is the number applied.
 const MIGRATIONS: &[&str] = &[
@@ -135,17 +141,6 @@ pub struct BanRecord {
     pub end_reason: Option<String>,
 }
 
-/// Where a followed file was read up to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Cursor {
-    pub dev: u64,
-    pub ino: u64,
-    pub offset: u64,
-    /// The file's first bytes (up to 64) when the cursor was taken: tells a file from another
-    /// that reused its inode.
-    pub fingerprint: Vec<u8>,
-}
-
 /// A jail's state at a checkpoint.
 #[derive(Clone, Debug, Default)]
 pub struct JailCheckpoint {
@@ -157,6 +152,8 @@ pub struct JailCheckpoint {
 pub struct Ledger {
     conn: Connection,
     path: PathBuf,
+    /// The file's device and inode when it was opened (none in memory).
+    identity: Option<(u64, u64)>,
 }
 
 fn ms(t: Timestamp) -> i64 {
@@ -172,11 +169,17 @@ impl Ledger {
     /// readable database, it is renamed to `moat.db.damaged-<time>` and a new one started; the
     /// second value is then the name it was moved to, for the caller to report.
     pub fn open(dir: &Path) -> Result<(Ledger, Option<PathBuf>), LedgerError> {
-        std::fs::create_dir_all(dir).map_err(|source| LedgerError::Dir {
+        let dir_err = |source| LedgerError::Dir {
             path: dir.display().to_string(),
             source,
-        })?;
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(dir_err)?;
         let path = dir.join(FILE_NAME);
+        make_private(&path).map_err(dir_err)?;
         match Ledger::open_file(&path) {
             Ok(l) => Ok((l, None)),
             Err(LedgerError::Sqlite { source, .. }) if is_damage(&source) => {
@@ -194,6 +197,7 @@ impl Ledger {
                         })?;
                     }
                 }
+                make_private(&path).map_err(dir_err)?;
                 Ok((Ledger::open_file(&path)?, Some(aside)))
             }
             Err(e) => Err(e),
@@ -232,8 +236,10 @@ impl Ledger {
         let mut ledger = Ledger {
             conn,
             path: path.to_path_buf(),
+            identity: None,
         };
         ledger.migrate().map_err(err)?;
+        ledger.identity = identity(path);
         Ok(ledger)
     }
 
@@ -262,6 +268,12 @@ impl Ledger {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether the file at the ledger's path is no longer the one open (deleted, or the
+    /// state directory removed or replaced): writes would then go to a file no one will read.
+    pub fn is_gone(&self) -> bool {
+        self.identity.is_some() && identity(&self.path) != self.identity
     }
 
     fn err(&self, source: rusqlite::Error) -> LedgerError {
@@ -495,6 +507,38 @@ impl Ledger {
     }
 }
 
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Creates the database file 0600 when it does not exist; takes the world's access away from
+/// one that does (an older moat created it 0644), and from its `-wal` and `-shm`.
+fn make_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        let Ok(meta) = std::fs::metadata(&file) else {
+            continue;
+        };
+        let mode = meta.permissions().mode();
+        if meta.is_file() && mode & 0o007 != 0 {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode & 0o770))?;
+        }
+    }
+    Ok(())
+}
+
 fn is_damage(e: &rusqlite::Error) -> bool {
     matches!(
         e.sqlite_error_code(),
@@ -579,6 +623,43 @@ mod tests {
         let back = l.jail_checkpoint("ssh").unwrap().unwrap();
         assert_eq!((back.windows, back.failed_total), (vec![1, 2, 3], 7));
         assert!(l.jail_checkpoint("web").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_deleted_ledger_is_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let (l, _) = Ledger::open(&state).unwrap();
+        assert!(!l.is_gone());
+        std::fs::remove_dir_all(&state).unwrap();
+        assert!(l.is_gone());
+        let (again, _) = Ledger::open(&state).unwrap();
+        assert!(l.is_gone() && !again.is_gone());
+        assert!(!Ledger::open_in_memory().unwrap().is_gone());
+    }
+
+    #[test]
+    fn the_directory_and_the_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let tmp = tempfile::tempdir().unwrap();
+        // Under the usual umask (022) the directory would be 0755 and the files 0644.
+        let dir = tmp.path().join("state/moat");
+        let (mut l, _) = Ledger::open(&dir).unwrap();
+        l.record_ban(&ban("ssh", "192.0.2.1/32", 1000), &[b"line".to_vec()])
+            .unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&tmp.path().join("state")), 0o700);
+        for f in ["moat.db", "moat.db-wal", "moat.db-shm"] {
+            assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+        }
+        drop(l);
+        // A file an older moat left world-readable loses the world's access.
+        std::fs::set_permissions(dir.join(FILE_NAME), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        let (l, _) = Ledger::open(&dir).unwrap();
+        assert_eq!(mode(&dir.join(FILE_NAME)), 0o640);
+        drop(l);
     }
 
     #[test]

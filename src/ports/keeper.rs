@@ -11,6 +11,7 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use jiff::{SignedDuration, Timestamp};
@@ -64,7 +65,11 @@ pub fn state_path(state_dir: &Path) -> PathBuf {
 
 /// Locks and reads the state (an absent file is the empty state).
 pub fn lock(state_dir: &Path) -> Result<Locked, String> {
-    std::fs::create_dir_all(state_dir)
+    // Private, as the ledger makes it when it comes first.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
         .map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
     let lock_path = state_dir.join("ports.lock");
     let file = File::options()

@@ -9,9 +9,7 @@ use serde_json::Value;
 
 use super::compile::{self, compile_with, Family, PortMatch, Ruleset, CHAIN, CHAIN_IN, TABLE};
 use super::policy::{Backend, PortPolicy};
-use crate::enforce::iptables::run;
-use crate::enforce::nft::Nft;
-use crate::enforce::nftables::NftEnforcer;
+use crate::netfilter::nft::Nft;
 
 /// The first line of each family's listing: the hook into the packet path is in place.
 const NFT_BASE: &str = "base chain on prerouting at priority -150";
@@ -53,7 +51,7 @@ impl Kernel {
             Backend::Iptables => Kernel::Iptables,
             Backend::DockerUser => Kernel::DockerUser,
             Backend::Nftables => Kernel::Nftables(Nft::open()),
-            Backend::Auto => match NftEnforcer::probe() {
+            Backend::Auto => match crate::netfilter::nft::Nft::probe() {
                 Ok(_) => Kernel::Nftables(Nft::open()),
                 Err(_) => Kernel::Iptables,
             },
@@ -274,6 +272,11 @@ fn ipt_held(program: &str, place: &Place) -> Result<Vec<String>, String> {
     }
     out.extend(compile::collapse(comments));
     Ok(out)
+}
+
+/// Runs an iptables-family program; its output, or the error as text.
+fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<String, String> {
+    crate::netfilter::run(program, args, input).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -18,8 +18,9 @@ use jiff::Timestamp;
 
 use crate::config::JailConfig;
 use crate::detect::time::FoundFormat;
-use crate::detect::{Filter, Prefilter, TimeContext, Verdict};
+use crate::detect::{Filter, LineContext, Prefilter, Verdict};
 use crate::jail::{BanDecision, Jail, Outcome};
+use crate::source::docker::{Joined, JsonFileJoiner};
 use crate::source::{self, Chunk, Input, LineReader};
 
 /// Per-jail counts, the numbers fail2ban-regex prints and a few it does not.
@@ -33,6 +34,8 @@ pub struct JailStats {
     pub unparsed_time: u64,
     /// Matched lines whose `<HOST>` text was not an address (not counted).
     pub bad_host: u64,
+    /// Lines too long for a look-around pattern of the filter (not matched).
+    pub too_long: u64,
     /// Failures from addresses in the jail's ignore list.
     pub ignored_clients: u64,
     /// Failures of a client while its ban was running.
@@ -70,6 +73,7 @@ pub struct InputStats {
 pub struct ScanReport {
     pub inputs: Vec<InputStats>,
     pub lines: u64,
+    /// Lines over the cap (1 MiB), counted and never matched.
     pub truncated: u64,
     pub jails: Vec<JailScan>,
     /// Lines no jail matched, when asked for.
@@ -131,10 +135,14 @@ struct JailRun {
 impl JailRun {
     /// Runs the filter on a line and feeds a failure to the window; true when the filter
     /// matched (whatever became of the match).
-    fn line(&mut self, line: &[u8], ctx: &TimeContext) -> bool {
+    fn line(&mut self, line: &[u8], ctx: &LineContext) -> bool {
         let st = &mut self.stats;
         match self.filter.check(line, ctx) {
             Verdict::Miss => return false,
+            Verdict::TooLong => {
+                st.too_long += 1;
+                return false;
+            }
             Verdict::Ignored => st.ignored += 1,
             Verdict::BadHost => {
                 st.matched += 1;
@@ -204,22 +212,26 @@ pub fn run(
             .modified
             .and_then(|m| Timestamp::try_from(m).ok())
             .unwrap_or(options.now);
-        let ctxs: Vec<TimeContext> = readers
+        let ctxs: Vec<LineContext> = readers
             .iter()
-            .map(|&j| TimeContext {
-                zone: zones[j].clone(),
-                reference,
-            })
+            .map(|&j| LineContext::new(zones[j].clone(), reference))
             .collect();
         let prefilter = {
             let local: Vec<&Filter> = readers.iter().map(|&j| &runs[j].filter).collect();
             Prefilter::new(&local)
         };
+        // Docker's json-file log: a long line's partial entries are joined before anything
+        // looks at them.
+        let mut joiner = readers
+            .iter()
+            .any(|&j| runs[j].filter.unwraps_docker_log())
+            .then(JsonFileJoiner::default);
         // Searching whole blocks and visiting only the lines that contain a literal is the
-        // fast path; sampling missed lines needs to see every line.
-        let skim = prefilter.can_skip_lines() && options.missed_samples == 0;
+        // fast path; sampling missed lines, or joining entries, needs to see every line.
+        let skim = prefilter.can_skip_lines() && options.missed_samples == 0 && joiner.is_none();
         let consumed = opened.consumed.clone();
         let mut candidates = Vec::with_capacity(readers.len());
+        let mut skimmed = Vec::with_capacity(readers.len());
         let mut lines = 0u64;
         let mut since_progress = 0u64;
         let one_line = |line: &[u8], cands: &[usize], runs: &mut [JailRun]| -> bool {
@@ -229,32 +241,49 @@ pub fn run(
             }
             any
         };
+        let mut visit = |line: &[u8], runs: &mut [JailRun], truncated: &mut u64| {
+            let joined;
+            let line = match joiner.as_mut().map(|j| j.feed(line)) {
+                None | Some(Joined::Line(_)) => line,
+                Some(Joined::Held) => return,
+                Some(Joined::Overlong) => {
+                    *truncated += 1;
+                    return;
+                }
+                Some(Joined::Whole(w)) => {
+                    joined = w;
+                    &joined[..]
+                }
+            };
+            prefilter.candidates(line, &mut candidates);
+            let any = one_line(line, &candidates, runs);
+            if !any && missed.len() < options.missed_samples {
+                missed.push(String::from_utf8_lossy(line).into_owned());
+            }
+        };
         let mut reader = LineReader::new(opened.reader);
         let bytes = reader
             .for_each_chunk(|chunk| {
                 match chunk {
                     Chunk::Lines(block) if skim => {
                         lines += memchr::memchr_iter(b'\n', block).count() as u64;
-                        prefilter.for_each_candidate_line(block, &mut candidates, |line, c| {
+                        prefilter.for_each_candidate_line(block, &mut skimmed, |line, c| {
                             one_line(line, c, &mut runs);
                         });
                     }
                     Chunk::Lines(block) => source::split_lines(block, &mut |line| {
                         lines += 1;
-                        prefilter.candidates(line.bytes, &mut candidates);
-                        let any = one_line(line.bytes, &candidates, &mut runs);
-                        if !any && missed.len() < options.missed_samples {
-                            missed.push(String::from_utf8_lossy(line.bytes).into_owned());
-                        }
+                        visit(line.bytes, &mut runs, &mut truncated);
                     }),
+                    // Over the cap: never matched (cut short, a line could match where the
+                    // whole line does not), only counted.
+                    Chunk::Line(line) if line.truncated => {
+                        lines += 1;
+                        truncated += 1;
+                    }
                     Chunk::Line(line) => {
                         lines += 1;
-                        truncated += u64::from(line.truncated);
-                        prefilter.candidates(line.bytes, &mut candidates);
-                        let any = one_line(line.bytes, &candidates, &mut runs);
-                        if !any && missed.len() < options.missed_samples {
-                            missed.push(String::from_utf8_lossy(line.bytes).into_owned());
-                        }
+                        visit(line.bytes, &mut runs, &mut truncated);
                     }
                 }
                 if lines - since_progress >= 65_536 {

@@ -1,6 +1,6 @@
 //! journald as a source: which entries to read, and how an entry becomes a line.
 //!
-//! The daemon runs `journalctl --follow --output=json` (the stable, documented interface to
+//! The daemon runs `journalctl --follow --output=json --all` (the stable, documented interface to
 //! the journal; no C library to link) and hands each entry to [`entry_to_line`], which renders
 //! it the way `journalctl -o short-iso-precise` does:
 //! `2026-03-28T10:00:02.123456Z host sshd[1234]: Failed password for ...`, so the same filters
@@ -58,12 +58,28 @@ impl JournalSelect {
         Some(Ok(sel))
     }
 
+    /// journalctl's arguments to read every one of these entries once, to the end (for
+    /// `moat scan -c`).
+    pub fn args_all(&self) -> Vec<String> {
+        let mut args = self.args(None, true);
+        args.retain(|a| a != "--follow");
+        args
+    }
+
     /// journalctl's arguments to follow these entries, after `cursor` or from the end (or
     /// the start).
     pub fn args(&self, cursor: Option<&str>, from_start: bool) -> Vec<String> {
-        let mut args: Vec<String> = ["--follow", "--output=json", "--no-pager", "--quiet"]
-            .map(String::from)
-            .to_vec();
+        // `--all`: without it journalctl gives `null` for a message over 4096 bytes, and a
+        // client could evade detection by sending long input.
+        let mut args: Vec<String> = [
+            "--follow",
+            "--output=json",
+            "--all",
+            "--no-pager",
+            "--quiet",
+        ]
+        .map(String::from)
+        .to_vec();
         match cursor {
             Some(c) => args.push(format!("--after-cursor={c}")),
             None if from_start => args.push("--lines=all".into()),
@@ -79,6 +95,60 @@ impl JournalSelect {
         }
         args
     }
+}
+
+/// The program that reads the journal; tests point it at a recording or a journal file.
+pub fn program() -> String {
+    std::env::var("MOAT_JOURNALCTL").unwrap_or_else(|_| "journalctl".into())
+}
+
+/// Every entry `select` names, rendered as lines, read from a `journalctl` that ends at the
+/// end of the journal: what `moat scan -c` reads for a `journald:` source, so a configuration
+/// can be tried on the past before it is enabled (Debian 12 has no auth.log by default).
+pub fn read_all(select: &JournalSelect) -> std::io::Result<super::ProducedLines> {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(program())
+        .args(select.args_all())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot run journalctl: {e}")))?;
+    let stdout = child.stdout.take().expect("piped");
+    Ok(super::ProducedLines::spawn(move |send| {
+        let mut reader = std::io::BufReader::new(stdout);
+        let mut entry = Vec::new();
+        let mut block = Vec::new();
+        loop {
+            entry.clear();
+            match reader.read_until(b'\n', &mut entry) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+            if let Some((line, _)) = entry_to_line(&entry) {
+                // The cap every source shares: a longer line is not a line to match.
+                if line.len() <= super::MAX_LINE + 1 {
+                    block.extend_from_slice(&line);
+                }
+            }
+            if block.len() >= 64 * 1024 && !send(std::mem::take(&mut block)) {
+                return Ok(());
+            }
+        }
+        if !block.is_empty() {
+            send(block);
+        }
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            return Err(std::io::Error::other(format!(
+                "journalctl failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }))
 }
 
 /// One journal entry (a line of `journalctl -o json`) as a log line, and its cursor.
@@ -126,7 +196,7 @@ pub fn entry_to_line(json: &[u8]) -> Option<(Vec<u8>, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::{library, Filter, TimeContext, Verdict};
+    use crate::detect::{library, Filter, LineContext, Verdict};
 
     #[test]
     fn selects() {
@@ -139,6 +209,7 @@ mod tests {
             [
                 "--follow",
                 "--output=json",
+                "--all",
                 "--no-pager",
                 "--quiet",
                 "--after-cursor=s=abc",
@@ -162,7 +233,7 @@ mod tests {
             "2026-03-28T10:00:02.123456Z host sshd[1234]: Failed password for root from 203.0.113.5 port 51234 ssh2\n"
         );
         let f = Filter::compile(library::get("sshd").unwrap()).unwrap();
-        let ctx = TimeContext::utc(jiff::Timestamp::now());
+        let ctx = LineContext::utc(jiff::Timestamp::now());
         let Verdict::Failure(fail) = f.check(&line[..line.len() - 1], &ctx) else {
             panic!("sshd filter on {line:?}")
         };

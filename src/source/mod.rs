@@ -1,10 +1,13 @@
-//! Sources: where lines come from. This issue's sources are offline ones (a file, a rotated
-//! `.gz`, standard input) read by `moat scan`; the live followers of the daemon build on the same
-//! [`LineReader`].
+//! Sources: where lines come from. [`LineReader`] reads offline inputs (a file, a rotated
+//! `.gz`, standard input) for `moat scan`; [`follow`] follows files live for the daemon, and
+//! [`LineAssembler`] turns the pieces a stream delivers (standard input, Docker's log frames)
+//! into lines.
 //!
 //! Lines are bytes, never `String`: invalid UTF-8 must not hide an attack. A line ends at `\n`;
-//! a trailing `\r` is dropped; a line longer than [`MAX_LINE`] is cut there, flagged as
-//! truncated, and the rest of it skipped, so one hostile line cannot grow memory without bound.
+//! a trailing `\r` is dropped. A line longer than [`MAX_LINE`] is never matched, by any reader:
+//! cut at the cap, a line anchored with `$` could match at the cut, where an attacker chose
+//! what stands. It is counted as overlong and skipped to its newline, so one hostile line
+//! cannot grow memory without bound either.
 
 pub mod docker;
 pub mod follow;
@@ -18,14 +21,7 @@ use std::sync::Arc;
 
 use flate2::read::MultiGzDecoder;
 
-pub use crate::detect::MAX_LINE;
-
-/// One line: its bytes (without the line ending) and whether it was cut at [`MAX_LINE`].
-#[derive(Debug, Clone, Copy)]
-pub struct Line<'a> {
-    pub bytes: &'a [u8],
-    pub truncated: bool,
-}
+pub use crate::vocab::lines::{split_lines, trim_cr, Line, MAX_LINE};
 
 /// What the reader hands out: many complete lines at once when it can, one line otherwise.
 ///
@@ -184,21 +180,100 @@ fn cut_if_overlong(
     }
 }
 
-/// Calls `each` for every line of a [`Chunk::Lines`] block.
-pub fn split_lines(block: &[u8], each: &mut impl FnMut(Line<'_>)) {
-    let mut start = 0;
-    for nl in memchr::memchr_iter(b'\n', block) {
-        each(Line {
-            bytes: trim_cr(&block[start..nl]),
-            truncated: false,
-        });
-        start = nl + 1;
+/// Assembles complete lines from bytes that arrive in pieces (a pipe, Docker's log frames, a
+/// file read in chunks), with the same cap and the same rule as [`LineReader`]: a line whose
+/// bytes before its `\n` are more than `max` is dropped whole and counted.
+#[derive(Debug)]
+pub struct LineAssembler {
+    max: usize,
+    /// The start of a line whose newline has not come yet.
+    partial: Vec<u8>,
+    /// Inside an overlong line, which is skipped up to its newline.
+    skipping: bool,
+    /// Bytes since the last newline (kept in `partial` or skipped).
+    pending: u64,
+    /// Overlong lines dropped so far.
+    pub overlong: u64,
+}
+
+impl Default for LineAssembler {
+    fn default() -> Self {
+        LineAssembler::with_max(MAX_LINE)
     }
 }
 
-/// Strips the `\r` of a CRLF line ending.
-pub fn trim_cr(line: &[u8]) -> &[u8] {
-    line.strip_suffix(b"\r").unwrap_or(line)
+impl LineAssembler {
+    pub fn with_max(max: usize) -> LineAssembler {
+        LineAssembler {
+            max,
+            partial: Vec::new(),
+            skipping: false,
+            pending: 0,
+            overlong: 0,
+        }
+    }
+
+    /// Bytes fed since the last newline: where the next line starts is that far back.
+    pub fn pending(&self) -> u64 {
+        self.pending
+    }
+
+    /// Feeds bytes; every complete line that is not overlong is appended to `out` with its
+    /// `\n`.
+    pub fn push(&mut self, mut data: &[u8], out: &mut Vec<u8>) {
+        while !data.is_empty() {
+            match memchr::memchr(b'\n', data) {
+                Some(i) => {
+                    let (line, rest) = data.split_at(i + 1);
+                    // The line's bytes before its newline.
+                    let length = self.pending + line.len() as u64 - 1;
+                    if self.skipping || length > self.max as u64 {
+                        self.overlong += 1;
+                    } else {
+                        out.extend_from_slice(&self.partial);
+                        out.extend_from_slice(line);
+                    }
+                    self.partial.clear();
+                    self.skipping = false;
+                    self.pending = 0;
+                    data = rest;
+                }
+                None => {
+                    self.pending += data.len() as u64;
+                    if !self.skipping {
+                        if self.pending > self.max as u64 {
+                            self.partial = Vec::new();
+                            self.skipping = true;
+                        } else {
+                            self.partial.extend_from_slice(data);
+                        }
+                    }
+                    data = &[];
+                }
+            }
+        }
+    }
+
+    /// The end of the stream: a last line without a newline is delivered (with one added)
+    /// unless it is overlong.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if self.skipping {
+            self.overlong += 1;
+        } else if !self.partial.is_empty() {
+            out.extend_from_slice(&self.partial);
+            out.push(b'\n');
+        }
+        self.partial.clear();
+        self.skipping = false;
+        self.pending = 0;
+    }
+
+    /// Forgets a line begun and not finished (its file was truncated under it).
+    pub fn reset(&mut self) {
+        self.partial.clear();
+        self.skipping = false;
+        self.pending = 0;
+    }
 }
 
 /// Where an offline scan reads from.
@@ -206,6 +281,10 @@ pub fn trim_cr(line: &[u8]) -> &[u8] {
 pub enum Input {
     Stdin,
     File(PathBuf),
+    /// A `journald:` source: the entries it names, as far back as the journal goes.
+    Journal(journald::JournalSelect, String),
+    /// A `docker:` source: the logs Docker keeps of the containers it names.
+    Containers(docker::ContainerSelect, String),
 }
 
 impl Input {
@@ -217,10 +296,22 @@ impl Input {
         }
     }
 
+    /// A configured source as an input: a journal or containers, or else a path.
+    pub fn from_source(source: &str) -> Result<Input, String> {
+        if let Some(select) = journald::JournalSelect::parse(source) {
+            return Ok(Input::Journal(select?, source.to_string()));
+        }
+        if let Some(select) = docker::ContainerSelect::parse(source) {
+            return Ok(Input::Containers(select?, source.to_string()));
+        }
+        Ok(Input::from_arg(source))
+    }
+
     pub fn display(&self) -> String {
         match self {
             Input::Stdin => "<stdin>".into(),
             Input::File(p) => p.display().to_string(),
+            Input::Journal(_, s) | Input::Containers(_, s) => s.clone(),
         }
     }
 }
@@ -305,6 +396,66 @@ pub fn open(input: &Input) -> io::Result<Opened> {
             consumed: Arc::default(),
         }),
         Input::File(path) => open_file(path),
+        Input::Journal(select, _) => Ok(Opened::stream(journald::read_all(select)?)),
+        Input::Containers(select, _) => Ok(Opened::stream(docker::read_all(select)?)),
+    }
+}
+
+impl Opened {
+    fn stream(lines: ProducedLines) -> Opened {
+        Opened {
+            reader: Box::new(io::BufReader::with_capacity(BUF, lines)),
+            size: None,
+            modified: None,
+            consumed: Arc::default(),
+        }
+    }
+}
+
+/// Lines another thread produces (from a program's output or an API), read as a stream.
+pub struct ProducedLines {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    block: Vec<u8>,
+    at: usize,
+}
+
+impl ProducedLines {
+    /// Runs `produce` on its own thread; it hands over blocks of complete lines with `send`
+    /// (false: the reader is gone, stop), and its error ends the stream with that error.
+    pub fn spawn(
+        produce: impl FnOnce(&mut dyn FnMut(Vec<u8>) -> bool) -> io::Result<()> + Send + 'static,
+    ) -> ProducedLines {
+        let (tx, rx) = std::sync::mpsc::sync_channel(16);
+        std::thread::spawn(move || {
+            let mut send = |block: Vec<u8>| tx.send(Ok(block)).is_ok();
+            if let Err(e) = produce(&mut send) {
+                let _ = tx.send(Err(e));
+            }
+        });
+        ProducedLines {
+            rx,
+            block: Vec::new(),
+            at: 0,
+        }
+    }
+}
+
+impl Read for ProducedLines {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.block.len() {
+            match self.rx.recv() {
+                Ok(Ok(block)) => {
+                    self.block = block;
+                    self.at = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.block.len() - self.at);
+        out[..n].copy_from_slice(&self.block[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
     }
 }
 
@@ -416,6 +567,59 @@ mod tests {
             }
             proptest::prop_assert_eq!(lines(&input, max, buf), want);
         }
+    }
+
+    proptest::proptest! {
+        /// The assembler keeps exactly the lines the offline reader does not flag as overlong,
+        /// however the bytes are split: the daemon and `moat scan` drop the same lines.
+        #[test]
+        fn assembler_and_reader_agree_on_overlong_lines(
+            input in proptest::collection::vec(proptest::sample::select(vec![b'a', b'\r', b'\n']), 0..200),
+            max in 1usize..20,
+            cuts in proptest::collection::vec(1usize..30, 1..20),
+        ) {
+            let mut want: Vec<Vec<u8>> = Vec::new();
+            let mut overlong = 0;
+            for (line, truncated) in lines(&input, max, 7) {
+                if truncated {
+                    overlong += 1;
+                } else {
+                    want.push(line);
+                }
+            }
+            let mut asm = LineAssembler::with_max(max);
+            let mut out = Vec::new();
+            let mut rest = &input[..];
+            for c in cuts.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (piece, tail) = rest.split_at((*c).min(rest.len()));
+                asm.push(piece, &mut out);
+                rest = tail;
+            }
+            asm.finish(&mut out);
+            let mut got: Vec<Vec<u8>> = Vec::new();
+            split_lines(&out, &mut |l| got.push(l.bytes.to_vec()));
+            proptest::prop_assert_eq!(got, want);
+            proptest::prop_assert_eq!(asm.overlong, overlong);
+        }
+    }
+
+    #[test]
+    fn assembler_drops_an_overlong_line_whole_and_counts_it() {
+        let mut asm = LineAssembler::with_max(4);
+        let mut out = Vec::new();
+        asm.push(b"ok\n0123", &mut out);
+        assert_eq!(asm.pending(), 4);
+        asm.push(b"4567", &mut out);
+        asm.push(b"89\nnext\n", &mut out);
+        assert_eq!(out, b"ok\nnext\n");
+        assert_eq!((asm.overlong, asm.pending()), (1, 0));
+        // Exactly the cap is a line; one more byte is not.
+        asm.push(b"abcd\nabcde\n", &mut out);
+        assert_eq!(out, b"ok\nnext\nabcd\n");
+        assert_eq!(asm.overlong, 2);
     }
 
     #[test]

@@ -16,13 +16,25 @@
 //! rules whose comment or notes start with `moat`) and converged to the ledger's active bans:
 //! a ban not yet placed (moat was stopped, Cloudflare was down) is placed, an unban not yet
 //! done is done, one that became moot is dropped. The ledger is the outbox; Cloudflare's state
-//! is compared with it, never trusted blindly. Nothing moat did not create is touched.
+//! is compared with it, never trusted blindly.
+//!
+//! Nothing moat did not create is touched: an entry whose comment or notes are not moat's
+//! (`parse_comment` is the one place that decides) is someone else's. A list item of theirs
+//! for an address moat bans is never overwritten (a POST would replace its comment) nor
+//! deleted at the unban; the ban is held by their item, and status counts such bans. What
+//! the list holds for the addresses a batch changes is looked up first, unless the list was
+//! read just before (a converge's changes).
+//!
+//! In list mode the same look checks that the list and its blocking rule are still there:
+//! without the rule the bans sit in the list and block nothing. A rule or list found deleted
+//! is put back (the list with every ban), logged as an error and counted in `repairs`.
 //!
 //! IPv6 targets go to Cloudflare as their /64 (configurable): a client rotating through its
 //! /64 is one entry. Ports do not exist at Cloudflare's edge; a ban covers the site.
 
 pub mod api;
 pub mod ranges;
+pub mod settings;
 pub mod verify;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -32,45 +44,12 @@ use ipnet::IpNet;
 use jiff::Timestamp;
 use serde_json::{json, Value};
 
-use super::{BanOrder, Change, Enforcer, Failed, Key, Target};
+use super::registry::Registered;
+use super::{BanOrder, Change, EnforceError, Enforcer, Failed, Key};
+use crate::vocab::Target;
 use api::{encode, Api, CallError};
-
-/// Which API carries the bans.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    List,
-    AccessRules,
-}
-
-/// Which bans to keep when the list is full.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Keep {
-    /// The most recent bans.
-    Newest,
-    /// The bans that end last (forever first).
-    Longest,
-}
-
-/// The enforcer's settings, resolved from `[enforce.cloudflare]`.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    pub mode: Mode,
-    pub account_id: Option<String>,
-    pub zone_id: Option<String>,
-    /// The IP list's name (list mode).
-    pub list: String,
-    /// `block`, `challenge` or `managed_challenge`.
-    pub action: String,
-    /// Access rules' scope: `zone`, `account` or `user`.
-    pub scope: String,
-    /// Most list items moat places.
-    pub capacity: usize,
-    pub keep: Keep,
-    /// IPv6 targets longer than this go as this prefix.
-    pub ipv6_prefix: u8,
-    /// How often what Cloudflare holds is read back and converged.
-    pub reconcile_every: Duration,
-}
+pub use settings::CloudflareSettings;
+use settings::{Keep, Mode, Scope};
 
 /// Items per list operation: 10,000 bans in two requests (Cloudflare documents no smaller
 /// limit per request; its account capacity is 10,000 items).
@@ -79,6 +58,15 @@ const BATCH: usize = 5_000;
 const PAGE: usize = 500;
 /// Rules per page when reading access rules.
 const RULES_PAGE: usize = 100;
+
+/// Who holds an address in the list, as moat found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Holder {
+    /// An item of moat's, by its id.
+    Moat(String),
+    /// An item moat did not create: never overwritten, never deleted.
+    Other,
+}
 
 /// One entry at Cloudflare: its id when known, and the bans it stands for.
 #[derive(Clone, Debug, Default)]
@@ -93,13 +81,29 @@ struct Remote {
 
 pub struct CloudflareEnforcer {
     api: Api,
-    pub(crate) s: Settings,
+    pub(crate) s: CloudflareSettings,
     /// List mode: the list's id once found or created, and the zone rule checked.
     list_id: Option<String>,
+    /// List mode: the list and its rule were in place since start, so finding one gone means
+    /// someone deleted it.
+    in_place: bool,
+    /// List mode: moat's rule is there but disabled (an admin's doing; moat leaves it so, and
+    /// says so in status).
+    rule_disabled: bool,
+    /// How many times the list or the rule was found deleted and restored.
+    repairs: u64,
     /// What moat holds at Cloudflare, by the address as Cloudflare writes it.
     remote: HashMap<String, Remote>,
     /// Whether `remote` was read from Cloudflare since start.
     known: bool,
+    /// List mode: the addresses the list holds by items moat did not create, as last seen.
+    foreign: HashSet<String>,
+    /// Bans held by an entry moat did not create (an admin's list item or access rule), by
+    /// address: moat places nothing of its own for them and deletes nothing at their unban.
+    held_by_others: HashMap<String, BTreeSet<Key>>,
+    /// List mode: the list was read for the changes about to be applied (a converge's), so
+    /// what it holds for them is known without asking again.
+    list_fresh: bool,
     last_reconcile: Option<Instant>,
     reconciles: u64,
     /// Bans that could not be placed (full list, a target Cloudflare cannot take).
@@ -158,10 +162,12 @@ struct Carried {
     until: Option<Timestamp>,
 }
 
+/// The one place that reads the comments and notes moat writes: `None` for an entry that is
+/// not moat's.
 fn parse_comment(c: &str) -> Option<Carried> {
     let mut f = c.strip_prefix("moat ")?.split_whitespace();
     let _jail = f.next()?;
-    let target = super::parse_target(f.next()?).ok()?;
+    let target = crate::vocab::parse_target(f.next()?).ok()?;
     let (mut started, mut until) = (None, None);
     while let (Some(k), Some(v)) = (f.next(), f.next()) {
         match k {
@@ -190,19 +196,40 @@ fn fail_all(indexes: impl IntoIterator<Item = usize>, e: &CallError) -> Vec<Fail
         .into_iter()
         .map(|index| Failed {
             index,
-            error: e.to_string(),
+            error: e.clone().into(),
         })
         .collect()
 }
 
+impl From<CallError> for EnforceError {
+    /// A rate limit says when to try again; anything else may pass later (a token fixed, a
+    /// list emptied, Cloudflare back).
+    fn from(e: CallError) -> EnforceError {
+        let retry = match &e {
+            CallError::Limited(d) => super::RetryHint::After(*d),
+            _ => super::RetryHint::Later,
+        };
+        EnforceError {
+            message: e.to_string(),
+            retry,
+        }
+    }
+}
+
 impl CloudflareEnforcer {
-    pub fn new(api: Api, s: Settings) -> CloudflareEnforcer {
+    pub fn new(api: Api, s: CloudflareSettings) -> CloudflareEnforcer {
         CloudflareEnforcer {
             api,
             s,
             list_id: None,
+            in_place: false,
+            rule_disabled: false,
+            repairs: 0,
             remote: HashMap::new(),
             known: false,
+            foreign: HashSet::new(),
+            held_by_others: HashMap::new(),
+            list_fresh: false,
             last_reconcile: None,
             reconciles: 0,
             refused: HashSet::new(),
@@ -222,11 +249,20 @@ impl CloudflareEnforcer {
         self.s.zone_id.as_deref().unwrap_or_default()
     }
 
-    /// List mode: finds or creates the list, and the zone rule that blocks it.
+    /// List mode: the list's id, finding or creating the list and its rule when not known.
     pub(crate) fn ensure_list(&mut self) -> Result<String, CallError> {
-        if let Some(id) = &self.list_id {
-            return Ok(id.clone());
+        match &self.list_id {
+            Some(id) => Ok(id.clone()),
+            None => self.check_list_and_rule(),
         }
+    }
+
+    /// List mode: finds the list and the zone rule that blocks it, creating what is missing.
+    /// Without either, the bans block nothing and nothing says so: one that was in place and
+    /// is gone (someone deleted it) is restored, logged as an error and counted in `repairs`.
+    /// A list created again is empty: what moat held is forgotten, and the converge that
+    /// follows places every ban again.
+    fn check_list_and_rule(&mut self) -> Result<String, CallError> {
         let path = format!("/accounts/{}/rules/lists", self.account());
         let lists = self.api.result("GET", &path, None)?;
         let found = lists
@@ -235,52 +271,106 @@ impl CloudflareEnforcer {
             .flatten()
             .find(|l| l["name"] == self.s.list.as_str())
             .and_then(|l| l["id"].as_str().map(String::from));
+        let had = self.list_id.take();
+        let existed = found.is_some();
         let id = match found {
-            Some(id) => id,
+            Some(id) => {
+                if let Some(old) = had.filter(|old| *old != id) {
+                    self.repairs += 1;
+                    tracing::error!(list = %self.s.list, %old, new = %id,
+                        "the Cloudflare IP list was replaced by another of the same name: \
+                         moat's bans are placed in it again");
+                    self.forget();
+                }
+                id
+            }
             None => {
                 let body = json!({"name": self.s.list, "kind": "ip",
                                   "description": "Bans placed by moat; items are managed by moat"});
                 let l = self.api.result("POST", &path, Some(&body))?;
-                tracing::info!(list = %self.s.list, "created the Cloudflare IP list");
+                if self.in_place {
+                    self.repairs += 1;
+                    tracing::error!(list = %self.s.list,
+                        "the Cloudflare IP list was deleted: its bans blocked nothing; \
+                         created it again, and every ban is placed in it again");
+                    self.forget();
+                } else {
+                    tracing::info!(list = %self.s.list, "created the Cloudflare IP list");
+                }
                 l["id"].as_str().unwrap_or_default().to_string()
             }
         };
-        self.ensure_rule()?;
+        // A list that was there already should have its rule; a new one has none yet.
+        self.ensure_rule(self.in_place || existed)?;
         self.list_id = Some(id.clone());
+        self.in_place = true;
         Ok(id)
     }
 
+    /// Forgets what moat held in the list (it is gone): the next read starts afresh.
+    fn forget(&mut self) {
+        self.remote.clear();
+        self.known = false;
+    }
+
     /// The custom rule `ip.src in $LIST` in the zone's entry point ruleset; other rules stay.
-    fn ensure_rule(&mut self) -> Result<(), CallError> {
+    /// `expected`: the rule should be there, so its absence is a repair.
+    fn ensure_rule(&mut self, expected: bool) -> Result<(), CallError> {
         let expression = format!("ip.src in ${}", self.s.list);
         let rule = json!({"description": "moat: block the clients moat banned",
-                          "expression": expression, "action": self.s.action, "enabled": true});
+                          "expression": expression, "action": self.s.action.as_str(), "enabled": true});
         let entry = format!(
             "/zones/{}/rulesets/phases/http_request_firewall_custom/entrypoint",
             self.zone()
         );
-        match self.api.result("GET", &entry, None) {
+        let done = match self.api.result("GET", &entry, None) {
             Ok(rs) => {
-                let has = rs["rules"]
+                let ours = rs["rules"]
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .any(|r| r["expression"] == expression.as_str());
-                if !has {
-                    let id = rs["id"].as_str().unwrap_or_default().to_string();
-                    let path = format!("/zones/{}/rulesets/{id}/rules", self.zone());
-                    self.api.result("POST", &path, Some(&rule))?;
-                    tracing::info!("added the blocking rule to the zone's custom rules");
+                    .find(|r| r["expression"] == expression.as_str());
+                if let Some(r) = ours {
+                    // Disabled by hand, perhaps on purpose: said loudly, not overridden.
+                    self.rule_disabled = r["enabled"] == Value::Bool(false);
+                    if self.rule_disabled {
+                        tracing::error!(rule = %expression,
+                            "the blocking rule is disabled in the zone's custom rules: moat's \
+                             bans block nothing until it is enabled again");
+                    }
+                    return Ok(());
                 }
-                Ok(())
+                let id = rs["id"].as_str().unwrap_or_default().to_string();
+                let path = format!("/zones/{}/rulesets/{id}/rules", self.zone());
+                self.api.result("POST", &path, Some(&rule))?;
+                "added the blocking rule to the zone's custom rules"
             }
             Err(CallError::Api { status: 404, .. }) => {
                 self.api
                     .result("PUT", &entry, Some(&json!({"rules": [rule]})))?;
-                tracing::info!("created the zone's custom rules with the blocking rule");
-                Ok(())
+                "created the zone's custom rules with the blocking rule"
             }
-            Err(e) => Err(e),
+            Err(e) => return Err(e),
+        };
+        self.rule_disabled = false;
+        if expected {
+            self.repairs += 1;
+            tracing::error!(rule = %expression,
+                "the blocking rule was deleted, so moat's bans blocked nothing: {done} again");
+        } else {
+            tracing::info!(rule = %expression, "{done}");
+        }
+        Ok(())
+    }
+
+    /// After a call on the list failed: a 404 says the list is gone (deleted behind moat's
+    /// back). It is looked for again at the next call, and the reconcile that restores it
+    /// with every ban is due now rather than in `reconcile_every`.
+    fn note_list_error(&mut self, e: &CallError) {
+        if matches!(e, CallError::Api { status: 404, .. }) && self.list_id.is_some() {
+            tracing::warn!(list = %self.s.list, "Cloudflare does not find the IP list: {e}");
+            self.list_id = None;
+            self.last_reconcile = None;
         }
     }
 
@@ -312,8 +402,13 @@ impl CloudflareEnforcer {
         }
     }
 
-    /// Reads every item of moat's list: address → (id, comment).
-    fn read_list(&mut self, list: &str) -> Result<Vec<(String, String, String)>, CallError> {
+    /// Reads the items of moat's list, every one or those whose address starts with
+    /// `search`: (address, id, comment).
+    fn read_list(
+        &mut self,
+        list: &str,
+        search: Option<&str>,
+    ) -> Result<Vec<(String, String, String)>, CallError> {
         let mut out = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
@@ -321,6 +416,9 @@ impl CloudflareEnforcer {
                 "/accounts/{}/rules/lists/{list}/items?per_page={PAGE}",
                 self.account()
             );
+            if let Some(s) = search {
+                path.push_str(&format!("&search={}", encode(s)));
+            }
             if let Some(c) = &cursor {
                 path.push_str(&format!("&cursor={}", encode(c)));
             }
@@ -342,14 +440,14 @@ impl CloudflareEnforcer {
     }
 
     pub(crate) fn rules_path(&self) -> String {
-        match self.s.scope.as_str() {
-            "account" => format!("/accounts/{}/firewall/access_rules/rules", self.account()),
-            "user" => "/user/firewall/access_rules/rules".to_string(),
-            _ => format!("/zones/{}/firewall/access_rules/rules", self.zone()),
+        match self.s.scope {
+            Scope::Account => format!("/accounts/{}/firewall/access_rules/rules", self.account()),
+            Scope::User => "/user/firewall/access_rules/rules".to_string(),
+            Scope::Zone => format!("/zones/{}/firewall/access_rules/rules", self.zone()),
         }
     }
 
-    /// Reads moat's access rules (notes starting with "moat"): address → (id, notes).
+    /// Reads moat's access rules (notes moat wrote): address → (id, notes).
     fn read_rules(
         &mut self,
         value: Option<&str>,
@@ -367,7 +465,7 @@ impl CloudflareEnforcer {
             let v = self.api.call("GET", &path, None)?;
             for r in v["result"].as_array().into_iter().flatten() {
                 let notes = r["notes"].as_str().unwrap_or_default();
-                if notes.starts_with("moat ") {
+                if parse_comment(notes).is_some() {
                     out.push((
                         r["configuration"]["value"]
                             .as_str()
@@ -392,14 +490,17 @@ impl CloudflareEnforcer {
         let entries = match self.s.mode {
             Mode::List => {
                 let list = self.ensure_list()?;
-                self.read_list(&list)?
+                self.read_list(&list, None)
+                    .inspect_err(|e| self.note_list_error(e))?
             }
             Mode::AccessRules => self.read_rules(None)?,
         };
         let mut fresh: HashMap<String, Remote> = HashMap::new();
+        let mut foreign = HashSet::new();
         for (addr, id, comment) in entries {
             let Some(carried) = parse_comment(&comment) else {
-                continue; // not moat's
+                foreign.insert(addr); // not moat's
+                continue;
             };
             let mut r = self.remote.remove(&addr).unwrap_or_default();
             if r.keys.is_empty() {
@@ -411,9 +512,79 @@ impl CloudflareEnforcer {
             fresh.insert(addr, r);
         }
         self.remote = fresh;
+        // A ban stays held by someone else's item while the item is there. Access rules
+        // are not read whole (only moat's notes): their bans are looked for again at the
+        // converge, which bans again what is not held.
+        match self.s.mode {
+            Mode::List => self.held_by_others.retain(|a, _| foreign.contains(a)),
+            Mode::AccessRules => self.held_by_others.clear(),
+        }
+        self.foreign = foreign;
+        self.list_fresh = self.s.mode == Mode::List;
         self.known = true;
         self.last_reconcile = Some(Instant::now());
         Ok(())
+    }
+
+    /// Who holds each of `addrs` in the list now (absent: no item). From the list just read
+    /// when `fresh`; else looked up: few addresses one by one (the API's `search` is a prefix
+    /// match, so the exact address is picked out of its answer), many by reading the whole
+    /// list when that takes fewer requests.
+    fn holders(
+        &mut self,
+        list: &str,
+        addrs: &[String],
+        fresh: bool,
+    ) -> Result<HashMap<String, Holder>, CallError> {
+        if fresh {
+            return Ok(addrs
+                .iter()
+                .filter_map(|a| {
+                    let holder = if self.foreign.contains(a) {
+                        Holder::Other
+                    } else {
+                        Holder::Moat(self.remote.get(a)?.id.clone()?)
+                    };
+                    Some((a.clone(), holder))
+                })
+                .collect());
+        }
+        let wanted: HashSet<&str> = addrs.iter().map(String::as_str).collect();
+        let pages = (self.remote.len() + self.foreign.len()) / PAGE + 1;
+        let items = if wanted.len() > pages {
+            self.read_list(list, None)?
+        } else {
+            let mut items = Vec::new();
+            for a in &wanted {
+                // The address without its prefix length: all an item for it can start with.
+                let search = a.split('/').next().unwrap_or(a);
+                items.extend(self.read_list(list, Some(search))?);
+            }
+            items
+        };
+        let mut out = HashMap::new();
+        for (addr, id, comment) in items {
+            if !wanted.contains(addr.as_str()) {
+                continue;
+            }
+            let holder = if parse_comment(&comment).is_some() {
+                if let Some(r) = self.remote.get_mut(&addr) {
+                    r.id = Some(id.clone());
+                }
+                Holder::Moat(id)
+            } else {
+                Holder::Other
+            };
+            out.insert(addr, holder);
+        }
+        for a in addrs {
+            if out.get(a) == Some(&Holder::Other) {
+                self.foreign.insert(a.clone());
+            } else {
+                self.foreign.remove(a);
+            }
+        }
+        Ok(out)
     }
 
     /// Picks which new bans fit in the list, evicting held ones when `keep` prefers the new;
@@ -481,10 +652,15 @@ impl CloudflareEnforcer {
                 return fail_all(0..batch.len(), &e);
             }
         }
+        // A converge's changes come right after its read of the list; any other batch looks
+        // up what the list holds for the addresses it changes.
+        let fresh = std::mem::take(&mut self.list_fresh);
         let mut failed = Vec::new();
         // In batch order: new addresses to add, addresses no ban stands for any more.
         let mut adds: Vec<(String, BanOrder)> = Vec::new();
         let mut add_index: HashMap<String, Vec<usize>> = HashMap::new();
+        // The bans each new address stands for (two bans in one /64 are one item).
+        let mut add_keys: HashMap<String, BTreeSet<Key>> = HashMap::new();
         let mut gone: Vec<(String, Vec<usize>)> = Vec::new();
         for (i, c) in batch.iter().enumerate() {
             let addr = match remote_of(&c.target(), self.s.ipv6_prefix, Mode::List) {
@@ -506,26 +682,65 @@ impl CloudflareEnforcer {
                         r.keys.insert(b.key());
                         r.until = later(r.until, b.until);
                         r.started = Some(r.started.map_or(b.started, |s| s.max(b.started)));
-                    } else if let Some(pos) = adds.iter().position(|(a, _)| a == &addr) {
-                        adds[pos].1.until = later(adds[pos].1.until, b.until);
-                        add_index.entry(addr).or_default().push(i);
                     } else {
-                        adds.push((addr.clone(), b.clone()));
-                        add_index.entry(addr).or_default().push(i);
+                        match adds.iter().position(|(a, _)| a == &addr) {
+                            Some(pos) => adds[pos].1.until = later(adds[pos].1.until, b.until),
+                            None => adds.push((addr.clone(), b.clone())),
+                        }
+                        add_index.entry(addr.clone()).or_default().push(i);
+                        add_keys.entry(addr).or_default().insert(b.key());
                     }
                 }
                 Change::Unban(k) => {
                     self.refused.remove(k);
+                    if let Some(keys) = self.held_by_others.get_mut(&addr) {
+                        keys.remove(k);
+                        if keys.is_empty() {
+                            self.held_by_others.remove(&addr);
+                        }
+                    }
                     if let Some(r) = self.remote.get_mut(&addr) {
                         r.keys.remove(k);
                         if r.keys.is_empty() && !gone.iter().any(|(a, _)| a == &addr) {
                             gone.push((addr, vec![i]));
                         }
-                    } else if let Some(pos) =
-                        adds.iter().position(|(a, b)| a == &addr && &b.key() == k)
-                    {
-                        adds.remove(pos); // lifted before it was placed
+                    } else if let Some(keys) = add_keys.get_mut(&addr) {
+                        keys.remove(k);
+                        if keys.is_empty() {
+                            adds.retain(|(a, _)| a != &addr); // lifted before it was placed
+                        }
                     }
+                }
+            }
+        }
+        // An address the list holds by an item moat did not create keeps that item (a POST
+        // would replace its comment): the ban is held by it.
+        if !adds.is_empty() {
+            let addrs: Vec<String> = adds.iter().map(|(a, _)| a.clone()).collect();
+            match self.holders(&list, &addrs, fresh) {
+                Ok(holders) => {
+                    let (theirs, ours): (Vec<_>, Vec<_>) = std::mem::take(&mut adds)
+                        .into_iter()
+                        .partition(|(a, _)| holders.get(a) == Some(&Holder::Other));
+                    adds = ours;
+                    for (a, _) in theirs {
+                        let keys = add_keys.remove(&a).unwrap_or_default();
+                        for k in &keys {
+                            self.refused.remove(k);
+                        }
+                        if !self.held_by_others.contains_key(&a) {
+                            tracing::info!(addr = %a, "the Cloudflare list holds this address by \
+                                an item moat did not create: the ban is held by that item, which \
+                                moat leaves as it is");
+                        }
+                        self.held_by_others.entry(a).or_default().extend(keys);
+                    }
+                }
+                Err(e) => {
+                    self.note_list_error(&e);
+                    let idx = adds.iter().flat_map(|(a, _)| add_index[a].clone());
+                    failed.extend(fail_all(idx, &e));
+                    adds.clear();
                 }
             }
         }
@@ -557,7 +772,8 @@ impl CloudflareEnforcer {
             gone.push((a, Vec::new()));
         }
         if !gone.is_empty() {
-            if let Err(e) = self.delete_items(&list, &gone) {
+            if let Err(e) = self.delete_items(&list, &gone, fresh) {
+                self.note_list_error(&e);
                 let idx: Vec<usize> = gone.iter().flat_map(|g| g.1.clone()).collect();
                 failed.extend(fail_all(idx, &e));
             }
@@ -577,6 +793,7 @@ impl CloudflareEnforcer {
             let refused = match self.place(&list, chunk) {
                 Ok(r) => r,
                 Err(e) => {
+                    self.note_list_error(&e);
                     let idx = chunk
                         .iter()
                         .flat_map(|(a, _)| add_index.get(a).cloned().unwrap_or_default());
@@ -584,6 +801,12 @@ impl CloudflareEnforcer {
                     continue;
                 }
             };
+            // Exactly the bans a placed item stands for (not one lifted in this batch).
+            for (addr, _) in chunk {
+                if let (Some(r), Some(keys)) = (self.remote.get_mut(addr), add_keys.get(addr)) {
+                    r.keys.clone_from(keys);
+                }
+            }
             for (i, error) in refused {
                 let (addr, b) = &chunk[i];
                 self.refused.insert(b.key());
@@ -594,7 +817,7 @@ impl CloudflareEnforcer {
                         .flatten()
                         .map(|&index| Failed {
                             index,
-                            error: format!("Cloudflare: {error}"),
+                            error: EnforceError::later(format!("Cloudflare: {error}")),
                         }),
                 );
             }
@@ -650,29 +873,27 @@ impl CloudflareEnforcer {
         }
     }
 
-    /// Deletes the items of `gone` (addresses no ban stands for any more), finding ids not
-    /// known yet; addresses Cloudflare does not hold are moot.
-    fn delete_items(&mut self, list: &str, gone: &[(String, Vec<usize>)]) -> Result<(), CallError> {
-        let unknown = gone
-            .iter()
-            .filter(|(a, _)| self.remote.get(a).is_none_or(|r| r.id.is_none()))
-            .count();
-        if unknown > 0 {
-            // Ids of items placed since the last read: read the list again.
-            let keep: HashMap<String, Remote> = gone
-                .iter()
-                .filter_map(|(a, _)| self.remote.get(a).map(|r| (a.clone(), r.clone())))
-                .collect();
-            self.refresh()?;
-            for (a, r) in keep {
-                self.remote.entry(a).or_insert(r);
+    /// Deletes moat's items for `gone` (addresses no ban stands for any more), by the ids
+    /// the list holds now (`holders`). An item that is not moat's any more (its comment was
+    /// changed) stays; an address the list does not hold is moot.
+    fn delete_items(
+        &mut self,
+        list: &str,
+        gone: &[(String, Vec<usize>)],
+        fresh: bool,
+    ) -> Result<(), CallError> {
+        let addrs: Vec<String> = gone.iter().map(|(a, _)| a.clone()).collect();
+        let holders = self.holders(list, &addrs, fresh)?;
+        let mut ids = Vec::new();
+        for a in &addrs {
+            match holders.get(a) {
+                Some(Holder::Moat(id)) => ids.push(json!({"id": id})),
+                Some(Holder::Other) => tracing::warn!(addr = %a,
+                    "the Cloudflare list item for this address is no longer moat's (its comment \
+                     was changed): not deleted"),
+                None => {}
             }
         }
-        let ids: Vec<Value> = gone
-            .iter()
-            .filter_map(|(a, _)| self.remote.get(a).and_then(|r| r.id.clone()))
-            .map(|id| json!({"id": id}))
-            .collect();
         for chunk in ids.chunks(BATCH) {
             let path = format!("/accounts/{}/rules/lists/{list}/items", self.account());
             let v = self
@@ -708,7 +929,7 @@ impl CloudflareEnforcer {
             if let Err(e) = r {
                 failed.push(Failed {
                     index: i,
-                    error: e.to_string(),
+                    error: e.into(),
                 });
             }
         }
@@ -728,12 +949,16 @@ impl CloudflareEnforcer {
             r.keys.insert(b.key());
             return Ok(());
         }
+        if let Some(keys) = self.held_by_others.get_mut(&addr) {
+            keys.insert(b.key());
+            return Ok(());
+        }
         let target = match addr.parse::<IpNet>() {
             Ok(_) => "ip_range",
             Err(_) if addr.contains(':') => "ip6",
             Err(_) => "ip",
         };
-        let body = json!({"mode": self.s.action,
+        let body = json!({"mode": self.s.action.as_str(),
                           "configuration": {"target": target, "value": addr},
                           "notes": comment_of(b)});
         let path = self.rules_path();
@@ -750,6 +975,14 @@ impl CloudflareEnforcer {
             }
             Err(e) => return Err(e),
         };
+        let Some(id) = id else {
+            tracing::info!(%addr, "an access rule moat did not create holds this address: the \
+                ban is held by it, which moat leaves as it is");
+            self.held_by_others.entry(addr).or_default().insert(b.key());
+            self.refused.remove(&b.key());
+            return Ok(());
+        };
+        let id = Some(id);
         let r = self.remote.entry(addr).or_default();
         r.id = id;
         r.keys.insert(b.key());
@@ -764,6 +997,13 @@ impl CloudflareEnforcer {
         let Ok(addr) = remote_of(&k.target, self.s.ipv6_prefix, Mode::AccessRules) else {
             return Ok(());
         };
+        if let Some(keys) = self.held_by_others.get_mut(&addr) {
+            keys.remove(k);
+            if keys.is_empty() {
+                self.held_by_others.remove(&addr);
+            }
+            return Ok(()); // someone else's rule: never deleted
+        }
         let Some(r) = self.remote.get_mut(&addr) else {
             return Ok(()); // never placed: moot
         };
@@ -778,7 +1018,7 @@ impl CloudflareEnforcer {
         };
         let path = format!("{}/{id}", self.rules_path());
         // The rule must still be moat's rule for this address before it goes.
-        let check = if self.s.scope == "user" {
+        let check = if self.s.scope == Scope::User {
             self.read_rules(Some(&addr))
                 .map(|rules| rules.iter().any(|(a, rid, _)| a == &addr && rid == &id))
         } else {
@@ -827,7 +1067,7 @@ fn read_secret(path: &std::path::Path) -> Result<String, String> {
 }
 
 /// The credentials `[enforce.cloudflare]` names.
-pub fn auth_of(t: &crate::config::daemon::CloudflareTable) -> Result<api::Auth, String> {
+pub fn auth_of(t: &CloudflareSettings) -> Result<api::Auth, String> {
     if let Some(path) = &t.token_file {
         return Ok(api::Auth::Token(read_secret(path)?));
     }
@@ -852,59 +1092,54 @@ pub fn auth_of(t: &crate::config::daemon::CloudflareTable) -> Result<api::Auth, 
 }
 
 /// The enforcer `[enforce.cloudflare]` describes.
-pub fn from_config(
-    t: &crate::config::daemon::CloudflareTable,
-) -> Result<CloudflareEnforcer, String> {
-    use crate::config::daemon::{
-        CloudflareAction, CloudflareKeep, CloudflareMode, CloudflareScope,
-    };
+pub fn from_settings(t: &CloudflareSettings) -> Result<CloudflareEnforcer, String> {
     let auth = auth_of(t)?;
-    let budget = api::Budget::new(
-        t.requests_per_second.unwrap_or(4.0),
-        t.budget.unwrap_or(1200),
-        Duration::from_secs(300),
-    );
-    let api = Api::new(
-        t.api
-            .as_deref()
-            .unwrap_or("https://api.cloudflare.com/client/v4"),
-        auth,
-        budget,
-    );
-    let mode = match t.mode.unwrap_or(CloudflareMode::List) {
-        CloudflareMode::List => Mode::List,
-        CloudflareMode::AccessRules => Mode::AccessRules,
-    };
-    Ok(CloudflareEnforcer::new(
-        api,
-        Settings {
-            mode,
-            account_id: t.account_id.clone(),
-            zone_id: t.zone_id.clone(),
-            list: t.list.clone().unwrap_or_else(|| "moat_block".into()),
-            action: t.action.unwrap_or(CloudflareAction::Block).as_str().into(),
-            scope: match t.scope.unwrap_or(CloudflareScope::Zone) {
-                CloudflareScope::Zone => "zone",
-                CloudflareScope::Account => "account",
-                CloudflareScope::User => "user",
-            }
-            .into(),
-            capacity: t.capacity.unwrap_or(10_000),
-            keep: match t.keep.unwrap_or(CloudflareKeep::Newest) {
-                CloudflareKeep::Newest => Keep::Newest,
-                CloudflareKeep::Longest => Keep::Longest,
-            },
-            ipv6_prefix: t.ipv6_prefix.unwrap_or(64),
-            reconcile_every: t
-                .reconcile
-                .map_or(Duration::from_secs(600), |d| d.0.unsigned_abs()),
-        },
-    ))
+    let budget = api::Budget::new(t.requests_per_second, t.budget, Duration::from_secs(300));
+    let api = Api::new(&t.api, auth, budget);
+    Ok(CloudflareEnforcer::new(api, t.clone()))
+}
+
+impl CloudflareEnforcer {
+    /// What status shows of how it works.
+    pub fn detail(&self) -> String {
+        format!(
+            "{} mode, {} requests/s at most, {} per 5 minutes",
+            self.s.mode.as_str(),
+            self.s.requests_per_second,
+            self.s.budget
+        )
+    }
+}
+
+impl super::registry::Registered for CloudflareEnforcer {
+    type Settings = CloudflareSettings;
+    const NAME: &'static str = "cloudflare";
+    const KIND: super::Kind = super::Kind::Edge;
+    const REQUIRES_TABLE: Option<&'static str> =
+        Some("add [enforce.cloudflare] with token_file, account_id and zone_id");
+
+    fn check(settings: &CloudflareSettings) -> Result<(), String> {
+        settings.check()
+    }
+
+    /// A remote change is never given up on.
+    fn retry(_: Option<&CloudflareSettings>) -> super::Retry {
+        super::Retry::FOREVER
+    }
+
+    fn build(
+        settings: Option<&CloudflareSettings>,
+    ) -> Result<(Self, Option<String>), EnforceError> {
+        let s = settings.ok_or_else(|| EnforceError::never("no [enforce.cloudflare] table"))?;
+        let cf = from_settings(s).map_err(EnforceError::never)?;
+        let detail = cf.detail();
+        Ok((cf, Some(detail)))
+    }
 }
 
 impl Enforcer for CloudflareEnforcer {
     fn name(&self) -> &'static str {
-        "cloudflare"
+        Self::NAME
     }
 
     fn apply(&mut self, batch: &[Change]) -> Vec<Failed> {
@@ -914,8 +1149,24 @@ impl Enforcer for CloudflareEnforcer {
         }
     }
 
-    fn held(&mut self) -> Result<HashSet<Key>, String> {
-        self.refresh().map_err(|e| e.to_string())?;
+    /// The changes from a fresh read; they are applied right away, on what that read found.
+    fn converge(&mut self, wanted: &[BanOrder]) -> Result<Vec<Change>, EnforceError> {
+        let held = self.held()?;
+        let wanted_keys: HashSet<Key> = wanted.iter().map(BanOrder::key).collect();
+        for keys in self.held_by_others.values_mut() {
+            keys.retain(|k| wanted_keys.contains(k));
+        }
+        self.held_by_others.retain(|_, keys| !keys.is_empty());
+        let changes = super::reconcile(wanted, &held);
+        // Without changes there is no apply now, and the next batch must look for itself.
+        self.list_fresh &= !changes.is_empty();
+        Ok(changes)
+    }
+
+    /// Bans held by moat's own entries (not those held by someone else's: a converge offers
+    /// those again, and they are placed when that entry is gone).
+    fn held(&mut self) -> Result<HashSet<Key>, EnforceError> {
+        self.refresh()?;
         Ok(self
             .remote
             .values()
@@ -929,22 +1180,28 @@ impl Enforcer for CloudflareEnforcer {
         true
     }
 
-    fn intact(&mut self) -> Result<bool, String> {
+    fn intact(&mut self) -> Result<bool, EnforceError> {
         let due = self
             .last_reconcile
-            .is_none_or(|t| t.elapsed() >= self.s.reconcile_every);
-        if due {
-            self.reconciles += 1;
-            // Converging reads Cloudflare's state afresh; whether that works or not, the next
-            // look is a period away (retries of failed changes go on meanwhile).
-            self.known = false;
-            self.last_reconcile = Some(Instant::now());
+            .is_none_or(|t| t.elapsed() >= self.s.reconcile_every());
+        if !due {
+            return Ok(true);
         }
-        Ok(!due)
+        self.reconciles += 1;
+        // Converging reads Cloudflare's state afresh; whether that works or not, the next
+        // look is a period away (retries of failed changes go on meanwhile).
+        self.known = false;
+        self.last_reconcile = Some(Instant::now());
+        if self.s.mode == Mode::List {
+            // The list and its rule are what make the bans block, and either can be deleted
+            // behind moat's back.
+            self.check_list_and_rule()?;
+        }
+        Ok(false)
     }
 
     fn repairs(&self) -> u64 {
-        0
+        self.repairs
     }
 
     fn remark(&self) -> Option<String> {
@@ -953,6 +1210,19 @@ impl Enforcer for CloudflareEnforcer {
             self.api.counters.requests,
             self.remote.len()
         );
+        let by_others: usize = self.held_by_others.values().map(BTreeSet::len).sum();
+        if by_others > 0 {
+            let entry = match self.s.mode {
+                Mode::List => "an item",
+                Mode::AccessRules => "a rule",
+            };
+            r.push_str(&format!(
+                "; {by_others} bans held by {entry} moat did not create (left as it is)"
+            ));
+        }
+        if self.rule_disabled {
+            r.push_str("; the blocking rule is DISABLED at Cloudflare: the bans block nothing");
+        }
         if !self.refused.is_empty() {
             r.push_str(&format!(
                 "; {} bans NOT placed (capacity {}, keep {:?}, or refused: see the log)",

@@ -123,9 +123,15 @@ fn main() -> io::Result<()> {
             other => panic!("unknown argument {other}; usage: moat-genlog [--lines N] [--seed S] [--fail-percent P]"),
         }
     }
-    let mut rng = SplitMix(seed);
     let out = io::stdout();
     let mut out = BufWriter::with_capacity(1 << 20, out.lock());
+    generate(lines, seed, fail_percent, &mut out)?;
+    out.flush()
+}
+
+/// Writes `lines` lines of the log for `seed` to `out` (the test suite calls this directly).
+pub fn generate(lines: u64, seed: u64, fail_percent: u64, out: &mut impl Write) -> io::Result<()> {
+    let mut rng = SplitMix(seed);
     // 2026-03-28 00:00:00 +0100, advancing 0-60 ms per line: 1M lines span about 8 hours.
     let mut ms: u64 = 0;
     for _ in 0..lines {
@@ -210,5 +216,5 @@ fn main() -> io::Result<()> {
             "{ip} - - [{time}] \"{method} {path} HTTP/1.1\" {status} {size} \"{referer}\" \"{agent}\""
         )?;
     }
-    out.flush()
+    Ok(())
 }

@@ -23,6 +23,7 @@
 //! | 7 | [`config`] | the TOML schema and validation; builds each part's settings | [`config::Config`] |
 //! | 8 | [`daemon`] | `moat run`: tasks, channels, the engine, the control socket | [`daemon::engine::Engine`] |
 //! | 8 | [`scan`] | `moat scan`: the pipeline offline and its report | [`scan::ScanReport`] |
+//! | 8 | [`init`] | `moat init`: what it sees on a host and the configuration it writes | |
 //! | 9 | [`cli`] | the subcommands, thin | |
 //!
 //! (Layer 6 is kept for the cluster, which sits between the enforcers and the configuration.)
@@ -32,6 +33,7 @@ pub mod config;
 pub mod daemon;
 pub mod detect;
 pub mod enforce;
+pub mod init;
 pub mod jail;
 pub mod ledger;
 pub mod netfilter;

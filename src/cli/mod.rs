@@ -7,14 +7,18 @@ mod check_config;
 mod cloudflare;
 mod control;
 mod filters;
+mod generate;
+mod init;
+mod manpage;
 mod ports;
 mod run;
 mod scan;
+mod warnings;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Exit status for usage, configuration and input errors.
 pub const EXIT_ERROR: u8 = 2;
@@ -45,6 +49,8 @@ enum Command {
         #[command(subcommand)]
         command: filters::FiltersCommand,
     },
+    /// Look at this host and write a working configuration for it (or print it: --dry-run).
+    Init(init::InitArgs),
     /// Validate a configuration file and exit.
     CheckConfig {
         /// Configuration file.
@@ -127,6 +133,12 @@ enum Command {
         #[command(flatten)]
         socket: control::SocketArgs,
     },
+    /// Write the manual pages or shell completions (for packaging).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        command: generate::GenerateCommand,
+    },
 }
 
 /// Entry point used by `main`.
@@ -154,6 +166,7 @@ pub fn main() -> ExitCode {
         Command::Filters { command } => filters::run(command),
         Command::Ports { command } => ports::run(command),
         Command::Cloudflare { command } => cloudflare::run(command),
+        Command::Init(args) => init::run(args),
         Command::CheckConfig { config } => check_config::run(&config),
         Command::Run { config } => run::run(&config),
         Command::Status { jail, json, socket } => control::status(&socket, jail, json),
@@ -179,6 +192,7 @@ pub fn main() -> ExitCode {
             socket,
         } => control::unban(&socket, target, all, jail, json),
         Command::Reload { socket } => control::reload(&socket),
+        Command::Generate { command } => generate::run(command, Cli::command()),
     };
     match result {
         Ok(code) => code,

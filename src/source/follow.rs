@@ -412,8 +412,10 @@ impl FileFollower {
 /// then the copy must also be named after the file (`access.log.1`, `access.log-20261202`),
 /// as logrotate names it. The most recently modified candidate wins.
 ///
-/// `since`: only a copy modified after then (less a second, for coarse file times), when the
-/// truncation could not be seen and only the copy's appearance tells of it.
+/// `since`: only a copy modified after then, when the truncation could not be seen and only
+/// the copy's appearance tells of it. File times come from a coarse clock (a tick, 4 or 10
+/// ms, behind), hence a little slack; no more, or the copies of earlier rotations (made just
+/// before a new file was opened) would pass for this one's.
 fn find_copy(
     path: &Path,
     cur: &Reading,
@@ -426,7 +428,7 @@ fn find_copy(
         .unwrap_or(Path::new("."));
     let name = path.file_name()?.to_string_lossy().into_owned();
     let weak = fingerprint.len() < FINGERPRINT_LEN;
-    let since = since.map(|t| t - Duration::from_secs(1));
+    let since = since.map(|t| t - Duration::from_millis(20));
     let mut best: Option<(std::time::SystemTime, Reading)> = None;
     for entry in std::fs::read_dir(dir).ok()?.flatten() {
         let Ok(meta) = entry.metadata() else { continue };
@@ -633,6 +635,15 @@ mod tests {
         let got = collect(&mut f);
         assert_eq!(got.len(), big.len() + "later\n".len());
         assert!(got.ends_with("burst line 00199999\nlater\n"));
+
+        // A new file (delete and recreate) empty when opened, with the copies of earlier
+        // rotations beside it: its first lines are its own, not a copytruncate's.
+        std::thread::sleep(Duration::from_millis(50));
+        std::fs::remove_file(&log).unwrap();
+        append(&log, "");
+        assert_eq!(collect(&mut f), "");
+        append(&log, "fresh\n");
+        assert_eq!(collect(&mut f), "fresh\n");
     }
 
     #[test]

@@ -12,15 +12,23 @@ use std::process::{Command, Stdio};
 /// A netfilter program that could not be run or refused its input.
 #[derive(Debug, thiserror::Error)]
 pub enum NetfilterError {
+    /// It could not be started or waited for, or its input could not be written.
     #[error("cannot run {program}: {source}")]
     Spawn {
+        /// The program's name as given to [`run`].
         program: String,
+        /// Why the system call failed.
         #[source]
         source: std::io::Error,
     },
     /// It ran and failed; `message` is what it said (nft: its first line).
     #[error("{command}: {message}")]
-    Failed { command: String, message: String },
+    Failed {
+        /// The program and its arguments, joined by spaces.
+        command: String,
+        /// Its standard error, trimmed.
+        message: String,
+    },
 }
 
 /// Runs `program` with `args`, `input` on its standard input when given; its output, or what

@@ -12,6 +12,7 @@ use ipnet::{IpNet, Ipv6Net};
 /// A counted and banned client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ClientKey {
+    /// A single IPv4 address (an IPv4-mapped IPv6 address is folded to it).
     V4(Ipv4Addr),
     /// An IPv6 network, its host bits zero.
     V6(Ipv6Net),

@@ -14,8 +14,11 @@ pub enum Cursor {
 /// Where a followed file was read up to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileCursor {
+    /// The device number of the file read (`st_dev`).
     pub dev: u64,
+    /// The inode number of the file read (`st_ino`): with `dev`, which file this is.
     pub ino: u64,
+    /// Bytes from the file's start to the end of the last complete line handed on.
     pub offset: u64,
     /// The file's first bytes (up to 64) when the cursor was taken: tells a file from another
     /// that reused its inode.

@@ -9,7 +9,9 @@ pub const MAX_LINE: usize = 1 << 20;
 /// `bytes` is its head, for reports only: it must not be matched).
 #[derive(Debug, Clone, Copy)]
 pub struct Line<'a> {
+    /// The line's bytes, without `\n` or `\r\n`.
     pub bytes: &'a [u8],
+    /// Whether the line was longer than [`MAX_LINE`].
     pub truncated: bool,
 }
 

@@ -79,10 +79,12 @@ impl Ports {
         })))
     }
 
+    /// The TCP port ranges, inclusive, sorted and merged; empty when no TCP port is covered.
     pub fn tcp(&self) -> &[(u16, u16)] {
         &self.0.tcp
     }
 
+    /// The UDP port ranges, inclusive, sorted and merged; empty when no UDP port is covered.
     pub fn udp(&self) -> &[(u16, u16)] {
         &self.0.udp
     }

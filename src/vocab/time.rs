@@ -44,6 +44,9 @@ fn too_long(s: &str) -> String {
     )
 }
 
+/// Parses a duration written `"90s"`, `"1h30m"`, `"7d"` or as a number of seconds. The error
+/// says what is wrong, with a hint; a duration longer than [`LONGEST`] is one. Zero and negative
+/// numbers pass here: [`Duration`] refuses them, and takes `"forever"`, which this does not.
 pub fn parse_duration(s: &str) -> Result<SignedDuration, String> {
     let s = s.trim();
     if s.is_empty() {

@@ -13,7 +13,8 @@
 //!   again from its start.
 //! - **symlink retarget**: the path is resolved at every look, so a new target is a new inode.
 //! - **a partial last line** waits for its newline; the cursor never points inside a line.
-//! - **an overlong line** (over [`MAX_LINE`]) is skipped whole and counted, never matched.
+//! - **an overlong line** (over [`MAX_LINE`](crate::vocab::MAX_LINE)) is skipped whole and
+//!   counted, never matched.
 //! - **only regular files** are followed: a FIFO or a device at a followed path is an error,
 //!   opened without blocking, so that whoever can write to a log directory cannot stall moat.
 //!
@@ -200,8 +201,11 @@ pub fn open_regular(path: &Path) -> io::Result<(File, Metadata)> {
 /// What a poll saw, for the log.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct PollNotes {
+    /// The path named another file, and the one read before it is kept for its last lines.
     pub rotated: bool,
+    /// The file was truncated (copytruncate) and is read from its start.
     pub truncated: bool,
+    /// A file at the path was opened: it appeared, or replaced the one read before.
     pub opened: bool,
     /// Stopped at the read budget: poll again soon.
     pub more: bool,
@@ -278,6 +282,7 @@ impl FileFollower {
         (f, Some(note))
     }
 
+    /// The path followed.
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -14,11 +14,15 @@ use super::{stream, SourceSpec};
 /// Where an offline scan reads from.
 #[derive(Clone)]
 pub enum Input {
+    /// Standard input (`-`).
     Stdin,
+    /// A file, gzip undone when it is compressed.
     File(PathBuf),
     /// A stream source (the journal, containers): what it holds now, as far back as it goes.
     Stream {
+        /// The source as configured, which names it in reports.
         source: String,
+        /// The stream the source names.
         stream: Arc<dyn stream::Stream>,
     },
 }
@@ -41,6 +45,7 @@ impl std::fmt::Debug for Input {
 }
 
 impl Input {
+    /// The input a command-line argument names: `-` is standard input, anything else a file.
     pub fn from_arg(arg: &str) -> Input {
         if arg == "-" {
             Input::Stdin
@@ -61,6 +66,7 @@ impl Input {
         })
     }
 
+    /// The input's name in reports: the path, `<stdin>`, or the source as configured.
     pub fn display(&self) -> String {
         match self {
             Input::Stdin => "<stdin>".into(),
@@ -73,8 +79,12 @@ impl Input {
 /// An opened input: a reader that already undoes gzip when the file is compressed, and the
 /// size on disk (for progress) when known.
 pub struct Opened {
+    /// The input's bytes, gzip undone.
     pub reader: Box<dyn BufRead>,
+    /// The file's size on disk; `None` for standard input and streams.
     pub size: Option<u64>,
+    /// The file's modification time, from which timestamps without a year get theirs; `None`
+    /// for standard input and streams.
     pub modified: Option<std::time::SystemTime>,
     /// Bytes read from the file so far (before decompression), for progress.
     pub consumed: Arc<AtomicU64>,
@@ -100,6 +110,7 @@ pub struct AlignedReader<R> {
 }
 
 impl<R: Read> AlignedReader<R> {
+    /// A reader of `inner` with a buffer of 256 KiB.
     pub fn new(inner: R) -> Self {
         const ALIGN: usize = 64;
         let storage = vec![0u8; BUF + ALIGN];

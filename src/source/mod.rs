@@ -46,10 +46,13 @@ pub struct LineReader<R> {
 }
 
 impl<R: BufRead> LineReader<R> {
+    /// A reader of `inner` with lines capped at [`MAX_LINE`].
     pub fn new(inner: R) -> Self {
         Self::with_max(inner, MAX_LINE)
     }
 
+    /// A reader of `inner` with lines capped at `max` bytes: a longer one is handed on cut at
+    /// the cap and marked truncated.
     pub fn with_max(inner: R, max: usize) -> Self {
         LineReader {
             inner,
@@ -200,6 +203,7 @@ impl Default for LineAssembler {
 }
 
 impl LineAssembler {
+    /// An assembler that drops lines longer than `max` bytes.
     pub fn with_max(max: usize) -> LineAssembler {
         LineAssembler {
             max,
@@ -275,9 +279,11 @@ impl LineAssembler {
 
 /// A source as configured: a path or a glob, standard input, or a stream.
 pub enum SourceSpec {
+    /// `-`: standard input.
     Stdin,
     /// A file, or a glob of files (`*`, `?`, `[`).
     Path(String),
+    /// A stream, such as `journald:ssh.service` or `docker:NAME`.
     Stream(Box<dyn stream::Stream>),
 }
 

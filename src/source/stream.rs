@@ -32,6 +32,7 @@ pub struct StreamBlock {
 /// How a stream is doing, for `moat status`.
 #[derive(Clone, Debug, Default)]
 pub struct StreamHealth {
+    /// Each part's counts.
     pub parts: Vec<PartHealth>,
     /// What keeps it from being read, while that lasts.
     pub error: Option<String>,
@@ -40,7 +41,9 @@ pub struct StreamHealth {
 /// One part's counts.
 #[derive(Clone, Debug, Default)]
 pub struct PartHealth {
+    /// The part as status names it: `journal`, `container web`.
     pub name: String,
+    /// Lines read from it.
     pub lines: u64,
     /// Lines over the cap, skipped.
     pub overlong: u64,

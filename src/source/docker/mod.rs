@@ -26,7 +26,9 @@ pub const PREFIX: &str = "docker:";
 /// Which containers a Docker source follows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ContainerSelect {
+    /// `docker:NAME`: the container of that name.
     Name(String),
+    /// `docker:label=KEY` or `docker:label=KEY=VALUE`: every container with that label.
     Label(String),
 }
 

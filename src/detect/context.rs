@@ -10,8 +10,11 @@ use super::Proxies;
 /// the client is believed.
 #[derive(Clone, Debug)]
 pub struct LineContext {
+    /// The zone of times written without one.
     pub zone: TimeZone,
+    /// The instant a missing year is inferred from.
     pub reference: Timestamp,
+    /// The proxies whose header naming the client is believed.
     pub proxies: Proxies,
 }
 

@@ -34,10 +34,13 @@ pub struct JsonSpec {
     pub conditions: Vec<Condition>,
 }
 
+/// One dotted path, or several of which the first present is used.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(untagged)]
 pub enum OneOrMany {
+    /// One path.
     One(String),
+    /// Paths tried in order.
     Many(Vec<String>),
 }
 
@@ -54,6 +57,7 @@ impl OneOrMany {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Condition {
+    /// Dotted path of the field tested.
     pub field: String,
     /// The field equals this string or number.
     #[serde(default)]
@@ -66,11 +70,16 @@ pub struct Condition {
     pub regex: Option<String>,
 }
 
+/// A value a condition compares a field with.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(untagged)]
 pub enum Scalar {
+    /// A number; a string field holding it equals it too (some loggers write status codes as
+    /// strings).
     Int(i64),
+    /// A string.
     Str(String),
+    /// A boolean.
     Bool(bool),
 }
 
@@ -112,6 +121,7 @@ enum Test {
     Regex(Pattern),
 }
 
+/// A compiled [`JsonSpec`]: paths split at their dots, conditions ready to test.
 #[derive(Debug)]
 pub struct JsonFilter {
     host: Vec<Vec<String>>,
@@ -129,6 +139,8 @@ pub(crate) fn lookup<'v>(v: &'v Value, path: &[String]) -> Option<&'v Value> {
 }
 
 impl JsonFilter {
+    /// Compiles `spec`; an error when a condition has not exactly one of `equals`, `in` and
+    /// `regex`, or its regex does not compile or contains `<HOST>`.
     pub fn compile(spec: &JsonSpec) -> Result<JsonFilter, PatternError> {
         let mut conditions = Vec::new();
         for c in &spec.conditions {
@@ -166,6 +178,7 @@ impl JsonFilter {
         })
     }
 
+    /// The conditions in words, the JSON filter's one rule name in reports.
     pub fn describe(&self) -> String {
         let conds: Vec<String> = self
             .conditions
@@ -192,6 +205,9 @@ impl JsonFilter {
             .max_by_key(|l| l.len())
     }
 
+    /// What `line` is: a miss unless it is a JSON document meeting every condition; then the
+    /// client from `host` (judged against `peer` when one is named) and the time from `time`, read
+    /// with `format` or as epoch seconds.
     pub fn check(&self, line: &[u8], format: &TimeFormat, ctx: &LineContext) -> Verdict {
         let Ok(doc) = serde_json::from_slice::<Value>(line) else {
             return Verdict::Miss;

@@ -8,6 +8,7 @@ use super::filter::FilterSpec;
 pub struct Warning {
     /// `failregex #1`, `prefregex`, ...
     pub rule: String,
+    /// What the pattern lets happen, and a hint to avoid it.
     pub message: String,
 }
 

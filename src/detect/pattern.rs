@@ -46,6 +46,7 @@ fn host_group(ip4: bool, ip6: bool) -> String {
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct PatternError {
+    /// What is wrong, for the user.
     pub message: String,
 }
 
@@ -139,16 +140,23 @@ pub const FANCY_ANCHORED_MAX: usize = 64 * 1024;
 /// A compiled pattern: the fast linear-time engine, or the backtracking one when needed.
 #[derive(Debug)]
 pub enum Engine {
+    /// The `regex` crate in byte mode: linear time.
     Fast(regex::bytes::Regex),
+    /// `fancy-regex`, for look-around and back-references: it backtracks, and matches text, not
+    /// bytes.
     Fancy(fancy_regex::Regex),
 }
 
 /// The spans a match produced; offsets are into the text the engine saw.
 #[derive(Debug, Default)]
 pub struct Spans {
+    /// The text at `<HOST>`, `<ADDR>`, `<IP4>` or `<IP6>`.
     pub host: Option<Range<usize>>,
+    /// The text at `<PEER>`.
     pub peer: Option<Range<usize>>,
+    /// The text of a `(?P<time>…)` group, where the line's time is read.
     pub time: Option<Range<usize>>,
+    /// In a prefregex, the text in `<F-CONTENT>…</F-CONTENT>`: what its failregexes match.
     pub content: Option<Range<usize>>,
 }
 
@@ -157,7 +165,9 @@ pub struct Spans {
 pub struct Pattern {
     /// What the user wrote, for reports.
     pub source: String,
+    /// The compiled matcher.
     pub engine: Engine,
+    /// Whether it captures the client (`<HOST>`, `<ADDR>`, `<IP4>` or `<IP6>`).
     pub has_host: bool,
     /// The longest literal every match must contain; `None` if there is none worth searching.
     pub required_literal: Option<Vec<u8>>,
@@ -166,6 +176,9 @@ pub struct Pattern {
 }
 
 impl Pattern {
+    /// Expands the tags in `source` and compiles it, on the linear-time engine unless it needs
+    /// look-around or back-references. An error for a tag moat does not support, a second client
+    /// tag, or an invalid regex.
     pub fn compile(source: &str) -> Result<Pattern, PatternError> {
         let (expanded, has_host) = expand_tags(source)?;
         let fast = regex::bytes::RegexBuilder::new(&expanded)
@@ -212,6 +225,7 @@ impl Pattern {
         })
     }
 
+    /// Whether it runs on the backtracking engine.
     pub fn is_fancy(&self) -> bool {
         matches!(self.engine, Engine::Fancy(_))
     }

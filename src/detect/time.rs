@@ -83,14 +83,20 @@ fn check_pattern(pattern: &str) -> Result<(), String> {
 /// Which format a timestamp was actually read with; counted in `moat scan`'s report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FoundFormat {
+    /// Common log format: `26/Oct/2022:20:55:11 +0200`.
     Clf,
+    /// ISO 8601 / RFC 3339: `2022-10-26T20:55:11Z`.
     Iso8601,
+    /// Syslog's, without a year: `Oct 26 20:55:11`.
     Syslog,
+    /// Seconds since the Unix epoch: `1666810511.25`.
     Epoch,
+    /// The filter's own strftime pattern.
     Pattern,
 }
 
 impl FoundFormat {
+    /// The format's name and an example, for the report.
     pub fn name(self) -> &'static str {
         match self {
             FoundFormat::Clf => "clf (26/Oct/2022:20:55:11 +0200)",

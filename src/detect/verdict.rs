@@ -20,7 +20,10 @@ pub enum Verdict {
     /// A failregex matched but the text at `<HOST>` is not an address.
     BadHost,
     /// A failregex matched but no time could be read.
-    NoTime { host: IpAddr },
+    NoTime {
+        /// The client the failregex found.
+        host: IpAddr,
+    },
     /// The line is too long for a backtracking (look-around) pattern that had to decide, so
     /// it is not a failure (see [`super::pattern::FANCY_UNANCHORED_MAX`]).
     TooLong,
@@ -52,17 +55,16 @@ impl std::fmt::Display for Verdict {
 /// A failure found in a line, before any jail looks at it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Failure {
+    /// The client, IPv4-mapped IPv6 folded to IPv4.
     pub host: IpAddr,
+    /// When, as the line says.
     pub time: Timestamp,
     /// Which failregex matched (0 for JSON filters).
     pub rule: usize,
+    /// The format the time was read in.
     pub format: FoundFormat,
 }
 
-/// Parses the text at the host position: an address and nothing else, except that a port
-/// (`198.51.100.7:51234`, `[2001:db8::1]:443`) or sentence punctuation after it (`from
-/// 198.51.100.7.`) is not part of it. Never a prefix search: `198.51.100.71` is not
-/// `198.51.100.7`. IPv4-mapped IPv6 is folded to IPv4 so one client has one key.
 /// The client of a line with a client address (`host`) and, maybe, the TCP peer that sent
 /// it (`peer`): a header such as CF-Connecting-IP is believed only when the peer is one of
 /// Cloudflare's proxies, since anyone else can write any address into it. `None` when the
@@ -79,6 +81,10 @@ pub fn real_client(host: Option<&[u8]>, peer: Option<&[u8]>, proxies: &Proxies) 
     }
 }
 
+/// Parses the text at the host position: an address and nothing else, except that a port
+/// (`198.51.100.7:51234`, `[2001:db8::1]:443`) or sentence punctuation after it (`from
+/// 198.51.100.7.`) is not part of it. Never a prefix search: `198.51.100.71` is not
+/// `198.51.100.7`. IPv4-mapped IPv6 is folded to IPv4 so one client has one key.
 pub fn parse_host(text: &[u8]) -> Option<IpAddr> {
     let s = std::str::from_utf8(text).ok()?;
     let ip = s

@@ -11,6 +11,7 @@ pub struct IgnoreList {
 }
 
 impl IgnoreList {
+    /// The list of `nets`, their host bits cleared.
     pub fn new(nets: impl IntoIterator<Item = IpNet>) -> IgnoreList {
         IgnoreList {
             nets: nets.into_iter().map(|n| n.trunc()).collect(),
@@ -25,6 +26,7 @@ impl IgnoreList {
             .copied()
     }
 
+    /// Whether `addr` is in an ignored network (an IPv4-mapped IPv6 address as its IPv4 one).
     pub fn contains(&self, addr: IpAddr) -> bool {
         let addr = addr.to_canonical();
         self.nets.iter().any(|n| n.contains(&addr))

@@ -39,11 +39,17 @@ pub const DEFAULT_MAX_CLIENTS: usize = 50_000;
 /// A jail's settings, already validated.
 #[derive(Clone, Debug)]
 pub struct JailParams {
+    /// `maxretry`: failures in a window that make a ban (at least 1).
     pub maxretry: u32,
+    /// `findtime`: how far back from a failure its window reaches.
     pub findtime: SignedDuration,
+    /// `bantime`: how long a ban lasts ([`SignedDuration::MAX`] for good).
     pub bantime: SignedDuration,
+    /// `ipv6_prefix`: the prefix length an IPv6 client is counted and banned by (1 to 128).
     pub ipv6_prefix: u8,
+    /// `ignore`: the addresses and networks never counted.
     pub ignore: IgnoreList,
+    /// The most client keys the jail tracks before it forgets some.
     pub max_clients: usize,
 }
 
@@ -95,8 +101,11 @@ impl Default for JailParams {
 /// The decision to ban a client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BanDecision {
+    /// The client banned.
     pub key: ClientKey,
+    /// The time of the failure that completed the window.
     pub at: Timestamp,
+    /// When the ban ends: `at + bantime`, or [`Timestamp::MAX`] when that overflows.
     pub until: Timestamp,
     /// Failures counted in the window when the ban was decided.
     pub failures: u32,
@@ -106,7 +115,10 @@ pub struct BanDecision {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Counted; the window now holds this many failures.
-    Counted { failures: u32 },
+    Counted {
+        /// Failures in the window, this one included.
+        failures: u32,
+    },
     /// This failure completed a window: ban.
     Banned(BanDecision),
     /// The key is banned at this time; not counted.
@@ -136,6 +148,7 @@ pub struct Jail {
 }
 
 impl Jail {
+    /// A jail with no failures counted and no bans held.
     pub fn new(params: JailParams) -> Jail {
         Jail {
             params,

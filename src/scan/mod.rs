@@ -27,45 +27,60 @@ use crate::vocab::ClientKey;
 /// One jail's part of a scan.
 #[derive(Debug)]
 pub struct JailScan {
+    /// The jail as configured.
     pub config: JailConfig,
+    /// Its filter's failregexes as written (a JSON filter's conditions), in rule order.
     pub rules: Vec<String>,
+    /// What its stage of the pipeline counted.
     pub stats: JailStats,
     /// Up to a few matched lines without a readable time, for the report.
     pub unparsed_samples: Vec<String>,
+    /// The bans it would have decided, in the order decided.
     pub bans: Vec<BanDecision>,
     /// Keys still in a window (failing, not banned) at the end.
     pub still_failing: usize,
+    /// Keys the jail forgot to stay within `max_clients`.
     pub evicted: u64,
 }
 
 /// Per-input counts.
 #[derive(Debug, Clone)]
 pub struct InputStats {
+    /// The input as reports name it: its path, `<stdin>` or the source.
     pub name: String,
+    /// Lines read from it, overlong ones included.
     pub lines: u64,
+    /// Its size on disk (compressed, for a gzip file), or the bytes read when that is unknown.
     pub bytes: u64,
 }
 
 /// Everything a scan found.
 #[derive(Debug)]
 pub struct ScanReport {
+    /// Per input, in the order read.
     pub inputs: Vec<InputStats>,
+    /// Lines read from every input.
     pub lines: u64,
     /// Lines over the cap (1 MiB), counted and never matched.
     pub truncated: u64,
+    /// Per jail, in the order they were given.
     pub jails: Vec<JailScan>,
     /// Lines no jail matched, when asked for.
     pub missed_samples: Vec<String>,
+    /// Wall-clock time the scan took.
     pub elapsed: Duration,
 }
 
 impl ScanReport {
+    /// Lines a failregex matched and no ignoreregex vetoed, over all jails.
     pub fn matched(&self) -> u64 {
         self.jails.iter().map(|j| j.stats.matched).sum()
     }
+    /// Lines an ignoreregex vetoed, over all jails.
     pub fn ignored(&self) -> u64 {
         self.jails.iter().map(|j| j.stats.ignored).sum()
     }
+    /// Matched lines whose time could not be read, over all jails.
     pub fn unparsed_time(&self) -> u64 {
         self.jails.iter().map(|j| j.stats.unparsed_time).sum()
     }
@@ -85,7 +100,9 @@ impl ScanReport {
 #[derive(Debug, thiserror::Error)]
 #[error("{input}: {source}")]
 pub struct ScanError {
+    /// The input's name: its path, `<stdin>` or the source.
     pub input: String,
+    /// Why it could not be opened or read.
     #[source]
     pub source: io::Error,
 }

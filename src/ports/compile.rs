@@ -42,36 +42,48 @@ use crate::vocab::ports::{fnv1a, ranges_text};
 /// The nftables table the policy lives in: its own, apart from the bans' `inet moat`, so
 /// that applying or rolling back the policy never touches the bans and the reverse.
 pub const TABLE: &str = "moat_ports";
-/// The iptables chains (in `mangle`).
+/// The iptables chain that sends the public interfaces to [`CHAIN_IN`] (in `mangle`, or in
+/// `filter` for the docker-user backend).
 pub const CHAIN: &str = "MOAT-PORTS";
+/// The iptables chain with the inbound rules: allowed traffic RETURNs, the rest is dropped.
 pub const CHAIN_IN: &str = "MOAT-PORTS-IN";
 
 /// One rule in words, and what it is in each backend (nft rules, iptables and ip6tables
 /// rule lines without the leading `-A CHAIN`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Rule {
+    /// The rule in words; each kernel rule it stands for carries it as its comment.
     pub comment: String,
+    /// The nftables rules.
     pub nft: Vec<String>,
+    /// The iptables rule lines.
     pub ipt4: Vec<String>,
+    /// The ip6tables rule lines.
     pub ipt6: Vec<String>,
 }
 
 /// The compiled policy: rules in the dispatch chain, then in the inbound chain.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ruleset {
+    /// The rules that send traffic from the public interfaces to the inbound chain.
     pub dispatch: Vec<Rule>,
+    /// The rules for that traffic: what passes, then the drop.
     pub inbound: Vec<Rule>,
 }
 
 /// Which copy of the rules: nftables' single `inet` table, or one iptables family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
+    /// nftables' `inet` table, IPv4 and IPv6 together.
     Inet,
+    /// iptables.
     Ipv4,
+    /// ip6tables.
     Ipv6,
 }
 
 impl Family {
+    /// The family's name in listings: `inet`, `ipv4` or `ipv6`.
     pub fn label(self) -> &'static str {
         match self {
             Family::Inet => "inet",

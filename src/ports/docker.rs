@@ -18,18 +18,23 @@ pub struct Publication {
     pub kind: String,
     /// The host address it is bound to ("" or 0.0.0.0 / :: for all).
     pub ip: String,
+    /// The port on the host, the one the policy judges.
     pub published: u16,
+    /// The container's port the published one is forwarded to.
     pub target: u16,
+    /// The protocol as Docker names it: `tcp`, `udp` or `sctp`.
     pub proto: String,
 }
 
 /// A publication and the policy's verdict on it.
 #[derive(Clone, Debug, Serialize)]
 pub struct Judged {
+    /// The publication judged.
     #[serde(flatten)]
     pub publication: Publication,
-    /// "open", "open to <sources>", "blocked by policy", "loopback only", "no policy".
+    /// "open", "open to `<sources>`", "blocked by policy", "loopback only", "no policy".
     pub verdict: String,
+    /// Whether the policy drops new connections to it from outside.
     pub blocked: bool,
 }
 

@@ -25,16 +25,20 @@ use super::PortsError;
 /// An apply that rolls back unless confirmed in time.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Pending {
+    /// When the apply rolls back unless confirmed.
     pub until: Timestamp,
     /// What a rollback restores (`None`: no policy), and with which backend.
     pub previous: Option<PortPolicy>,
+    /// The backend `previous` was in force with; `None`: the backend in force now.
     pub previous_backend: Option<Backend>,
 }
 
 /// The last rollback, for `moat ports status`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct RolledBack {
+    /// When the rollback happened.
     pub at: Timestamp,
+    /// Why, in words: the deadline that passed.
     pub why: String,
 }
 
@@ -45,8 +49,11 @@ pub struct PortsState {
     pub backend: Option<Backend>,
     /// The policy in force; `None` when moat holds none.
     pub policy: Option<PortPolicy>,
+    /// When the policy in force was put there, by an apply or a rollback.
     pub applied: Option<Timestamp>,
+    /// An apply that awaits confirmation.
     pub pending: Option<Pending>,
+    /// The last rollback, kept across later applies.
     pub rolled_back: Option<RolledBack>,
     /// Times drift was repaired.
     #[serde(default)]
@@ -57,9 +64,11 @@ pub struct PortsState {
 pub struct Locked {
     path: PathBuf,
     _lock: Flock<File>,
+    /// The state as read; [`Locked::save`] writes it back.
     pub state: PortsState,
 }
 
+/// The state file in `state_dir`: `ports.json`.
 pub fn state_path(state_dir: &Path) -> PathBuf {
     state_dir.join("ports.json")
 }
@@ -133,7 +142,9 @@ pub fn kernel_for(state: &PortsState, wanted: Backend) -> Kernel {
 /// What an apply did.
 #[derive(Debug, Serialize)]
 pub struct Applied {
+    /// The backend the policy was applied with (never `Auto`).
     pub backend: Backend,
+    /// The deadline for [`confirm`]; `None` when no confirmation was asked for.
     pub until: Option<Timestamp>,
 }
 
@@ -190,6 +201,7 @@ pub fn confirm(state_dir: &Path) -> Result<bool, PortsError> {
 /// What one look at the state and the kernel found and did.
 #[derive(Debug, PartialEq)]
 pub enum Tick {
+    /// Nothing to do: no policy held, or the kernel holds it as it should (or `repair` was off).
     Nothing,
     /// An unconfirmed apply ran out of time and the policy before it is back.
     RolledBack,

@@ -41,8 +41,11 @@ pub type Listing = Vec<(Family, Vec<String>)>;
 
 /// A way to reach the kernel's firewall.
 pub enum Kernel {
+    /// nftables, through this handle: the table `inet moat_ports`.
     Nftables(Nft),
+    /// iptables and ip6tables: chains in `mangle` PREROUTING.
     Iptables,
+    /// iptables and ip6tables: chains in `filter`, jumped to from DOCKER-USER and INPUT.
     DockerUser,
 }
 
@@ -60,6 +63,7 @@ impl Kernel {
         }
     }
 
+    /// The backend this is (never `Auto`).
     pub fn backend(&self) -> Backend {
         match self {
             Kernel::Nftables(_) => Backend::Nftables,

@@ -37,14 +37,22 @@ pub enum PortsError {
     /// The state file or its directory.
     #[error("{what} {}: {source}", path.display())]
     State {
+        /// What was being done, for the message: `cannot read`, `cannot lock`, ...
         what: &'static str,
+        /// The state file, its lock file or the state directory.
         path: PathBuf,
+        /// The error from the operating system.
         #[source]
         source: std::io::Error,
     },
     /// The state file is not what moat wrote.
     #[error("{} is damaged ({reason}); move it aside", path.display())]
-    Damaged { path: PathBuf, reason: String },
+    Damaged {
+        /// The state file.
+        path: PathBuf,
+        /// What the JSON parser said.
+        reason: String,
+    },
 }
 
 impl PortsError {

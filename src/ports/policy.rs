@@ -23,17 +23,24 @@ use crate::vocab::Net;
 
 /// Swarm's node-to-node ports: cluster management, gossip, the overlay's VXLAN.
 pub const SWARM_TCP: &[(u16, u16)] = &[(2377, 2377), (7946, 7946)];
+/// Swarm's node-to-node UDP ports: the overlay's VXLAN and gossip.
 pub const SWARM_UDP: &[(u16, u16)] = &[(4789, 4789), (7946, 7946)];
 
 /// `[ports]` as written.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortsTable {
+    /// `interfaces`: the public interfaces, by name (`eth0`) or prefix (`ens*`).
     pub interfaces: Option<Vec<String>>,
+    /// `open`: the ports open to everyone.
     pub open: Option<PortsValue>,
+    /// `allow`: ports open only from the sources each entry lists.
     pub allow: Option<Vec<AllowTable>>,
+    /// `swarm_peers`: the other Swarm nodes, the only sources Swarm's cluster ports are open to.
     pub swarm_peers: Option<Vec<Net>>,
+    /// `ping`: whether echo requests are answered (default `true`).
     pub ping: Option<bool>,
+    /// `backend`: where the policy lives in the kernel (default `auto`).
     pub backend: Option<Backend>,
 }
 
@@ -41,7 +48,9 @@ pub struct PortsTable {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AllowTable {
+    /// The ports opened.
     pub ports: PortsValue,
+    /// The addresses and networks they are open to.
     pub from: Vec<Net>,
 }
 
@@ -63,6 +72,7 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The name as `backend` is written in `[ports]`.
     pub fn as_str(self) -> &'static str {
         match self {
             Backend::Auto => "auto",
@@ -77,28 +87,38 @@ impl Backend {
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Why {
+    /// Listed in `open`: to everyone.
     Open,
+    /// An `allow` entry: to its sources.
     Allow,
+    /// Swarm's cluster ports, to `swarm_peers`.
     Swarm,
 }
 
 /// Ports open on the public interfaces, to everyone (`from` empty) or to some sources.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Opening {
+    /// Which part of `[ports]` made it.
     pub why: Why,
+    /// TCP port ranges, inclusive.
     pub tcp: Vec<(u16, u16)>,
+    /// UDP port ranges, inclusive.
     pub udp: Vec<(u16, u16)>,
     /// IPsec ESP (Swarm's encrypted overlays).
     #[serde(default)]
     pub esp: bool,
+    /// The sources it is open to; empty for everyone.
     pub from: Vec<IpNet>,
 }
 
 /// A resolved policy: what the kernel is told, and what `moat ports status` judges by.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PortPolicy {
+    /// The public interfaces guarded: names, or prefixes ending in `*`.
     pub interfaces: Vec<String>,
+    /// What passes on them; anything else new from outside is dropped.
     pub openings: Vec<Opening>,
+    /// Whether echo requests pass.
     pub ping: bool,
 }
 
@@ -109,6 +129,7 @@ pub enum Reach {
     Open,
     /// Only from these sources.
     From(Vec<IpNet>),
+    /// From nobody: new connections are dropped.
     Blocked,
 }
 
@@ -238,12 +259,17 @@ impl PortPolicy {
 /// The SSH connection a command runs in, from `SSH_CONNECTION` ("client port server port").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SshConnection {
+    /// The address the SSH client connects from.
     pub client: IpAddr,
+    /// The host's address the client connected to.
     pub server: IpAddr,
+    /// The port sshd accepted the connection on.
     pub port: u16,
 }
 
 impl SshConnection {
+    /// Parses a value of `SSH_CONNECTION`; `None` unless it is four fields with two addresses and
+    /// a port.
     pub fn parse(text: &str) -> Option<SshConnection> {
         let f: Vec<&str> = text.split_whitespace().collect();
         if f.len() != 4 {
@@ -256,6 +282,8 @@ impl SshConnection {
         })
     }
 
+    /// The SSH connection this process runs in; `None` outside SSH or when the variable cannot be
+    /// read.
     pub fn from_env() -> Option<SshConnection> {
         SshConnection::parse(&std::env::var("SSH_CONNECTION").ok()?)
     }

@@ -23,11 +23,13 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Who may use the socket.
 #[derive(Clone, Debug)]
 pub struct Access {
+    /// The group whose members may use the socket too (`socket_group`); `None` for none.
     pub group: Option<Gid>,
 }
 
 /// A request the daemon itself answers (the engine answers the rest).
 pub enum DaemonRequest {
+    /// Reread the configuration and apply it; the reply goes back through the sender.
     Reload(oneshot::Sender<Reply>),
 }
 
@@ -203,15 +205,21 @@ pub fn request(socket: &Path, req: &Request) -> Result<Reply, ClientError> {
     serde_json::from_slice(&reply).map_err(|e| ClientError::BadReply(e.to_string()))
 }
 
+/// Why a command got no answer from the daemon.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The socket could not be connected to: no daemon there, or no permission.
     #[error("{}", not_running(socket, reason))]
     NotRunning {
+        /// The socket tried.
         socket: PathBuf,
+        /// Why the connection failed.
         reason: std::io::Error,
     },
+    /// Sending the request or reading the reply failed.
     #[error("talking to moat: {0}")]
     Io(std::io::Error),
+    /// The reply was not JSON of a [`Reply`]; what the parser said.
     #[error("moat answered something unexpected: {0}")]
     BadReply(String),
 }

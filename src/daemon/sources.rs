@@ -72,6 +72,8 @@ fn dirs_of(path: &Path) -> Vec<PathBuf> {
     dirs
 }
 
+/// The sources task: the files it follows and the directories it watches, the stream readers
+/// it runs, and the cursors it has reached.
 pub struct Sources {
     patterns: Vec<String>,
     followed: BTreeMap<PathBuf, Followed>,
@@ -88,6 +90,10 @@ pub struct Sources {
 }
 
 impl Sources {
+    /// The task for `patterns` (the configured sources), sending lines to `engine`. A file or
+    /// a stream's part resumes from its cursor in `cursors` (keyed by path, or by the stream's
+    /// source); without one it starts where `from` says, but a file that appears later is read
+    /// from its start. An error when inotify cannot be set up.
     pub fn new(
         patterns: Vec<String>,
         cursors: HashMap<String, Cursor>,

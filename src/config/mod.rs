@@ -6,6 +6,7 @@
 //! line and the column, quotes the line, and gives a hint. `docs/config.md` documents each key.
 
 pub mod daemon;
+pub mod fail2ban;
 pub mod value;
 
 use std::collections::BTreeMap;

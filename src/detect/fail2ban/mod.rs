@@ -4,12 +4,23 @@
 //! - [`ini`] reads fail2ban's INI dialect (Python's `configparser` plus `%(known/...)s`);
 //! - [`reader`] resolves a filter's files, includes, `[Init]` options and `<tag>` references
 //!   into a [`FilterDefinition`]: the regexes and settings fail2ban would use;
+//! - [`tags`] replaces fail2ban's regex tags (`<HOST>`, `<F-USER>`, `<SKIPLINES>`) with the
+//!   groups fail2ban uses; [`pyre`] reads the resulting Python regex and writes it for Rust;
+//!   [`engine`] compiles it, on the linear `regex` engine unless look-around or
+//!   back-references need `fancy-regex`;
+//! - [`dates`] is fail2ban's date detection (default templates, `datepattern`, `{DATE}`,
+//!   `EPOCH`, `TAI64N`) and reading of the date into a time;
+//! - [`matcher`] is a filter at work: lines in order, failures out, with fail2ban's multi-line
+//!   buffer (`maxlines`) and connection joining (`<F-MLFID>`).
 //!
 //! Everything here is pure: the file system is reached through [`reader::ConfigFiles`], which
-//! `config::fail2ban` implements. fail2ban's filters are GPL-2 and are never copied into moat:
-//! they are read from the user's installation.
+//! `config::fail2ban` implements, and the clock is a value handed in. fail2ban's filters are
+//! GPL-2 and are never copied into moat: they are read from the user's installation.
 
+pub mod engine;
 pub mod ini;
+pub mod pyre;
 pub mod reader;
+pub mod tags;
 
 pub use reader::{ConfigFiles, FilterDefinition, FilterLocation, ReadError};

@@ -1,0 +1,218 @@
+//! A fail2ban regex compiled for Rust: on the linear-time `regex` engine whenever the
+//! translated pattern allows, on `fancy-regex` (with a backtrack limit) only when it needs
+//! look-around or back-references. Captures are reported by Python group, whatever copies
+//! of a group the translation made.
+
+use super::pyre::{self, Mode, Pattern};
+
+/// Steps `fancy-regex` may take on one line before giving up (a give-up is a miss, never a
+/// failure: a hostile line must not turn into a ban).
+pub const BACKTRACK_LIMIT: usize = 1_000_000;
+
+/// Why a regex cannot be used, with the construct when one is to blame.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct CompileError {
+    pub message: String,
+    pub construct: Option<String>,
+}
+
+#[derive(Debug)]
+enum Exact {
+    Linear(regex::Regex),
+    Backtracking(fancy_regex::Regex),
+}
+
+/// A compiled regex.
+#[derive(Debug)]
+pub struct Regex {
+    /// The Python text it was compiled from.
+    pub python: String,
+    /// The Rust text it runs as.
+    pub rust: String,
+    /// A linear regex that matches wherever this one does (the same text when it is linear):
+    /// what screening sets are built from.
+    pub screen: String,
+    exact: Exact,
+    /// Rust group → Python group.
+    groups: Vec<usize>,
+    /// Python group → name.
+    names: Vec<Option<String>>,
+}
+
+/// Where a regex matched, and what each Python group captured (by number; 0 unused).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Match {
+    pub start: usize,
+    pub end: usize,
+    pub groups: Vec<Option<(usize, usize)>>,
+}
+
+impl Regex {
+    /// Compiles a Python pattern (`multiline`: `re.MULTILINE`).
+    pub fn compile(python: &str, multiline: bool) -> Result<Regex, CompileError> {
+        let mut pattern = pyre::parse(python, multiline).map_err(|e| CompileError {
+            message: format!("not a valid Python regex: {e}"),
+            construct: None,
+        })?;
+        Self::from_pattern(python, &mut pattern)
+    }
+
+    /// Compiles an already parsed pattern (date templates build theirs).
+    pub fn from_pattern(python: &str, pattern: &mut Pattern) -> Result<Regex, CompileError> {
+        pyre::simplify_boundaries(&mut pattern.root);
+        pyre::unfold_conditionals(&mut pattern.root).map_err(|m| CompileError {
+            message: m,
+            construct: Some("conditional (?(name)...)".into()),
+        })?;
+        let emitted = pyre::emit(pattern, Mode::Exact).map_err(|m| CompileError {
+            message: m,
+            construct: pyre::backtracking_construct(&pattern.root).map(str::to_string),
+        })?;
+        let rust_error = |e: String| CompileError {
+            message: format!("the translated regex does not compile: {e}"),
+            construct: None,
+        };
+        let (exact, screen) = if pyre::needs_backtracking(&pattern.root) {
+            let fancy = fancy_regex::RegexBuilder::new(&emitted.regex)
+                .backtrack_limit(BACKTRACK_LIMIT)
+                .build()
+                .map_err(|e| CompileError {
+                    message: format!("cannot be compiled for the backtracking engine: {e}"),
+                    construct: pyre::backtracking_construct(&pattern.root).map(str::to_string),
+                })?;
+            let superset = pyre::emit(pattern, Mode::Superset).map_err(rust_error)?;
+            (Exact::Backtracking(fancy), superset.regex)
+        } else {
+            let linear = regex::RegexBuilder::new(&emitted.regex)
+                .size_limit(64 << 20)
+                .dfa_size_limit(16 << 20)
+                .build()
+                .map_err(|e| rust_error(last_line(&e.to_string())))?;
+            (Exact::Linear(linear), emitted.regex.clone())
+        };
+        Ok(Regex {
+            python: python.to_string(),
+            rust: emitted.regex,
+            screen,
+            exact,
+            groups: emitted.groups,
+            names: pattern.names.clone(),
+        })
+    }
+
+    pub fn is_backtracking(&self) -> bool {
+        matches!(self.exact, Exact::Backtracking(_))
+    }
+
+    /// The Python group names, in order.
+    pub fn names(&self) -> impl Iterator<Item = (usize, &str)> {
+        self.names
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.as_deref().map(|n| (i, n)))
+    }
+
+    pub fn has_group(&self, name: &str) -> bool {
+        self.group_index(name).is_some()
+    }
+
+    pub fn group_index(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n.as_deref() == Some(name))
+    }
+
+    /// The first match at or after `start` in `text[..end]` (Python's `search(text, pos,
+    /// endpos)`: `^` holds only at 0, `$` at `end`).
+    pub fn search(&self, text: &str, start: usize, end: usize) -> Option<Match> {
+        let hay = &text[..end];
+        let mut groups = vec![None; self.names.len()];
+        match &self.exact {
+            Exact::Linear(re) => {
+                let caps = re.captures_at(hay, start)?;
+                for (rust, &py) in self.groups.iter().enumerate().skip(1) {
+                    if let Some(m) = caps.get(rust) {
+                        groups[py].get_or_insert((m.start(), m.end()));
+                    }
+                }
+                let m = caps.get(0).expect("group 0");
+                Some(Match {
+                    start: m.start(),
+                    end: m.end(),
+                    groups,
+                })
+            }
+            Exact::Backtracking(re) => {
+                let caps = re.captures_from_pos(hay, start).ok()??;
+                for (rust, &py) in self.groups.iter().enumerate().skip(1) {
+                    if let Some(m) = caps.get(rust) {
+                        groups[py].get_or_insert((m.start(), m.end()));
+                    }
+                }
+                let m = caps.get(0).expect("group 0");
+                Some(Match {
+                    start: m.start(),
+                    end: m.end(),
+                    groups,
+                })
+            }
+        }
+    }
+
+    pub fn find(&self, text: &str) -> Option<Match> {
+        self.search(text, 0, text.len())
+    }
+
+    pub fn is_match(&self, text: &str) -> bool {
+        match &self.exact {
+            Exact::Linear(re) => re.is_match(text),
+            Exact::Backtracking(re) => re.is_match(text).unwrap_or(false),
+        }
+    }
+}
+
+impl Match {
+    /// The text of group `index`, if it took part.
+    pub fn get<'t>(&self, text: &'t str, index: usize) -> Option<&'t str> {
+        self.groups
+            .get(index)
+            .copied()
+            .flatten()
+            .map(|(s, e)| &text[s..e])
+    }
+}
+
+fn last_line(msg: &str) -> String {
+    msg.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(msg)
+        .trim()
+        .trim_start_matches("error: ")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linear_when_possible_backtracking_when_needed() {
+        let r = Regex::compile(r"^(?P<user>\S+) from (?P<h>\d+)$", false).unwrap();
+        assert!(!r.is_backtracking());
+        let text = "bob from 12\n";
+        let m = r.find(text).unwrap();
+        assert_eq!(m.get(text, r.group_index("user").unwrap()), Some("bob"));
+        let r = Regex::compile(r"^(?!ok)(?P<w>\w+)", false).unwrap();
+        assert!(r.is_backtracking());
+        assert!(r.find("ok x").is_none());
+        assert_eq!(r.find("fail x").unwrap().end, 4);
+        assert_eq!(r.screen, "^(\\w+)");
+    }
+
+    #[test]
+    fn search_with_bounds_as_python() {
+        let r = Regex::compile(r"^ab|cd$", false).unwrap();
+        assert!(r.search("xab", 1, 3).is_none());
+        assert_eq!(r.search("cdx", 0, 2).map(|m| m.start), Some(0));
+    }
+}

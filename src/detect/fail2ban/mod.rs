@@ -17,6 +17,7 @@
 //! `config::fail2ban` implements, and the clock is a value handed in. fail2ban's filters are
 //! GPL-2 and are never copied into moat: they are read from the user's installation.
 
+pub mod dates;
 pub mod engine;
 pub mod ini;
 pub mod pyre;

@@ -20,8 +20,10 @@
 pub mod dates;
 pub mod engine;
 pub mod ini;
+pub mod matcher;
 pub mod pyre;
 pub mod reader;
 pub mod tags;
 
+pub use matcher::{Fail2banFilter, Found, Matcher};
 pub use reader::{ConfigFiles, FilterDefinition, FilterLocation, ReadError};

@@ -10,6 +10,7 @@ mod filters;
 mod ports;
 mod run;
 mod scan;
+mod scan_lines;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

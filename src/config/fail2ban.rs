@@ -3,8 +3,11 @@
 
 use std::path::Path;
 
+use std::sync::Arc;
+
+use crate::detect::fail2ban::adapter::Fail2banSpec;
 use crate::detect::fail2ban::reader::{self, ConfigFiles, FilterLocation, ReadError};
-use crate::detect::fail2ban::FilterDefinition;
+use crate::detect::fail2ban::{Fail2banFilter, FilterDefinition};
 
 /// The fail2ban configuration directory when none is configured.
 pub const DEFAULT_DIR: &str = "/etc/fail2ban";
@@ -60,4 +63,25 @@ pub fn load_filter(
         other => other,
     };
     reader::read_filter(&FsFiles, &location, &options, jail)
+}
+
+/// Reads and compiles a fail2ban filter for a jail; the message names the file, the line,
+/// the regex and what stands in the way.
+pub fn compile_filter(
+    dir: &Path,
+    spec: &str,
+    jail: &[(String, String)],
+) -> Result<Fail2banSpec, String> {
+    let definition = load_filter(dir, spec, jail).map_err(|e| e.to_string())?;
+    // fail2ban accepts %ExY years up to three years ahead of the current one.
+    let year = jiff::Zoned::now().year();
+    let filter = Fail2banFilter::compile(definition, year).map_err(|e| {
+        let construct = e
+            .construct
+            .as_deref()
+            .map(|c| format!(" (construct: {c})"))
+            .unwrap_or_default();
+        format!("{e}{construct}")
+    })?;
+    Ok(Fail2banSpec(Arc::new(filter)))
 }

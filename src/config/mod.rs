@@ -51,6 +51,8 @@ pub struct JailTable {
     pub escalate: Option<EscalateTable>,
     pub ports: Option<PortsValue>,
     pub behind: Option<Behind>,
+    /// Where `filter = "fail2ban:NAME"` finds fail2ban's configuration (`/etc/fail2ban`).
+    pub fail2ban_dir: Option<PathBuf>,
 }
 
 /// `behind`: what the host sits behind.
@@ -408,7 +410,8 @@ pub fn merge(defaults: &JailTable, jail: &JailTable) -> JailTable {
         max_clients,
         escalate,
         ports,
-        behind
+        behind,
+        fail2ban_dir
     )
 }
 
@@ -434,6 +437,35 @@ fn overlay_daemon(base: DaemonTable, over: DaemonTable) -> DaemonTable {
 /// Turns a merged table into a runnable jail, compiling its filter once to prove it works.
 pub fn resolve(name: &str, t: &JailTable) -> Result<JailConfig, String> {
     let (mut filter, label) = match &t.filter {
+        Some(name @ FilterName(n)) if name.fail2ban().is_some() => {
+            let spec = name.fail2ban().expect("checked");
+            let dir = t
+                .fail2ban_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(fail2ban::DEFAULT_DIR));
+            let inline = t.failregex.is_some()
+                || t.ignoreregex.is_some()
+                || t.prefregex.is_some()
+                || t.time.is_some()
+                || t.json.is_some()
+                || t.unwrap.is_some();
+            if inline {
+                return Err(format!(
+                    "filter {n:?} comes from fail2ban's filter.d; failregex, ignoreregex, \
+                     prefregex, time, json and unwrap cannot be added in the jail; hint: put \
+                     them in {}/filter.d/NAME.local as fail2ban would",
+                    dir.display()
+                ));
+            }
+            let compiled = fail2ban::compile_filter(&dir, spec, &[])?;
+            (
+                FilterSpec {
+                    fail2ban: Some(compiled),
+                    ..FilterSpec::default()
+                },
+                n.clone(),
+            )
+        }
         Some(FilterName(n)) => (
             library::get(n).cloned().expect("validated filter name"),
             n.clone(),
@@ -464,7 +496,7 @@ pub fn resolve(name: &str, t: &JailTable) -> Result<JailConfig, String> {
         filter.unwrap = Some(u.clone());
     }
     filter.samples.clear();
-    if filter.failregex.is_empty() && filter.json.is_none() {
+    if filter.failregex.is_empty() && filter.json.is_none() && filter.fail2ban.is_none() {
         return Err(
             "no filter: set `filter` to a built-in name (see `moat filters list`) or \
                     write `failregex`"

@@ -944,7 +944,7 @@ impl Engine {
 /// time: a time too far ahead is taken as now; a failure older than findtime when read is
 /// counted as stale and not toward a ban.
 fn observe(j: &mut JailRuntime, line: &[u8], now: Timestamp) -> Option<BanDecision> {
-    let f = match j.filter.check(line, &j.ctx) {
+    let f = match j.filter.check_mut(line, &j.ctx) {
         Verdict::Failure(f) => f,
         Verdict::NoTime { .. } => {
             j.stats.unparsed_time += 1;

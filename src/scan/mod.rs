@@ -133,7 +133,7 @@ impl JailRun {
     /// matched (whatever became of the match).
     fn line(&mut self, line: &[u8], ctx: &TimeContext) -> bool {
         let st = &mut self.stats;
-        match self.filter.check(line, ctx) {
+        match self.filter.check_mut(line, ctx) {
             Verdict::Miss => return false,
             Verdict::Ignored => st.ignored += 1,
             Verdict::BadHost => {

@@ -11,12 +11,14 @@
 //! - [`dates`] is fail2ban's date detection (default templates, `datepattern`, `{DATE}`,
 //!   `EPOCH`, `TAI64N`) and reading of the date into a time;
 //! - [`matcher`] is a filter at work: lines in order, failures out, with fail2ban's multi-line
-//!   buffer (`maxlines`) and connection joining (`<F-MLFID>`).
+//!   buffer (`maxlines`) and connection joining (`<F-MLFID>`);
+//! - [`adapter`] puts a filter's results into moat's pipeline as verdicts.
 //!
 //! Everything here is pure: the file system is reached through [`reader::ConfigFiles`], which
 //! `config::fail2ban` implements, and the clock is a value handed in. fail2ban's filters are
 //! GPL-2 and are never copied into moat: they are read from the user's installation.
 
+pub mod adapter;
 pub mod dates;
 pub mod engine;
 pub mod ini;

@@ -291,9 +291,9 @@ impl Filter {
                     .collect()
             }
             Kind::Json(j) => j.required_literal().map(|l| vec![l]),
-            // Every line: a fail2ban filter learns from lines that match nothing (dates,
-            // multi-line buffers), as fail2ban does.
-            Kind::Fail2ban(_) => None,
+            // Only when skipping lines cannot change a result: not with multi-line buffers,
+            // nor with date patterns whose cut could join a literal together.
+            Kind::Fail2ban(m) => m.filter().skim_literals().map(<[Vec<u8>]>::to_vec),
         }
     }
 

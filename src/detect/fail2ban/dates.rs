@@ -193,6 +193,10 @@ pub struct DateTemplate {
     same: Vec<(usize, usize)>,
     /// Python group → directive key (`Y`, `d`, `z`, ...), for reading the time.
     fields: Vec<(usize, String)>,
+    /// Whether the character after the cut is always a non-word character, and whether the
+    /// one before it is (see [`DateDetector::cuts`]).
+    nonword_after: bool,
+    nonword_before: bool,
 }
 
 /// A template's match: the whole span, and the span that is the date (what is cut out).
@@ -245,6 +249,54 @@ impl DateTemplate {
     fn is_anchored(&self) -> bool {
         self.flags & (LINE_BEGIN | LINE_END) != 0
     }
+}
+
+/// What the text on either side of a template's cut can be (group 1, the cut-out date):
+/// whether the character after it is always a non-word character (the cut ends with a word
+/// character followed by fail2ban's word boundary), and whether the character before it is
+/// (a literal non-word character, fail2ban's `^\W{0,2}`, or the line's start). A cut that is
+/// always empty joins nothing.
+fn cut_sides(root: &Node) -> (bool, bool) {
+    let items: Vec<&Node> = match root {
+        Node::Concat(v) => v.iter().collect(),
+        other => vec![other],
+    };
+    let Some(k) = items
+        .iter()
+        .position(|n| matches!(n, Node::Capture { index: 1, .. }))
+    else {
+        return (false, false);
+    };
+    let Node::Capture { node: cut, .. } = items[k] else {
+        return (false, false);
+    };
+    let e = pyre::ends(cut);
+    if !e.word && !e.nonword {
+        return (true, true);
+    }
+    let boundary = |n: &Node| match n {
+        Node::NonCapture(inner) => matches!(&**inner, Node::Alt(b) if b.len() == 2
+            && b.contains(&Node::Assert(pyre::Assert::StartHalf))
+            && b.contains(&Node::Assert(pyre::Assert::EndHalf))),
+        _ => false,
+    };
+    let after = e.word && !e.nonword && !e.empty && items.len() == k + 2 && boundary(items[k + 1]);
+    let mut before = false;
+    for n in items[..k].iter().rev() {
+        if matches!(n, Node::Assert(pyre::Assert::TextStart)) {
+            before = true;
+            break;
+        }
+        let e = pyre::ends(n);
+        if e.word {
+            break;
+        }
+        if !e.empty {
+            before = true;
+            break;
+        }
+    }
+    (after, before)
 }
 
 fn next_char(s: &str, i: usize) -> Option<usize> {
@@ -469,6 +521,11 @@ impl Builder {
             .map(|(i, n)| (i, n.to_string()))
             .filter(|(_, n)| !n.starts_with('_'))
             .collect();
+        let (nonword_after, nonword_before) = match kind {
+            // The number, then fail2ban's boundary, in each alternative.
+            Kind::Epoch { group: 0, .. } => (true, false),
+            _ => cut_sides(&parsed.root),
+        };
         Ok(DateTemplate {
             name,
             pattern: pattern_text.to_string(),
@@ -478,6 +535,8 @@ impl Builder {
             weight: 1.0,
             same,
             fields,
+            nonword_after,
+            nonword_before,
         })
     }
 
@@ -864,6 +923,21 @@ impl DateDetector {
             }
         }
         Ok(())
+    }
+
+    /// Where cutting out a date can join text, over all templates: which literal pieces a
+    /// whole line must contain wherever the line without its date contains the literal
+    /// (see [`super::literals`]). `None`: no safe pieces.
+    pub fn cuts(&self) -> Option<super::literals::Cut> {
+        use super::literals::Cut;
+        let t = || self.slots.iter().map(|s| &s.template);
+        if t().all(|t| t.nonword_after) {
+            Some(Cut::BeforeNonWord)
+        } else if t().all(|t| t.nonword_after || t.nonword_before) {
+            Some(Cut::BesideNonWord)
+        } else {
+            None
+        }
     }
 
     /// Whether the filter named its own templates.

@@ -22,6 +22,7 @@ use jiff::Timestamp;
 use super::dates::{Clock, DateDetector, DateError};
 use super::engine::{CompileError, Match, Regex};
 use super::ini::Origin;
+use super::literals::Cut;
 use super::reader::{FilterDefinition, RegexLine};
 use super::tags::{self, HostTag};
 
@@ -189,6 +190,32 @@ pub struct Fail2banFilter {
     ignoreregex: Vec<Regex>,
     maxlines: usize,
     dates: DateDetector,
+    /// The failregexes' linear screens in one set: one pass says which may match.
+    screen: Option<regex::RegexSet>,
+    /// Text the regexes' input must contain (the prefregex's, or one per failregex): lines
+    /// without any are done after their date.
+    needs: Option<aho_corasick::AhoCorasick>,
+    /// Pieces of those that the whole line must contain, date and all (see
+    /// [`super::literals`]); `None` when lines cannot be skipped before their date.
+    skim: Option<Vec<Vec<u8>>>,
+}
+
+/// Literals of which a line must contain one for `regexes` to possibly match: the
+/// prefregex's when it has a set, else the failregexes' together; `None` when some
+/// failregex has none.
+fn needed(pref: Option<&Regex>, regexes: &[Regex], cut: Cut) -> Option<Vec<Vec<u8>>> {
+    if let Some(set) = pref.and_then(|p| super::literals::needed(&p.screen, cut)) {
+        return Some(set);
+    }
+    let mut all = Vec::new();
+    for r in regexes {
+        for l in super::literals::needed(&r.screen, cut)? {
+            if !all.contains(&l) {
+                all.push(l);
+            }
+        }
+    }
+    Some(all)
 }
 
 /// fail2ban's `alt_`/`tuple_` group names: `alt_user_1` → `user`.
@@ -319,6 +346,22 @@ impl Fail2banFilter {
                 construct: None,
             })
         })?;
+        let screen = (maxlines == 1)
+            .then(|| {
+                regex::RegexSetBuilder::new(failregex.iter().map(|r| r.screen.as_str()))
+                    .size_limit(64 << 20)
+                    .dfa_size_limit(32 << 20)
+                    .build()
+                    .ok()
+            })
+            .flatten();
+        let needs = needed(prefregex.as_ref(), &failregex, Cut::None)
+            .filter(|_| maxlines == 1)
+            .and_then(|lits| aho_corasick::AhoCorasick::new(lits).ok());
+        let skim = dates
+            .cuts()
+            .filter(|_| maxlines == 1)
+            .and_then(|cut| needed(prefregex.as_ref(), &failregex, cut));
         Ok(Fail2banFilter {
             definition,
             prefregex,
@@ -326,6 +369,9 @@ impl Fail2banFilter {
             ignoreregex,
             maxlines,
             dates,
+            screen,
+            needs,
+            skim,
         })
     }
 
@@ -354,6 +400,14 @@ impl Fail2banFilter {
     pub fn maxlines(&self) -> usize {
         self.maxlines
     }
+    /// The literals of which a line must contain one, date and all, to be worth reading;
+    /// `None` when every line must be read (multi-line buffers, or date patterns that could
+    /// join words when cut out). Lines without them change nothing but the date detector's
+    /// learning.
+    pub fn skim_literals(&self) -> Option<&[Vec<u8>]> {
+        self.skim.as_deref()
+    }
+
     /// Whether a line's result can depend on earlier lines beyond its date (multi-line
     /// buffering or `<F-MLFID>` joining).
     pub fn is_stateful(&self) -> bool {
@@ -791,6 +845,11 @@ impl Matcher {
         {
             return found;
         }
+        if let Some(needs) = &filter.needs {
+            if !needs.is_match(buf.as_deref().expect("set")) {
+                return found;
+            }
+        }
         let mut pre = Data::default();
         if let Some(pref) = &filter.prefregex {
             let text = buf.clone().expect("set");
@@ -806,7 +865,15 @@ impl Matcher {
                 buf = None;
             }
         }
+        // One pass over the single line says which failregexes may match at all.
+        let screened = filter.screen.as_ref().map(|set| {
+            let text = buf.clone().unwrap_or_else(|| buffer_text(&self.buffer));
+            set.matches(&text)
+        });
         for (index, re) in filter.failregex.iter().enumerate() {
+            if screened.as_ref().is_some_and(|s| !s.matched(index)) {
+                continue;
+            }
             let text = match &buf {
                 Some(t) => t.clone(),
                 None => {

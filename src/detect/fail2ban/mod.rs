@@ -12,6 +12,7 @@
 //!   `EPOCH`, `TAI64N`) and reading of the date into a time;
 //! - [`matcher`] is a filter at work: lines in order, failures out, with fail2ban's multi-line
 //!   buffer (`maxlines`) and connection joining (`<F-MLFID>`);
+//! - [`literals`] finds the text a regex needs, for skipping lines cheaply;
 //! - [`adapter`] puts a filter's results into moat's pipeline as verdicts.
 //!
 //! Everything here is pure: the file system is reached through [`reader::ConfigFiles`], which
@@ -22,6 +23,7 @@ pub mod adapter;
 pub mod dates;
 pub mod engine;
 pub mod ini;
+pub mod literals;
 pub mod matcher;
 pub mod pyre;
 pub mod reader;

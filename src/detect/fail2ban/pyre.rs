@@ -1528,3 +1528,128 @@ mod tests {
         }
     }
 }
+
+/// Which characters a pattern's match can end with (for deciding where a cut-out date
+/// can join two pieces of text).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ends {
+    pub word: bool,
+    pub nonword: bool,
+    /// Whether the match can be empty (then what comes before decides).
+    pub empty: bool,
+}
+
+impl Ends {
+    fn union(self, o: Ends) -> Ends {
+        Ends {
+            word: self.word || o.word,
+            nonword: self.nonword || o.nonword,
+            empty: self.empty || o.empty,
+        }
+    }
+}
+
+fn word_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+fn class_ends(negated: bool, items: &[ClassItem]) -> Ends {
+    let either = Ends {
+        word: true,
+        nonword: true,
+        empty: false,
+    };
+    if negated {
+        return either;
+    }
+    let mut e = Ends::default();
+    for item in items {
+        match *item {
+            ClassItem::Char(c) if word_char(c) => e.word = true,
+            ClassItem::Char(_) => e.nonword = true,
+            ClassItem::Range(a, b)
+                if [('0', '9'), ('A', 'Z'), ('a', 'z')]
+                    .iter()
+                    .any(|&(lo, hi)| a >= lo && b <= hi) =>
+            {
+                e.word = true
+            }
+            ClassItem::Range(..) => return either,
+            ClassItem::Perl {
+                kind: Perl::Digit | Perl::Word,
+                negated: false,
+            } => e.word = true,
+            ClassItem::Perl {
+                kind: Perl::Space,
+                negated: false,
+            }
+            | ClassItem::Perl {
+                kind: Perl::Word,
+                negated: true,
+            } => e.nonword = true,
+            ClassItem::Perl { .. } => return either,
+        }
+    }
+    e
+}
+
+/// The characters a match of `node` can end with.
+pub fn ends(node: &Node) -> Ends {
+    let either = Ends {
+        word: true,
+        nonword: true,
+        empty: false,
+    };
+    let empty = Ends {
+        empty: true,
+        ..Ends::default()
+    };
+    match node {
+        Node::Empty | Node::Assert(_) | Node::Look { .. } => empty,
+        Node::Fail => Ends::default(),
+        Node::Lit { c, .. } => Ends {
+            word: word_char(*c),
+            nonword: !word_char(*c),
+            empty: false,
+        },
+        Node::Dot { .. } | Node::Backref { .. } => either.union(empty),
+        Node::Class { negated, items, .. } => class_ends(*negated, items),
+        Node::Perl { kind, negated, .. } => match (kind, negated) {
+            (Perl::Digit | Perl::Word, false) => Ends {
+                word: true,
+                ..Ends::default()
+            },
+            (Perl::Space, false) | (Perl::Word, true) => Ends {
+                nonword: true,
+                ..Ends::default()
+            },
+            _ => either,
+        },
+        Node::Capture { node, .. } | Node::NonCapture(node) => ends(node),
+        Node::Repeat { node, min, .. } => {
+            let e = ends(node);
+            if *min == 0 {
+                e.union(empty)
+            } else {
+                e
+            }
+        }
+        Node::Alt(v) => v.iter().map(ends).fold(Ends::default(), Ends::union),
+        Node::Cond { yes, no, .. } => ends(yes).union(ends(no)),
+        Node::Concat(v) => {
+            let mut acc = empty;
+            for n in v.iter().rev() {
+                let e = ends(n);
+                acc = Ends {
+                    word: acc.word || e.word,
+                    nonword: acc.nonword || e.nonword,
+                    empty: e.empty,
+                };
+                if !e.empty {
+                    break;
+                }
+            }
+            acc
+        }
+    }
+}

@@ -7,6 +7,7 @@ mod check_config;
 mod cloudflare;
 mod control;
 mod filters;
+mod import;
 mod ports;
 mod run;
 mod scan;
@@ -45,6 +46,11 @@ enum Command {
     Filters {
         #[command(subcommand)]
         command: filters::FiltersCommand,
+    },
+    /// Convert another tool's configuration to moat's (written to standard output).
+    Import {
+        #[command(subcommand)]
+        command: import::ImportCommand,
     },
     /// Validate a configuration file and exit.
     CheckConfig {
@@ -145,6 +151,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Scan(args) => scan::run(*args),
         Command::Filters { command } => filters::run(command),
+        Command::Import { command } => import::run(command),
         Command::Ports { command } => ports::run(command),
         Command::Cloudflare { command } => cloudflare::run(command),
         Command::CheckConfig { config } => check_config::run(&config),

@@ -7,6 +7,7 @@
 
 pub mod daemon;
 pub mod fail2ban;
+pub mod fail2ban_import;
 pub mod value;
 
 use std::collections::BTreeMap;
@@ -53,6 +54,9 @@ pub struct JailTable {
     pub behind: Option<Behind>,
     /// Where `filter = "fail2ban:NAME"` finds fail2ban's configuration (`/etc/fail2ban`).
     pub fail2ban_dir: Option<PathBuf>,
+    /// fail2ban jail options a fail2ban filter sees (`failregex`, `ignoreregex`, `maxlines`,
+    /// ... written in jail.local): they replace the filter's own, as in fail2ban.
+    pub fail2ban_options: Option<BTreeMap<String, String>>,
 }
 
 /// `behind`: what the host sits behind.
@@ -411,7 +415,8 @@ pub fn merge(defaults: &JailTable, jail: &JailTable) -> JailTable {
         escalate,
         ports,
         behind,
-        fail2ban_dir
+        fail2ban_dir,
+        fail2ban_options
     )
 }
 
@@ -457,7 +462,13 @@ pub fn resolve(name: &str, t: &JailTable) -> Result<JailConfig, String> {
                     dir.display()
                 ));
             }
-            let compiled = fail2ban::compile_filter(&dir, spec, &[])?;
+            let jail_options: Vec<(String, String)> = t
+                .fail2ban_options
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let compiled = fail2ban::compile_filter(&dir, spec, &jail_options)?;
             (
                 FilterSpec {
                     fail2ban: Some(compiled),
@@ -496,6 +507,9 @@ pub fn resolve(name: &str, t: &JailTable) -> Result<JailConfig, String> {
         filter.unwrap = Some(u.clone());
     }
     filter.samples.clear();
+    if t.fail2ban_options.is_some() && filter.fail2ban.is_none() {
+        return Err("fail2ban_options apply to a filter = \"fail2ban:NAME\" only".into());
+    }
     if filter.failregex.is_empty() && filter.json.is_none() && filter.fail2ban.is_none() {
         return Err(
             "no filter: set `filter` to a built-in name (see `moat filters list`) or \

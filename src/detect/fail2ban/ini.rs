@@ -314,6 +314,28 @@ impl Store {
         &mut self.sections.last_mut().expect("just pushed").1
     }
 
+    /// Sets a raw value in a section (fail2ban's `merge_section`, for `known/` copies).
+    pub fn set(&mut self, section: &str, key: &str, text: String) {
+        self.section_mut(section).insert(
+            key.to_lowercase(),
+            RawValue {
+                text,
+                origin: Origin::default(),
+            },
+        );
+    }
+
+    /// Sets a raw `[DEFAULT]` value (fail2ban's `merge_defaults`).
+    pub fn set_default(&mut self, key: &str, text: String) {
+        self.defaults.insert(
+            key.to_lowercase(),
+            RawValue {
+                text,
+                origin: Origin::default(),
+            },
+        );
+    }
+
     /// The sections' names in reading order, without the `KNOWN/` bookkeeping.
     pub fn section_names(&self) -> impl Iterator<Item = &str> {
         self.sections

@@ -536,6 +536,16 @@ fn definition_from(
     if let Some(e) = lookup_error {
         return Err(e);
     }
+    // The jail's own values of these options are what fail2ban sends its server, after the
+    // filter's (which it skipped above): they take the filter's place.
+    for &opt in DEFINITION_OPTIONS {
+        if let Some((_, v)) = jail.iter().find(|(k, _)| k == opt) {
+            match combined.iter_mut().find(|(k, _)| k == opt) {
+                Some(slot) => slot.1 = Some(v.clone()),
+                None => combined.push((opt.to_string(), Some(v.clone()))),
+            }
+        }
+    }
     let value = |key: &str| -> Option<&String> {
         combined
             .iter()

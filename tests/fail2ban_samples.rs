@@ -45,6 +45,9 @@ struct FilterTest {
 }
 
 struct Outcome {
+    /// Distinct regexes (failregex and prefregex) of the filters read, and how many need the
+    /// backtracking engine.
+    regexes: BTreeMap<String, bool>,
     held: usize,
     total: usize,
     failed: Vec<String>,
@@ -203,6 +206,7 @@ fn run_suite(filters_dir: &Path, suite: &Path) -> Outcome {
     };
     let year = Timestamp::now().to_zoned(TimeZone::UTC).year();
     let mut out = Outcome {
+        regexes: BTreeMap::new(),
         held: 0,
         total: 0,
         failed: Vec::new(),
@@ -424,6 +428,12 @@ fn run_suite(filters_dir: &Path, suite: &Path) -> Outcome {
                 used.iter().map(move |&i| res[i].python.as_str())
             })
             .collect();
+        for (matcher, _) in readers.values() {
+            let f = matcher.filter();
+            for re in f.failregexes().iter().chain(f.prefregex()) {
+                out.regexes.insert(re.python.clone(), re.is_backtracking());
+            }
+        }
         for (key, (matcher, used)) in &readers {
             for (i, re) in matcher.filter().failregexes().iter().enumerate() {
                 if !used.contains(&i) && !used_texts.contains(re.python.as_str()) {
@@ -472,6 +482,13 @@ fn fail2ban_sample_suite() {
     println!(
         "fail2ban sample suite: {} of {} assertions hold ({score:.2}%)",
         out.held, out.total
+    );
+    let backtracking = out.regexes.values().filter(|b| **b).count();
+    println!(
+        "{} distinct regexes (failregex and prefregex, tags expanded): {} on the linear engine, \
+         {backtracking} need backtracking (look-around or back-references)",
+        out.regexes.len(),
+        out.regexes.len() - backtracking
     );
     for f in &out.failed {
         println!("  does not hold: {f}");

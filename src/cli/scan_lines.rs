@@ -44,6 +44,13 @@ pub fn print(jail: &JailConfig, inputs: &[Input], now: Timestamp) -> anyhow::Res
             String::new()
         };
         let mut fail2ban = jail.filter.fail2ban.as_ref().map(|s| s.0.matcher());
+        // As moat scan does: lines without the filter's literals cannot hold a failure.
+        let skim = jail
+            .filter
+            .fail2ban
+            .as_ref()
+            .and_then(|s| s.0.skim_literals())
+            .and_then(|lits| aho_corasick::AhoCorasick::new(lits).ok());
         let mut filter = match fail2ban {
             Some(_) => None,
             None => Some(Filter::compile(&jail.filter).context("the filter")?),
@@ -57,6 +64,9 @@ pub fn print(jail: &JailConfig, inputs: &[Input], now: Timestamp) -> anyhow::Res
                     return;
                 }
                 let mut objects = Vec::new();
+                if skim.as_ref().is_some_and(|s| !s.is_match(line.bytes)) {
+                    return;
+                }
                 if let Some(m) = fail2ban.as_mut() {
                     let text = String::from_utf8_lossy(line.bytes);
                     for f in m

@@ -60,13 +60,13 @@ impl Value {
 /// Failure data: group name (or bookkeeping key) → value; a group that did not take part is
 /// present with `None`, as in Python's `groupdict()`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Data(Vec<(String, Option<Value>)>);
+pub struct Data(Vec<(Arc<str>, Option<Value>)>);
 
 impl Data {
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.0
             .iter()
-            .find(|(k, _)| k == key)
+            .find(|(k, _)| &**k == key)
             .and_then(|(_, v)| v.as_ref())
     }
     pub fn text(&self, key: &str) -> Option<&str> {
@@ -76,13 +76,20 @@ impl Data {
         self.get(key).is_some_and(Value::truthy)
     }
     fn set(&mut self, key: &str, value: Option<Value>) {
+        match self.0.iter_mut().find(|(k, _)| &**k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((Arc::from(key), value)),
+        }
+    }
+    /// [`Data::set`] with a key already shared.
+    fn set_shared(&mut self, key: &Arc<str>, value: Option<Value>) {
         match self.0.iter_mut().find(|(k, _)| k == key) {
             Some(slot) => slot.1 = value,
-            None => self.0.push((key.to_string(), value)),
+            None => self.0.push((key.clone(), value)),
         }
     }
     fn pop(&mut self, key: &str) -> Option<Value> {
-        let i = self.0.iter().position(|(k, _)| k == key)?;
+        let i = self.0.iter().position(|(k, _)| &**k == key)?;
         self.0.remove(i).1
     }
     fn lines(&self, key: &str) -> Vec<String> {
@@ -94,12 +101,12 @@ impl Data {
     /// Python's `dict.update`.
     fn update(&mut self, other: &Data) {
         for (k, v) in &other.0 {
-            self.set(k, v.clone());
+            self.set_shared(k, v.clone());
         }
     }
     /// The entries, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, Option<&Value>)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_ref()))
+        self.0.iter().map(|(k, v)| (&**k, v.as_ref()))
     }
 }
 
@@ -190,8 +197,10 @@ pub struct Fail2banFilter {
     ignoreregex: Vec<Regex>,
     maxlines: usize,
     dates: DateDetector,
-    /// The failregexes' linear screens in one set: one pass says which may match.
+    /// The failregexes' linear screens in one set: one pass says which may match (and the
+    /// same without Unicode, for ASCII lines, when every screen is ASCII).
     screen: Option<regex::RegexSet>,
+    screen_ascii: Option<regex::bytes::RegexSet>,
     /// Text the regexes' input must contain (the prefregex's, or one per failregex): lines
     /// without any are done after their date.
     needs: Option<aho_corasick::AhoCorasick>,
@@ -355,6 +364,17 @@ impl Fail2banFilter {
                     .ok()
             })
             .flatten();
+        let screen_ascii = screen
+            .as_ref()
+            .filter(|_| failregex.iter().all(|r| r.screen.is_ascii()))
+            .and_then(|_| {
+                regex::bytes::RegexSetBuilder::new(failregex.iter().map(|r| r.screen.as_str()))
+                    .unicode(false)
+                    .size_limit(64 << 20)
+                    .dfa_size_limit(32 << 20)
+                    .build()
+                    .ok()
+            });
         let needs = needed(prefregex.as_ref(), &failregex, Cut::None)
             .filter(|_| maxlines == 1)
             .and_then(|lits| aho_corasick::AhoCorasick::new(lits).ok());
@@ -370,6 +390,7 @@ impl Fail2banFilter {
             maxlines,
             dates,
             screen,
+            screen_ascii,
             needs,
             skim,
         })
@@ -420,74 +441,127 @@ impl Fail2banFilter {
     }
 }
 
-/// A line as fail2ban keeps it: the text before the date, the date, the text after.
+/// A line as fail2ban keeps it: the text before the date, the date, the text after; here
+/// the line and the span of its date (or, for a line that takes the last date seen, that
+/// date's text before it).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 struct TupleLine {
-    before: String,
-    date: String,
-    after: String,
+    line: String,
+    cut: (usize, usize),
+    stale_date: Option<String>,
 }
 
 impl TupleLine {
+    fn plain(line: &str) -> TupleLine {
+        TupleLine {
+            line: line.to_string(),
+            ..TupleLine::default()
+        }
+    }
+    fn cut(line: &str, start: usize, end: usize) -> TupleLine {
+        TupleLine {
+            line: line.to_string(),
+            cut: (start, end),
+            stale_date: None,
+        }
+    }
+    fn stale(date: &str, line: &str) -> TupleLine {
+        TupleLine {
+            line: line.to_string(),
+            cut: (0, 0),
+            stale_date: Some(date.to_string()),
+        }
+    }
+    fn push_without_date(&self, out: &mut String) {
+        out.push_str(&self.line[..self.cut.0]);
+        out.push_str(&self.line[self.cut.1..]);
+    }
     fn without_date(&self) -> String {
-        format!("{}{}", self.before, self.after)
+        let mut s = String::with_capacity(self.line.len());
+        self.push_without_date(&mut s);
+        s
     }
     fn whole(&self) -> String {
-        format!("{}{}{}", self.before, self.date, self.after)
+        match &self.stale_date {
+            Some(d) => format!("{d}{}", self.line),
+            None => self.line.clone(),
+        }
     }
 }
 
 /// The lines the regexes see: without their dates, joined by and ending with a newline.
 fn buffer_text(lines: &[TupleLine]) -> String {
-    let mut s = String::new();
+    let mut s = String::with_capacity(lines.iter().map(|l| l.line.len() + 1).sum::<usize>() + 1);
     for (i, l) in lines.iter().enumerate() {
         if i > 0 {
             s.push('\n');
         }
-        s.push_str(&l.before);
-        s.push_str(&l.after);
+        l.push_without_date(&mut s);
     }
     s.push('\n');
     s
 }
 
-/// fail2ban's `Utils.Cache(maxCount=100, maxTime=300)` for multi-line failure ids.
+/// fail2ban's `Utils.Cache(maxCount=100, maxTime=300)` for multi-line failure ids: entries
+/// expire, and when it is full the oldest go first.
 #[derive(Clone, Debug, Default)]
 struct MlfidCache {
-    entries: Vec<(String, Data, i64)>,
+    entries: std::collections::HashMap<String, (Data, i64, u64)>,
+    /// Keys in the order they were added (with the generation that added them; an entry
+    /// removed or added again later leaves a stale one behind).
+    order: std::collections::VecDeque<(String, u64)>,
+    generation: u64,
 }
 
 const MLFID_MAX: usize = 100;
 const MLFID_SECS: i64 = 300;
 
 impl MlfidCache {
-    fn get(&mut self, key: &str, now: i64) -> Option<Data> {
-        let i = self.entries.iter().position(|(k, _, _)| k == key)?;
-        if self.entries[i].2 > now {
-            return Some(self.entries[i].1.clone());
+    /// The entry's data, taken out (the caller puts the merged data back with
+    /// [`MlfidCache::set_existing`] or removes the entry).
+    fn take(&mut self, key: &str, now: i64) -> Option<Data> {
+        let (data, expiry, _) = self.entries.get_mut(key)?;
+        if *expiry > now {
+            return Some(std::mem::take(data));
         }
-        self.entries.remove(i);
+        self.entries.remove(key);
         None
     }
     fn set(&mut self, key: &str, data: Data, now: i64) {
         if self.entries.len() >= MLFID_MAX {
-            while !self.entries.is_empty() {
-                let (_, _, expiry) = self.entries.remove(0);
+            while let Some((k, generation)) = self.order.pop_front() {
+                let live = self.entries.get(&k).is_some_and(|e| e.2 == generation);
+                if !live {
+                    continue;
+                }
+                let (_, expiry, _) = self.entries.remove(&k).expect("live");
                 if expiry > now && self.entries.len() < MLFID_MAX {
                     break;
                 }
             }
         }
-        match self.entries.iter_mut().find(|(k, _, _)| k == key) {
+        match self.entries.get_mut(key) {
             Some(slot) => {
-                slot.1 = data;
-                slot.2 = now + MLFID_SECS;
+                slot.0 = data;
+                slot.1 = now + MLFID_SECS;
             }
-            None => self.entries.push((key.to_string(), data, now + MLFID_SECS)),
+            None => {
+                self.generation += 1;
+                self.entries
+                    .insert(key.to_string(), (data, now + MLFID_SECS, self.generation));
+                self.order.push_back((key.to_string(), self.generation));
+            }
+        }
+        // Stale order entries of removed keys are dropped as they come to the front; keep
+        // the log from growing without bound when keys churn.
+        if self.order.len() > 4 * MLFID_MAX {
+            let entries = &self.entries;
+            self.order
+                .retain(|(k, g)| entries.get(k).is_some_and(|e| e.2 == *g));
         }
     }
     fn unset(&mut self, key: &str) {
-        self.entries.retain(|(k, _, _)| k != key);
+        self.entries.remove(key);
     }
     fn is_empty(&self) -> bool {
         self.entries.is_empty()
@@ -575,9 +649,9 @@ fn python_splitlines(s: &str) -> Vec<String> {
 /// The group dictionary of a match, with `alt_` groups merged into their base name and
 /// `tuple_` groups combined (fail2ban's `getGroups`).
 fn groups(re: &Regex, m: &Match, text: &str) -> Data {
-    let mut d = Data::default();
-    for (i, name) in re.names() {
-        d.set(name, m.get(text, i).map(|t| Value::Text(t.to_string())));
+    let mut d = Data(Vec::with_capacity(re.shared_names().count() + 2));
+    for (i, name) in re.shared_names() {
+        d.set_shared(name, m.get(text, i).map(|t| Value::Text(t.to_string())));
     }
     let mut alts: Vec<(String, String)> = Vec::new();
     let mut tuples: Vec<(String, String)> = Vec::new();
@@ -645,38 +719,22 @@ impl Matcher {
         let (tuple, date) = if let Some(t) = known_time {
             self.last_time_text.clear();
             self.last_date = Some(t);
-            (
-                TupleLine {
-                    after: line.to_string(),
-                    ..TupleLine::default()
-                },
-                Some(t),
-            )
+            (TupleLine::plain(line), Some(t))
         } else {
             let mut date = None;
-            let mut tuple = TupleLine {
-                after: line.to_string(),
-                ..TupleLine::default()
-            };
+            let mut tuple = None;
             if let Some((m, template)) = self.dates.match_time(line, now_secs) {
                 let (s, e) = m.cut;
-                tuple = TupleLine {
-                    before: line[..s].to_string(),
-                    date: line[s..e].to_string(),
-                    after: line[e..].to_string(),
-                };
+                tuple = Some(TupleLine::cut(line, s, e));
                 if s < e {
                     date = template.time(line, &m, clock);
                     if date.is_some() {
-                        self.last_time_text = tuple.date.clone();
+                        self.last_time_text.clear();
+                        self.last_time_text.push_str(&line[s..e]);
                         self.last_date = date;
                     }
                 } else if let Some(last) = recent(self.last_date) {
-                    tuple = TupleLine {
-                        before: String::new(),
-                        date: self.last_time_text.clone(),
-                        after: line.to_string(),
-                    };
+                    tuple = Some(TupleLine::stale(&self.last_time_text, line));
                     date = Some(last);
                 } else {
                     date = Some(now);
@@ -684,15 +742,11 @@ impl Matcher {
             }
             if date.is_none() {
                 if let Some(last) = recent(self.last_date) {
-                    tuple = TupleLine {
-                        before: String::new(),
-                        date: self.last_time_text.clone(),
-                        after: line.to_string(),
-                    };
+                    tuple = Some(TupleLine::stale(&self.last_time_text, line));
                     date = Some(last);
                 }
             }
-            (tuple, date)
+            (tuple.unwrap_or_else(|| TupleLine::plain(line)), date)
         };
         self.find_failure(tuple, date, now_secs)
     }
@@ -737,7 +791,7 @@ impl Matcher {
         let cached = if self.mlfid.is_empty() {
             None
         } else {
-            self.mlfid.get(mlfid, now)
+            self.mlfid.take(mlfid, now)
         };
         let mut users: Option<BTreeSet<String>> = None;
         let mut flags = 0u8;
@@ -786,7 +840,7 @@ impl Matcher {
             }
             for (k, v) in &fail.0 {
                 if v.is_some() {
-                    groups.set(k, v.clone());
+                    groups.set_shared(k, v.clone());
                 }
             }
             fail = groups;
@@ -795,7 +849,8 @@ impl Matcher {
             }
         } else if flags & 2 == 0 {
             users = update_users(&mut fail, user);
-            self.mlfid.set(mlfid, fail.clone(), now);
+            // The data itself is stored below, once merged.
+            self.mlfid.set(mlfid, Data::default(), now);
         }
         let pending = fail.pop("mlfpending").is_some_and(|v| v.truthy());
         if pending || users.as_ref().is_some_and(|u| u.len() > 1) {
@@ -828,14 +883,17 @@ impl Matcher {
         let filter = self.filter.clone();
         let multi = filter.maxlines > 1;
         let mut found = Vec::new();
-        if multi {
+        // A single-line filter reads `org` only: its buffer is only set again below (by a
+        // prefregex's content), so it need not hold a copy of the line.
+        let org = if multi {
             self.buffer.push(tuple);
             let excess = self.buffer.len().saturating_sub(filter.maxlines);
             self.buffer.drain(..excess);
+            self.buffer.clone()
         } else {
-            self.buffer = vec![tuple];
-        }
-        let org = self.buffer.clone();
+            self.buffer.clear();
+            vec![tuple]
+        };
         let mut buf: Option<String> = Some(buffer_text(&org));
         if !filter.ignoreregex.is_empty()
             && filter.ignoreregex.len() + 2 < filter.failregex.len()
@@ -852,51 +910,63 @@ impl Matcher {
         }
         let mut pre = Data::default();
         if let Some(pref) = &filter.prefregex {
-            let text = buf.clone().expect("set");
-            let Some(m) = search(pref, &text, &org) else {
+            let text = buf.as_deref().expect("set");
+            let Some(m) = search(pref, text, &org) else {
                 return found;
             };
-            pre = groups(pref, &m.m, &text);
+            pre = groups(pref, &m.m, text);
             if let Some(content) = pre.pop("content").filter(Value::truthy) {
-                self.buffer = vec![TupleLine {
-                    after: content.text().unwrap_or_default().to_string(),
-                    ..TupleLine::default()
-                }];
+                self.buffer = vec![TupleLine::plain(content.text().unwrap_or_default())];
                 buf = None;
             }
         }
         // One pass over the single line says which failregexes may match at all.
-        let screened = filter.screen.as_ref().map(|set| {
-            let text = buf.clone().unwrap_or_else(|| buffer_text(&self.buffer));
-            set.matches(&text)
-        });
+        if buf.is_none() {
+            buf = Some(buffer_text(&self.buffer));
+        }
+        debug_assert!(multi || buf.is_some());
+        let screened: Option<Vec<bool>> = {
+            let text = buf.as_deref().expect("set");
+            match (&filter.screen_ascii, &filter.screen) {
+                (Some(set), _) if text.is_ascii() => {
+                    let m = set.matches(text.as_bytes());
+                    Some((0..filter.failregex.len()).map(|i| m.matched(i)).collect())
+                }
+                (_, Some(set)) => {
+                    let m = set.matches(text);
+                    Some((0..filter.failregex.len()).map(|i| m.matched(i)).collect())
+                }
+                _ => None,
+            }
+        };
         for (index, re) in filter.failregex.iter().enumerate() {
-            if screened.as_ref().is_some_and(|s| !s.matched(index)) {
+            if screened.as_ref().is_some_and(|s| !s[index]) {
                 continue;
             }
-            let text = match &buf {
-                Some(t) => t.clone(),
-                None => {
-                    let t = buffer_text(&self.buffer);
-                    buf = Some(t.clone());
-                    t
-                }
+            let text = match buf.take() {
+                Some(t) => t,
+                None => buffer_text(&self.buffer),
             };
             let Some(bm) = search(re, &text, &org) else {
+                buf = Some(text);
                 continue;
             };
             let mut fail = groups(re, &bm.m, &text);
             if !filter.ignoreregex.is_empty() && self.ignore_line(&text, &org, Some(&bm)).is_some()
             {
-                buf = None;
                 if !self.check_all {
                     break;
+                }
+                if !multi {
+                    // fail2ban rebuilds the same text from its unchanged buffer.
+                    buf = Some(text);
                 }
                 continue;
             }
             if !self.check_all || multi {
                 self.buffer = bm.unmatched.clone();
-                buf = None;
+            } else {
+                buf = Some(text);
             }
             if !pre.0.is_empty() {
                 let mut merged = pre.clone();
@@ -956,8 +1026,8 @@ impl MlfidCache {
     /// Updates an entry in place, keeping its place and expiry (fail2ban mutates the cached
     /// dictionary itself).
     fn set_existing(&mut self, key: &str, data: Data) {
-        if let Some(slot) = self.entries.iter_mut().find(|(k, _, _)| k == key) {
-            slot.1 = data;
+        if let Some(slot) = self.entries.get_mut(key) {
+            slot.0 = data;
         }
     }
 }

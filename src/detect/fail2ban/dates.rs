@@ -801,6 +801,8 @@ fn plain_defaults(year_digit: char) -> Result<Vec<Arc<DateTemplate>>, DateError>
 #[derive(Clone, Debug)]
 struct Slot {
     template: Arc<DateTemplate>,
+    /// The template's place in [`DateDetector::screen`].
+    set_index: usize,
     hits: u64,
     last_used: i64,
     distance: usize,
@@ -824,6 +826,55 @@ pub struct DateDetector {
     last_end_pos: (usize, Option<char>, Option<char>),
     last_index: usize,
     first_unused: usize,
+    /// All templates in one set, to know in one pass which can match a line before trying
+    /// them one by one (fail2ban tries each in turn).
+    screen: Option<Arc<TemplateSet>>,
+}
+
+#[derive(Debug)]
+struct TemplateSet {
+    unicode: regex::RegexSet,
+    /// Without Unicode, for ASCII lines, when every template is ASCII.
+    ascii: Option<regex::bytes::RegexSet>,
+}
+
+impl TemplateSet {
+    fn new(templates: &[&DateTemplate]) -> Option<TemplateSet> {
+        let patterns: Vec<&str> = templates.iter().map(|t| t.regex.rust.as_str()).collect();
+        let unicode = regex::RegexSetBuilder::new(&patterns)
+            .size_limit(64 << 20)
+            .dfa_size_limit(32 << 20)
+            .build()
+            .ok()?;
+        let ascii = patterns
+            .iter()
+            .all(|p| p.is_ascii())
+            .then(|| {
+                regex::bytes::RegexSetBuilder::new(&patterns)
+                    .unicode(false)
+                    .size_limit(64 << 20)
+                    .dfa_size_limit(32 << 20)
+                    .build()
+                    .ok()
+            })
+            .flatten();
+        Some(TemplateSet { unicode, ascii })
+    }
+
+    /// Which templates match somewhere in `line`.
+    fn matches(&self, line: &str) -> Vec<bool> {
+        let n = self.unicode.len();
+        match &self.ascii {
+            Some(a) if line.is_ascii() => {
+                let m = a.matches(line.as_bytes());
+                (0..n).map(|i| m.matched(i)).collect()
+            }
+            _ => {
+                let m = self.unicode.matches(line);
+                (0..n).map(|i| m.matched(i)).collect()
+            }
+        }
+    }
 }
 
 /// How long a template may go unused before another may take its place (fail2ban: 5 min).
@@ -841,6 +892,7 @@ impl DateDetector {
             last_end_pos: (usize::MAX, None, None),
             last_index: usize::MAX,
             first_unused: 0,
+            screen: None,
         };
         match datepattern {
             None => d.add_defaults(|_| true, None)?,
@@ -862,6 +914,11 @@ impl DateDetector {
                 }
             }
         }
+        let templates: Vec<&DateTemplate> = d.slots.iter().map(|s| s.template.as_ref()).collect();
+        d.screen = (templates.len() > 1)
+            .then(|| TemplateSet::new(&templates))
+            .flatten()
+            .map(Arc::new);
         Ok(d)
     }
 
@@ -881,6 +938,7 @@ impl DateDetector {
         }
         self.slots.push(Slot {
             template: t,
+            set_index: self.slots.len(),
             hits: 0,
             last_used: 0,
             distance: usize::MAX >> 1,
@@ -1000,9 +1058,16 @@ impl DateDetector {
             }
         }
         if winner.is_none() {
+            // One pass says which templates can match at all; trying only those finds what
+            // trying each in turn finds.
+            let possible = self.screen.as_ref().map(|s| s.matches(line));
             let mut k = 0;
             while k < n {
-                if k == ignore_by_search {
+                if k == ignore_by_search
+                    || possible
+                        .as_ref()
+                        .is_some_and(|p| !p[self.slots[k].set_index])
+                {
                     k += 1;
                     continue;
                 }

@@ -833,45 +833,30 @@ pub struct DateDetector {
 
 #[derive(Debug)]
 struct TemplateSet {
-    unicode: regex::RegexSet,
+    unicode: super::engine::LazySet,
     /// Without Unicode, for ASCII lines, when every template is ASCII.
     ascii: Option<regex::bytes::RegexSet>,
 }
 
 impl TemplateSet {
-    fn new(templates: &[&DateTemplate]) -> Option<TemplateSet> {
-        let patterns: Vec<&str> = templates.iter().map(|t| t.regex.rust.as_str()).collect();
-        let unicode = regex::RegexSetBuilder::new(&patterns)
-            .size_limit(64 << 20)
-            .dfa_size_limit(32 << 20)
-            .build()
-            .ok()?;
-        let ascii = patterns
-            .iter()
-            .all(|p| p.is_ascii())
-            .then(|| {
-                regex::bytes::RegexSetBuilder::new(&patterns)
-                    .unicode(false)
-                    .size_limit(64 << 20)
-                    .dfa_size_limit(32 << 20)
-                    .build()
-                    .ok()
-            })
-            .flatten();
-        Some(TemplateSet { unicode, ascii })
+    fn new(templates: &[&DateTemplate]) -> TemplateSet {
+        let unicode =
+            super::engine::LazySet::new(templates.iter().map(|t| t.regex.rust.clone()).collect());
+        let ascii = unicode.ascii();
+        TemplateSet { unicode, ascii }
     }
 
-    /// Which templates match somewhere in `line`.
-    fn matches(&self, line: &str) -> Vec<bool> {
+    /// Which templates match somewhere in `line`; `None` when that cannot be told.
+    fn matches(&self, line: &str) -> Option<Vec<bool>> {
         let n = self.unicode.len();
         match &self.ascii {
             Some(a) if line.is_ascii() => {
                 let m = a.matches(line.as_bytes());
-                (0..n).map(|i| m.matched(i)).collect()
+                Some((0..n).map(|i| m.matched(i)).collect())
             }
             _ => {
-                let m = self.unicode.matches(line);
-                (0..n).map(|i| m.matched(i)).collect()
+                let m = self.unicode.get()?.matches(line);
+                Some((0..n).map(|i| m.matched(i)).collect())
             }
         }
     }
@@ -915,10 +900,7 @@ impl DateDetector {
             }
         }
         let templates: Vec<&DateTemplate> = d.slots.iter().map(|s| s.template.as_ref()).collect();
-        d.screen = (templates.len() > 1)
-            .then(|| TemplateSet::new(&templates))
-            .flatten()
-            .map(Arc::new);
+        d.screen = (templates.len() > 1).then(|| Arc::new(TemplateSet::new(&templates)));
         Ok(d)
     }
 
@@ -1060,7 +1042,7 @@ impl DateDetector {
         if winner.is_none() {
             // One pass says which templates can match at all; trying only those finds what
             // trying each in turn finds.
-            let possible = self.screen.as_ref().map(|s| s.matches(line));
+            let possible = self.screen.as_ref().and_then(|s| s.matches(line));
             let mut k = 0;
             while k < n {
                 if k == ignore_by_search

@@ -19,8 +19,77 @@ pub struct CompileError {
 
 #[derive(Debug)]
 enum Exact {
-    Linear(regex::Regex),
+    Linear(LazyRegex),
     Backtracking(fancy_regex::Regex),
+}
+
+/// A Unicode regex compiled on first use: when an ASCII form exists, ASCII lines never need
+/// it, and building Unicode automata is most of a filter's start-up.
+#[derive(Debug)]
+pub struct LazyRegex {
+    pattern: String,
+    regex: std::sync::OnceLock<Option<regex::Regex>>,
+}
+
+impl LazyRegex {
+    fn build(pattern: &str) -> Result<regex::Regex, regex::Error> {
+        regex::RegexBuilder::new(pattern)
+            .size_limit(64 << 20)
+            .dfa_size_limit(16 << 20)
+            .build()
+    }
+    /// The regex; `None` only if it outgrows the size limits (its syntax was checked when
+    /// the filter was compiled), and then nothing matches.
+    pub fn get(&self) -> Option<&regex::Regex> {
+        self.regex
+            .get_or_init(|| Self::build(&self.pattern).ok())
+            .as_ref()
+    }
+}
+
+/// A set of Unicode regexes built on first use (see [`LazyRegex`]).
+#[derive(Debug)]
+pub struct LazySet {
+    patterns: Vec<String>,
+    set: std::sync::OnceLock<Option<regex::RegexSet>>,
+}
+
+impl LazySet {
+    pub fn new(patterns: Vec<String>) -> LazySet {
+        LazySet {
+            patterns,
+            set: std::sync::OnceLock::new(),
+        }
+    }
+    pub fn get(&self) -> Option<&regex::RegexSet> {
+        self.set
+            .get_or_init(|| {
+                regex::RegexSetBuilder::new(&self.patterns)
+                    .size_limit(64 << 20)
+                    .dfa_size_limit(32 << 20)
+                    .build()
+                    .ok()
+            })
+            .as_ref()
+    }
+    pub fn len(&self) -> usize {
+        self.patterns.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+    /// The same set without Unicode, for ASCII lines, when every pattern is ASCII.
+    pub fn ascii(&self) -> Option<regex::bytes::RegexSet> {
+        if !self.patterns.iter().all(|p| p.is_ascii()) {
+            return None;
+        }
+        regex::bytes::RegexSetBuilder::new(&self.patterns)
+            .unicode(false)
+            .size_limit(64 << 20)
+            .dfa_size_limit(32 << 20)
+            .build()
+            .ok()
+    }
 }
 
 /// A compiled regex.
@@ -88,17 +157,29 @@ impl Regex {
             let superset = pyre::emit(pattern, Mode::Superset).map_err(rust_error)?;
             (Exact::Backtracking(fancy), superset.regex)
         } else {
-            let linear = regex::RegexBuilder::new(&emitted.regex)
-                .size_limit(64 << 20)
-                .dfa_size_limit(16 << 20)
-                .build()
-                .map_err(|e| rust_error(last_line(&e.to_string())))?;
-            (Exact::Linear(linear), emitted.regex.clone())
+            let lazy = LazyRegex {
+                pattern: emitted.regex.clone(),
+                regex: std::sync::OnceLock::new(),
+            };
+            (Exact::Linear(lazy), emitted.regex.clone())
         };
         let ascii = match &exact {
             Exact::Linear(_) if emitted.regex.is_ascii() => ascii_regex(&emitted.regex),
             _ => None,
         };
+        if let Exact::Linear(lazy) = &exact {
+            if ascii.is_some() {
+                // Built later if a line needs it; its syntax is checked now.
+                regex_syntax::ParserBuilder::new()
+                    .build()
+                    .parse(&emitted.regex)
+                    .map_err(|e| rust_error(last_line(&e.to_string())))?;
+            } else {
+                let built = LazyRegex::build(&emitted.regex)
+                    .map_err(|e| rust_error(last_line(&e.to_string())))?;
+                lazy.regex.set(Some(built)).expect("fresh");
+            }
+        }
         Ok(Regex {
             python: python.to_string(),
             rust: emitted.regex,
@@ -163,7 +244,7 @@ impl Regex {
         }
         match &self.exact {
             Exact::Linear(re) => {
-                let caps = re.captures_at(hay, start)?;
+                let caps = re.get()?.captures_at(hay, start)?;
                 for (rust, &py) in self.groups.iter().enumerate().skip(1) {
                     if let Some(m) = caps.get(rust) {
                         groups[py].get_or_insert((m.start(), m.end()));
@@ -202,7 +283,7 @@ impl Regex {
             return re.is_match(text.as_bytes());
         }
         match &self.exact {
-            Exact::Linear(re) => re.is_match(text),
+            Exact::Linear(re) => re.get().is_some_and(|r| r.is_match(text)),
             Exact::Backtracking(re) => re.is_match(text).unwrap_or(false),
         }
     }
@@ -268,7 +349,11 @@ mod tests {
         ] {
             let a = r.find(text);
             let unicode = match &r.exact {
-                Exact::Linear(re) => re.captures(text).map(|c| c.get(0).unwrap().range()),
+                Exact::Linear(re) => re
+                    .get()
+                    .unwrap()
+                    .captures(text)
+                    .map(|c| c.get(0).unwrap().range()),
                 Exact::Backtracking(_) => unreachable!(),
             };
             assert_eq!(a.map(|m| m.start..m.end), unicode, "{text}");

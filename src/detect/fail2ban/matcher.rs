@@ -199,7 +199,7 @@ pub struct Fail2banFilter {
     dates: DateDetector,
     /// The failregexes' linear screens in one set: one pass says which may match (and the
     /// same without Unicode, for ASCII lines, when every screen is ASCII).
-    screen: Option<regex::RegexSet>,
+    screen: Option<super::engine::LazySet>,
     screen_ascii: Option<regex::bytes::RegexSet>,
     /// Text the regexes' input must contain (the prefregex's, or one per failregex): lines
     /// without any are done after their date.
@@ -355,26 +355,10 @@ impl Fail2banFilter {
                 construct: None,
             })
         })?;
-        let screen = (maxlines == 1)
-            .then(|| {
-                regex::RegexSetBuilder::new(failregex.iter().map(|r| r.screen.as_str()))
-                    .size_limit(64 << 20)
-                    .dfa_size_limit(32 << 20)
-                    .build()
-                    .ok()
-            })
-            .flatten();
-        let screen_ascii = screen
-            .as_ref()
-            .filter(|_| failregex.iter().all(|r| r.screen.is_ascii()))
-            .and_then(|_| {
-                regex::bytes::RegexSetBuilder::new(failregex.iter().map(|r| r.screen.as_str()))
-                    .unicode(false)
-                    .size_limit(64 << 20)
-                    .dfa_size_limit(32 << 20)
-                    .build()
-                    .ok()
-            });
+        let screen = (maxlines == 1).then(|| {
+            super::engine::LazySet::new(failregex.iter().map(|r| r.screen.clone()).collect())
+        });
+        let screen_ascii = screen.as_ref().and_then(super::engine::LazySet::ascii);
         let needs = needed(prefregex.as_ref(), &failregex, Cut::None)
             .filter(|_| maxlines == 1)
             .and_then(|lits| aho_corasick::AhoCorasick::new(lits).ok());
@@ -932,10 +916,10 @@ impl Matcher {
                     let m = set.matches(text.as_bytes());
                     Some((0..filter.failregex.len()).map(|i| m.matched(i)).collect())
                 }
-                (_, Some(set)) => {
+                (_, Some(set)) => set.get().map(|set| {
                     let m = set.matches(text);
-                    Some((0..filter.failregex.len()).map(|i| m.matched(i)).collect())
-                }
+                    (0..filter.failregex.len()).map(|i| m.matched(i)).collect()
+                }),
                 _ => None,
             }
         };

@@ -16,7 +16,7 @@ use crate::config::JailConfig;
 use crate::detect::fail2ban::adapter::clock;
 use crate::detect::fail2ban::matcher::FailureId;
 use crate::detect::filter::parse_host;
-use crate::detect::{Filter, TimeContext, Verdict};
+use crate::detect::{Filter, Prefilter, TimeContext, Verdict};
 use crate::source::{self, Input, LineReader};
 
 fn json(s: &str) -> String {
@@ -45,12 +45,9 @@ pub fn print(jail: &JailConfig, inputs: &[Input], now: Timestamp) -> anyhow::Res
         };
         let mut fail2ban = jail.filter.fail2ban.as_ref().map(|s| s.0.matcher());
         // As moat scan does: lines without the filter's literals cannot hold a failure.
-        let skim = jail
-            .filter
-            .fail2ban
-            .as_ref()
-            .and_then(|s| s.0.skim_literals())
-            .and_then(|lits| aho_corasick::AhoCorasick::new(lits).ok());
+        let literals = Filter::compile(&jail.filter).context("the filter")?;
+        let prefilter = Prefilter::new(&[&literals]);
+        let mut candidates = Vec::with_capacity(1);
         let mut filter = match fail2ban {
             Some(_) => None,
             None => Some(Filter::compile(&jail.filter).context("the filter")?),
@@ -64,7 +61,8 @@ pub fn print(jail: &JailConfig, inputs: &[Input], now: Timestamp) -> anyhow::Res
                     return;
                 }
                 let mut objects = Vec::new();
-                if skim.as_ref().is_some_and(|s| !s.is_match(line.bytes)) {
+                prefilter.candidates(line.bytes, &mut candidates);
+                if candidates.is_empty() {
                     return;
                 }
                 if let Some(m) = fail2ban.as_mut() {

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use moat::enforce::cloudflare::api::{Api, Auth, Budget};
-use moat::enforce::cloudflare::{CloudflareEnforcer, Keep, Mode, Settings};
+use moat::enforce::cloudflare::settings::Mode;
+use moat::enforce::cloudflare::{CloudflareEnforcer, CloudflareSettings};
 use moat::enforce::{BanOrder, Change, Enforcer};
 
 fn bans(n: usize) -> Vec<Change> {
@@ -45,21 +46,15 @@ fn enforcer(f: &fake::Fake, mode: Mode) -> CloudflareEnforcer {
         Auth::Token("bench".into()),
         Budget::new(4.0, 1200, Duration::from_secs(300)),
     );
-    CloudflareEnforcer::new(
-        api,
-        Settings {
-            mode,
-            account_id: Some(f.account()),
-            zone_id: Some(f.zone()),
-            list: "moat_block".into(),
-            action: "block".into(),
-            scope: "zone".into(),
-            capacity: 10_000,
-            keep: Keep::Newest,
-            ipv6_prefix: 64,
-            reconcile_every: Duration::from_secs(600),
-        },
-    )
+    // The defaults of `[enforce.cloudflare]`, as a user would write the table.
+    let mut settings: CloudflareSettings = toml::from_str(&format!(
+        "token_env = \"CF\"\naccount_id = \"{}\"\nzone_id = \"{}\"\n",
+        f.account(),
+        f.zone()
+    ))
+    .expect("valid settings");
+    settings.mode = mode;
+    CloudflareEnforcer::new(api, settings)
 }
 
 fn main() {
@@ -74,7 +69,7 @@ fn main() {
     };
 
     let f = fake::Fake::start(options.clone());
-    f.token("bench", &["lists", "waf"]);
+    f.token("bench", &[fake::LISTS_EDIT, fake::WAF_EDIT]);
     let mut cf = enforcer(&f, Mode::List);
     let batch = bans(n);
     let t = Instant::now();
@@ -96,7 +91,7 @@ fn main() {
     );
 
     let f = fake::Fake::start(options);
-    f.token("bench", &["zone-firewall"]);
+    f.token("bench", &[fake::ZONE_FIREWALL_EDIT]);
     let mut cf = enforcer(&f, Mode::AccessRules);
     let batch = bans(rule_bans);
     let t = Instant::now();

@@ -4,7 +4,7 @@
 #   benches/compare.sh [--quick]
 #
 # What it does, in one run:
-#   1. `cargo build --release --bins` (skip with SKIP_BUILD=1), then writes a deterministic nginx
+#   1. `cargo build --release --bins --example moat-genlog` (skip with SKIP_BUILD=1), then writes a deterministic nginx
 #      "combined" access log with `moat-genlog --lines 1000000 --seed 42` (200,000 lines with
 #      --quick): mixed traffic, ~3% failed Portainer logins (`POST /api/auth ... 422`), scanner
 #      probes answered 404, IPv4 and IPv6 clients.
@@ -45,7 +45,7 @@
 #   RUNS            runs per fast tool, best kept (default 3)
 #   F2B_REGEX_RUNS  runs of fail2ban-regex (default 1)
 #   SKIP_BUILD=1    do not run cargo build
-#   MOAT_BIN, GENLOG_BIN  binaries to use (default target/release/moat, target/release/moat-genlog)
+#   MOAT_BIN, GENLOG_BIN  binaries to use (default target/release/moat, target/release/examples/moat-genlog)
 #   FAIL2BAN_RS     fail2ban-rs binary (default: `fail2ban-rs` on PATH, else one installed
 #                   earlier by this script, else `cargo install fail2ban-rs --locked --root
 #                   $BENCH_DIR/f2brs`, about 2 minutes; with cargo build, the only steps that
@@ -97,11 +97,11 @@ done
 # Binaries
 
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then
-    note "cargo build --release --bins"
-    cargo build --release --bins
+    note "cargo build --release --bins --example moat-genlog"
+    cargo build --release --bins --example moat-genlog
 fi
 MOAT=${MOAT_BIN:-$ROOT/target/release/moat}
-GENLOG=${GENLOG_BIN:-$ROOT/target/release/moat-genlog}
+GENLOG=${GENLOG_BIN:-$ROOT/target/release/examples/moat-genlog}
 [[ -x $MOAT ]] || die "no moat binary at $MOAT"
 [[ -x $GENLOG ]] || die "no moat-genlog binary at $GENLOG"
 

@@ -32,11 +32,11 @@ die() {
     exit 1
 }
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then
-    note "cargo build --release --bins"
-    (cd "$ROOT" && cargo build --release --bins)
+    note "cargo build --release --bins --example moat-genlog"
+    (cd "$ROOT" && cargo build --release --bins --example moat-genlog)
 fi
 MOAT=${MOAT_BIN:-$ROOT/target/release/moat}
-GENLOG=${GENLOG_BIN:-$ROOT/target/release/moat-genlog}
+GENLOG=${GENLOG_BIN:-$ROOT/target/release/examples/moat-genlog}
 
 PID=''
 cleanup() { [[ -n $PID ]] && kill "$PID" 2>/dev/null || true; }

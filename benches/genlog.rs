@@ -134,35 +134,24 @@ fn main() -> io::Result<()> {
             other => panic!("unknown argument {other}; usage: moat-genlog [--format nginx|sshd] [--lines N] [--seed S] [--fail-percent P]"),
         }
     }
+    let out = io::stdout();
+    let mut out = BufWriter::with_capacity(1 << 20, out.lock());
     match format.as_str() {
-        "nginx" => nginx(lines, seed, fail_percent.unwrap_or(3)),
-        "sshd" => sshd(lines, seed, fail_percent.unwrap_or(25)),
+        "nginx" => generate(lines, seed, fail_percent.unwrap_or(3), &mut out)?,
+        "sshd" => generate_sshd(lines, seed, fail_percent.unwrap_or(25), &mut out)?,
         other => panic!("unknown format {other}: nginx or sshd"),
     }
+    out.flush()
 }
 
 const USERS: &[&str] = &[
-    "root",
-    "admin",
-    "test",
-    "user",
-    "oracle",
-    "postgres",
-    "ubuntu",
-    "git",
-    "pi",
-    "ftpuser",
-    "guest",
-    "deploy",
-    "www-data",
-    "support",
-    "minecraft",
+    "root", "admin", "test", "user", "oracle", "postgres", "ubuntu", "git", "pi", "ftpuser",
+    "guest", "deploy", "www-data", "support", "minecraft",
 ];
 
-fn sshd(lines: u64, seed: u64, fail_percent: u64) -> io::Result<()> {
+/// Writes `lines` lines of an OpenSSH auth.log for `seed` to `out`.
+pub fn generate_sshd(lines: u64, seed: u64, fail_percent: u64, out: &mut impl Write) -> io::Result<()> {
     let mut rng = SplitMix(seed);
-    let out = io::stdout();
-    let mut out = BufWriter::with_capacity(1 << 20, out.lock());
     // 28 Mar 00:00:00, advancing 0-60 ms per line, as the access log.
     let mut ms: u64 = 0;
     for _ in 0..lines {
@@ -214,13 +203,12 @@ fn sshd(lines: u64, seed: u64, fail_percent: u64) -> io::Result<()> {
         };
         writeln!(out, "{time} host {line}")?;
     }
-    out.flush()
+    Ok(())
 }
 
-fn nginx(lines: u64, seed: u64, fail_percent: u64) -> io::Result<()> {
+/// Writes `lines` lines of the log for `seed` to `out` (the test suite calls this directly).
+pub fn generate(lines: u64, seed: u64, fail_percent: u64, out: &mut impl Write) -> io::Result<()> {
     let mut rng = SplitMix(seed);
-    let out = io::stdout();
-    let mut out = BufWriter::with_capacity(1 << 20, out.lock());
     // 2026-03-28 00:00:00 +0100, advancing 0-60 ms per line: 1M lines span about 8 hours.
     let mut ms: u64 = 0;
     for _ in 0..lines {
@@ -305,5 +293,5 @@ fn nginx(lines: u64, seed: u64, fail_percent: u64) -> io::Result<()> {
             "{ip} - - [{time}] \"{method} {path} HTTP/1.1\" {status} {size} \"{referer}\" \"{agent}\""
         )?;
     }
-    out.flush()
+    Ok(())
 }

@@ -1,11 +1,11 @@
 //! Property tests of line → failure over every built-in filter: arbitrary bytes never panic,
 //! and text an attacker controls can neither create a failure nor change its client.
 
-use moat::detect::{library, Filter, TimeContext, Verdict};
+use moat::detect::{library, Filter, LineContext, Verdict};
 use proptest::prelude::*;
 
-fn ctx() -> TimeContext {
-    TimeContext::utc("2026-11-22T12:00:00Z".parse().unwrap())
+fn ctx() -> LineContext {
+    LineContext::utc("2026-11-22T12:00:00Z".parse().unwrap())
 }
 
 fn all_filters() -> Vec<(&'static str, Filter)> {

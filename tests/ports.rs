@@ -479,3 +479,65 @@ fn swarm_services_and_cluster_ports() {
     );
     let _ = host.docker.docker(&["swarm", "leave", "--force"]);
 }
+
+/// `moat ports plan | head` and `moat ports status | head`: a reader that goes away ends the
+/// command quietly (SIGPIPE, as for every other command), not with a panic and exit 101.
+#[test]
+fn plan_and_status_end_quietly_when_the_reader_goes() {
+    use std::os::unix::process::ExitStatusExt;
+    const TEST: &str = "plan_and_status_end_quietly_when_the_reader_goes";
+    if !can_run(TEST) {
+        return;
+    }
+    let ns = Netns::new(&["pipe"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("moat.toml");
+    std::fs::write(
+        &config,
+        "[daemon]\nstate_dir = \"state\"\nsocket = \"moat.sock\"\n\n\
+         [ports]\ninterfaces = [\"vh\"]\nopen = [\"443/tcp\"]\n",
+    )
+    .unwrap();
+    for args in [["plan"], ["status"]] {
+        let (read, write) = nix::unistd::pipe().unwrap();
+        drop(read);
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns.0[0], MOAT, "ports"])
+            .args(args)
+            .arg("-c")
+            .arg(&config)
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+            .stdout(std::process::Stdio::from(write))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(
+            out.status.signal(),
+            Some(nix::sys::signal::Signal::SIGPIPE as i32),
+            "{args:?}: {:?} {err}",
+            out.status
+        );
+    }
+}
+
+/// `moat ports confirm` with nothing to confirm fails like every other command's error.
+#[test]
+fn confirm_without_a_pending_apply_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("moat.toml");
+    std::fs::write(
+        &config,
+        "[daemon]\nstate_dir = \"state\"\nsocket = \"moat.sock\"\n",
+    )
+    .unwrap();
+    let out = Command::new(MOAT)
+        .args(["ports", "confirm", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("moat: error: nothing to confirm"), "{err}");
+    assert!(out.stdout.is_empty());
+}

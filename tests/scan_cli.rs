@@ -289,7 +289,7 @@ fn hostile_lines_neither_hide_failures_nor_frame_anyone() {
             "203.0.113.78 - - [28/Mar/2026:10:00:{s:02} +0000] \"GET /x\\n198.51.100.2 - - [28/Mar/2026:10:00:{s:02} +0000] \\\"POST /api/auth HTTP/1.1\\\" 422  HTTP/1.1\" 400 0 \"-\" \"-\"\n"
         ).as_bytes());
     }
-    // 4. A 2 MiB line whose start is a real failure: matched on its first MiB, counted truncated.
+    // 4. A 2 MiB line whose start is a real failure: over the cap, counted and never matched.
     let mut huge = fail("198.51.100.200", 30).into_bytes();
     huge.extend(std::iter::repeat_n(b'A', 2 << 20));
     log.extend(&huge);
@@ -324,8 +324,8 @@ fn hostile_lines_neither_hide_failures_nor_frame_anyone() {
     assert_eq!(v["truncated"], 1);
     assert_eq!(v["unparsed_time"], 1);
     assert_eq!(v["jails"][0]["bad_host"], 1);
-    // 5 real + the truncated one + the unreadable time + the bad host.
-    assert_eq!(v["matched"], 8);
+    // 5 real + the unreadable time + the bad host.
+    assert_eq!(v["matched"], 7);
 }
 
 #[test]
@@ -442,4 +442,238 @@ fn docker_json_file_logs_give_the_same_bans() {
         .output()
         .unwrap();
     assert_eq!(bans(&json(&out)), portainer_bans());
+}
+
+/// Docker writes a line over 16 KiB as several json-file entries, only the last ending in
+/// `\n`. Text an attacker puts at byte 16,384 of a request must not become a line of its own
+/// (here: a forged Portainer failure of 198.51.100.9), while a real failure whose user agent
+/// is long is still one failure of its client once its entries are joined.
+#[test]
+fn docker_json_file_partial_entries_are_joined_before_matching() {
+    let entry = |log: &str| {
+        serde_json::json!({"log": log, "stream": "stdout", "time": "2026-03-28T10:00:00.5Z"})
+            .to_string()
+            + "\n"
+    };
+    let mut text = String::new();
+    for s in 0..5 {
+        let head =
+            format!("203.0.113.80 - - [28/Mar/2026:10:00:0{s} +0000] \"GET /api/users?name=");
+        let head = format!("{head}{}", "A".repeat(16 * 1024 - head.len()));
+        text += &entry(&head);
+        text += &entry(&format!(
+            "198.51.100.9 - - [28/Mar/2026:10:00:0{s} +0000] \"POST /api/auth HTTP/1.1\" 422 59 \"-\" \"-\" HTTP/1.1\" 404 0 \"-\" \"-\"\n"
+        ));
+        let real = format!(
+            "203.0.113.81 - - [28/Mar/2026:10:00:1{s} +0000] \"POST /api/auth HTTP/1.1\" 422 59 \"-\" \"{}\"\n",
+            "B".repeat(20_000)
+        );
+        let (a, b) = real.split_at(16 * 1024);
+        text += &entry(a);
+        // A stderr line between the two parts belongs to the other stream.
+        text += &serde_json::json!({"log": "stderr noise\n", "stream": "stderr", "time": "2026-03-28T10:00:00.6Z"}).to_string();
+        text += "\n";
+        text += &entry(b);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("abc-json.log");
+    std::fs::write(&log, text).unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[jails.portainer]\nfilter = \"portainer\"\nsources = [\"abc-json.log\"]\nunwrap = { field = \"log\", time = \"time\" }\n",
+    );
+    let v = json(&run(&["scan", "--json", "-c", cfg.to_str().unwrap()]));
+    assert_eq!(
+        bans(&v),
+        vec![(
+            "portainer".to_string(),
+            "203.0.113.81".to_string(),
+            "2026-03-28T10:00:14Z".to_string(),
+            5
+        )]
+    );
+    assert_eq!(v["matched"], 5);
+}
+
+/// Terminal escapes (ESC ] OSC sequences, CSI, C1) and carriage returns an attacker wrote in a
+/// log line reach the terminal as visible escapes, never raw: in the lines no jail matched and
+/// in the examples of matching lines whose time could not be read.
+#[test]
+fn control_characters_in_lines_reach_the_terminal_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hostile.log");
+    std::fs::write(
+        &path,
+        "203.0.113.9 login failed \u{1b}]0;owned\u{7}\u{1b}]8;;http://203.0.113.1/\u{1b}\\link\r198.51.100.1 ok\n\
+         GET /\u{1b}[2J\u{9b}31m not matched\r\n",
+    )
+    .unwrap();
+    let out = run(&[
+        "scan",
+        "--regex",
+        "^<HOST> login failed",
+        "--time",
+        "iso8601",
+        "--show-missed",
+        "--no-progress",
+        path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !text.contains(['\u{1b}', '\r', '\u{7}', '\u{9b}']),
+        "{text:?}"
+    );
+    assert!(
+        text.contains(r"203.0.113.9 login failed \x1b]0;owned\x07\x1b]8;;http://203.0.113.1/\x1b\link\r198.51.100.1 ok"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r"GET /\x1b[2J\u{9b}31m not matched"),
+        "{text}"
+    );
+
+    // `filters test` prints the lines it is given the same way.
+    let out = run(&[
+        "filters",
+        "test",
+        "portainer",
+        "203.0.113.9 - - [26/Oct/2022:20:55:11 +0200] \"POST /api/auth\u{1b}]0;x\u{7} HTTP/2.0\" 422 59 \"-\" \"-\"",
+    ]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains(['\u{1b}', '\u{7}']), "{text:?}");
+    assert!(text.contains(r"/api/auth\x1b]0;x\x07 HTTP"), "{text}");
+}
+
+/// `moat filters test --file FILE LINE...`, as docs/cli.md writes it: a filter file of one's
+/// own, then the lines.
+#[test]
+fn filters_test_takes_a_file_then_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("mine.toml");
+    std::fs::write(&f, "failregex = ['^<HOST> login failed']\n").unwrap();
+    let f = f.to_str().unwrap();
+    let out = run(&[
+        "filters",
+        "test",
+        "--file",
+        f,
+        "203.0.113.9 login failed at 2026-03-28T10:00:00Z",
+        "198.51.100.1 login ok at 2026-03-28T10:00:01Z",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("failure: client 203.0.113.9 at 2026-03-28T10:00:00Z"),
+        "{text}"
+    );
+    assert!(text.contains("no match"), "{text}");
+    // The line may also come first.
+    let out = run(&[
+        "filters",
+        "test",
+        "203.0.113.9 login failed at 2026-03-28T10:00:00Z",
+        "--file",
+        f,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    // A file without samples and no line: says so.
+    let out = run(&["filters", "test", "--file", f]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no samples"));
+}
+
+/// Values the old validation let through and that then broke quietly: each is refused at its
+/// line and column, saying why.
+#[test]
+fn config_values_that_would_break_are_refused_at_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &str, &str)] = &[
+        ("findtime = 9223372036854775807", ":3:12:", "longer than"),
+        ("findtime = \"99999w\"", ":3:12:", "longer than"),
+        ("bantime = 9223372036854775807", ":3:11:", "longer than"),
+        ("time = \"%Q\"", ":3:8:", "%Q"),
+        ("time = \"%H:%M:%S\"", ":3:8:", "date"),
+        ("ipv6_prefix = 8", ":3:15:", "32"),
+        ("max_clients = 0", ":3:15:", "at least 16"),
+        ("max_clients = 10", ":3:15:", "at least 16"),
+    ];
+    for (line, at, why) in cases {
+        let cfg = write_config(
+            dir.path(),
+            &format!("[jails.x]\nfilter = \"portainer\"\n{line}\n"),
+        );
+        let out = run(&["check-config", "-c", cfg.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{line}: {err}");
+        assert!(
+            err.contains(&format!("moat.toml{at}")) && err.contains(why),
+            "{line}: {err}"
+        );
+    }
+    // A shell behind a wrapper, or with -c folded into other flags, is still a shell.
+    for argv in [
+        r#"["/usr/bin/env", "sh", "-c", "echo {ip}"]"#,
+        r#"["/bin/sh", "-ec", "echo {ip}"]"#,
+        r#"["/usr/bin/env", "-i", "/bin/bash", "-xc", "echo {ip}"]"#,
+        r#"["/bin/busybox", "sh", "-c", "echo {ip}"]"#,
+        r#"["/usr/bin/sudo", "-u", "nobody", "dash", "-c", "echo {ip}"]"#,
+        r#"["/usr/bin/timeout", "5", "/bin/zsh", "-c", "echo {ip}"]"#,
+    ] {
+        let cfg = write_config(
+            dir.path(),
+            &format!("[enforce]\nuse = [\"exec\"]\n\n[enforce.exec]\nban = {argv}\n"),
+        );
+        let out = run(&["check-config", "-c", cfg.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{argv}: {err}");
+        assert!(
+            err.contains("moat.toml:5:7:") && err.contains("shell"),
+            "{argv}: {err}"
+        );
+    }
+    // scan's flag agrees with the configuration (and with the daemon, which refuses to ban
+    // an IPv6 network wider than /32).
+    let out = run(&[
+        "scan",
+        "--filter",
+        "portainer",
+        "--ipv6-prefix",
+        "8",
+        "/dev/null",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("32"));
+}
+
+/// The configuration docs/daemon.md installs is one for a host: it validates, reads absolute
+/// paths (or the journal), and bans in the kernel.
+#[test]
+fn the_production_example_is_fit_for_a_host() {
+    let path = root().join("examples/production.toml");
+    let out = run(&["check-config", "-c", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let config = moat::config::Config::load(&path).unwrap();
+    assert_eq!(
+        config.enforce.uses,
+        Some(vec![moat::config::daemon::EnforcerName::Kernel])
+    );
+    assert!(!config.jails.is_empty());
+    // As written (loading makes relative paths absolute, beside the file).
+    let table: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+    for (name, jail) in table["jails"].as_table().unwrap() {
+        for s in jail["sources"].as_array().unwrap() {
+            let s = s.as_str().unwrap();
+            assert!(
+                s.starts_with('/') || s.starts_with("journald:"),
+                "{name}: {s}"
+            );
+        }
+    }
+    let daemon_md = std::fs::read_to_string(root().join("docs/daemon.md")).unwrap();
+    assert!(daemon_md.contains("examples/production.toml /etc/moat/moat.toml"));
 }

@@ -10,6 +10,11 @@ use std::process::Command;
 
 use serde_json::Value;
 
+// The benchmark's log generator (an example, so not installed), compiled into this test.
+#[path = "../benches/genlog.rs"]
+#[allow(dead_code)]
+mod genlog;
+
 struct Failure {
     key: String,
     at: i64,
@@ -111,13 +116,10 @@ fn rfc3339(secs: i64) -> String {
 fn scan_agrees_with_the_oracle_on_a_generated_log() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("access.log");
-    let out = Command::new(env!("CARGO_BIN_EXE_moat-genlog"))
-        .args(["--lines", "200000", "--seed", "7", "--fail-percent", "4"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    std::fs::write(&path, &out.stdout).unwrap();
-    let log = String::from_utf8(out.stdout).unwrap();
+    let mut bytes = Vec::new();
+    genlog::generate(200_000, 7, 4, &mut bytes).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+    let log = String::from_utf8(bytes).unwrap();
 
     for (maxretry, findtime, bantime, prefix) in [
         (5, 600, 3600, 64),

@@ -6,7 +6,7 @@
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
-use moat::detect::{library, Filter, TimeContext, Verdict};
+use moat::detect::{library, Filter, LineContext, Verdict};
 
 static FILTERS: LazyLock<Vec<Filter>> = LazyLock::new(|| {
     library::names()
@@ -15,7 +15,7 @@ static FILTERS: LazyLock<Vec<Filter>> = LazyLock::new(|| {
 });
 
 fuzz_target!(|data: &[u8]| {
-    let ctx = TimeContext::utc(jiff::Timestamp::from_second(1_795_000_000).unwrap());
+    let ctx = LineContext::utc(jiff::Timestamp::from_second(1_795_000_000).unwrap());
     for filter in FILTERS.iter() {
         if let Verdict::Failure(f) = filter.check(data, &ctx) {
             // The client must be spelled out in the line (IPv4 literally; IPv6 in some form).

@@ -1,4 +1,5 @@
-//! `moat check-config`: validate a configuration and say what it defines.
+//! `moat check-config`: validate a configuration, say what it defines, and warn about what
+//! would leave the host unprotected (see [`super::warnings`]).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -21,6 +22,9 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
             j.sources.len(),
             if j.sources.len() == 1 { "" } else { "s" }
         );
+    }
+    for w in super::warnings::check(&config) {
+        eprintln!("moat: warning: {w}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -37,7 +37,7 @@ pub fn run(command: CloudflareCommand) -> anyhow::Result<ExitCode> {
     };
     t.check().map_err(anyhow::Error::msg)?;
     let auth = cloudflare::auth_of(t).map_err(anyhow::Error::msg)?;
-    let mut cf = cloudflare::from_config(t).map_err(anyhow::Error::msg)?;
+    let mut cf = cloudflare::from_settings(t).map_err(anyhow::Error::msg)?;
     let checks = verify(&mut cf, &auth, write);
     let ok = checks.iter().all(|c| c.ok);
     if json {

@@ -12,8 +12,9 @@ use jiff::{SignedDuration, Timestamp};
 use crate::config::Config;
 use crate::daemon::control::request;
 use crate::daemon::protocol::{ActiveBan, Bans, Reply, Request, Status};
-use crate::enforce::Target;
-use crate::scan::report::{human_duration, utc};
+use crate::vocab::terminal::{cell, visible};
+use crate::vocab::time::{human_duration, utc};
+use crate::vocab::Target;
 
 /// Where to find the daemon.
 #[derive(Args, Debug, Clone)]
@@ -100,12 +101,12 @@ fn ban_table(bans: &[ActiveBan], now: Timestamp) -> Table {
     for b in bans {
         t.add_row([
             Target(b.target).to_string(),
-            b.jail.clone(),
+            cell(&b.jail),
             utc(b.started),
             until_text(b.until),
             remaining(b.until, now),
             b.failures.to_string(),
-            b.reason.clone(),
+            cell(&b.reason),
         ]);
     }
     t
@@ -123,8 +124,8 @@ pub fn status(socket: &SocketArgs, jail: Option<String>, json: bool) -> anyhow::
         let Some(j) = s.jails.iter().find(|j| j.name == name) else {
             anyhow::bail!("no jail named {name:?}");
         };
-        println!("Jail {}", j.name);
-        println!("|- Filter:            {}", j.filter);
+        println!("Jail {}", visible(&j.name));
+        println!("|- Filter:            {}", visible(&j.filter));
         if j.maxretry > 0 {
             println!(
                 "|- Rule:              {} failures within {} -> ban for {}",
@@ -142,15 +143,23 @@ pub fn status(socket: &SocketArgs, jail: Option<String>, json: bool) -> anyhow::
                 Some(f) if !f.files.is_empty() => {
                     for file in &f.files {
                         println!(
-                            "|    {} (read to byte {}, {} behind, {} lines)",
-                            file.path, file.offset, file.lag, file.lines
+                            "|    {} (read to byte {}, {} behind, {} lines{})",
+                            visible(&file.path),
+                            file.offset,
+                            file.lag,
+                            file.lines,
+                            if file.overlong > 0 {
+                                format!(", {} over 1 MiB skipped", file.overlong)
+                            } else {
+                                String::new()
+                            }
                         );
                     }
                 }
-                _ => println!("|    {src} (no file yet)"),
+                _ => println!("|    {} (no file yet)", visible(src)),
             }
             if let Some(e) = files.and_then(|f| f.error.as_ref()) {
-                println!("|    error: {e}");
+                println!("|    error: {}", visible(e));
             }
         }
         println!("|- Currently failing: {}", j.currently_failing);
@@ -160,6 +169,9 @@ pub fn status(socket: &SocketArgs, jail: Option<String>, json: bool) -> anyhow::
         }
         if j.unparsed_time > 0 {
             println!("|- Unreadable time:   {}", j.unparsed_time);
+        }
+        if j.too_long > 0 {
+            println!("|- Too long to match: {} (look-around pattern)", j.too_long);
         }
         if j.refused > 0 {
             println!("|- Refused (safety):  {}", j.refused);
@@ -187,9 +199,13 @@ pub fn status(socket: &SocketArgs, jail: Option<String>, json: bool) -> anyhow::
         s.jails.len(),
         if s.jails.len() == 1 { "" } else { "s" }
     );
-    println!("config: {}\nledger: {}", s.config, s.ledger);
+    println!(
+        "config: {}\nledger: {}",
+        visible(&s.config),
+        visible(&s.ledger)
+    );
     for w in &s.warnings {
-        println!("warning: {w}");
+        println!("warning: {}", visible(w));
     }
     let mut t = table();
     t.set_header([
@@ -203,13 +219,17 @@ pub fn status(socket: &SocketArgs, jail: Option<String>, json: bool) -> anyhow::
     ]);
     for j in &s.jails {
         t.add_row([
-            j.name.clone(),
-            j.filter.clone(),
+            cell(&j.name),
+            cell(&j.filter),
             j.currently_failing.to_string(),
             j.total_failed.to_string(),
             j.currently_banned.to_string(),
             j.total_banned.to_string(),
-            j.sources.join("\n"),
+            j.sources
+                .iter()
+                .map(|s| cell(s))
+                .collect::<Vec<_>>()
+                .join("\n"),
         ]);
     }
     println!("{t}");
@@ -225,8 +245,8 @@ pub fn status(socket: &SocketArgs, jail: Option<String>, json: bool) -> anyhow::
     ]);
     for e in &s.enforcers {
         let last = match (&e.last_error, e.last_error_at) {
-            (Some(m), Some(at)) => format!("{} at {}", m, utc(at)),
-            (Some(m), None) => m.clone(),
+            (Some(m), Some(at)) => format!("{} at {}", visible(m), utc(at)),
+            (Some(m), None) => cell(m),
             _ => "-".into(),
         };
         let last = match e.next_retry {
@@ -234,11 +254,11 @@ pub fn status(socket: &SocketArgs, jail: Option<String>, json: bool) -> anyhow::
             None => last,
         };
         let mut name = match &e.detail {
-            Some(d) => format!("{}\n({d})", e.name),
-            None => e.name.clone(),
+            Some(d) => format!("{}\n({})", visible(&e.name), visible(d)),
+            None => cell(&e.name),
         };
         if let Some(r) = &e.remark {
-            name = format!("{name}\n{r}");
+            name = format!("{name}\n{}", visible(r));
         }
         t.add_row([
             name,
@@ -286,11 +306,11 @@ pub fn bans(socket: &SocketArgs, history: Option<u32>, json: bool) -> anyhow::Re
         for r in &b.history {
             t.add_row([
                 Target(r.target).to_string(),
-                r.jail.clone(),
+                cell(&r.jail),
                 utc(r.started),
                 until_text(r.until),
                 r.ended.map_or("-".into(), utc),
-                r.end_reason.clone().unwrap_or_else(|| "active".into()),
+                r.end_reason.map_or("active".into(), |e| e.as_str().into()),
                 r.failures.to_string(),
             ]);
         }
@@ -309,7 +329,7 @@ pub fn ban(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     // Refuse what is not an address before bothering the daemon.
-    crate::enforce::parse_target(&target).map_err(|e| anyhow::anyhow!(e))?;
+    crate::vocab::parse_target(&target).map_err(|e| anyhow::anyhow!(e))?;
     let value = call(
         socket,
         Request::Ban {
@@ -328,7 +348,7 @@ pub fn ban(
     println!(
         "Banned {} in jail {} until {}",
         Target(b.target),
-        b.jail,
+        visible(&b.jail),
         until_text(b.until)
     );
     Ok(ExitCode::SUCCESS)
@@ -342,7 +362,7 @@ pub fn unban(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     if let Some(t) = &target {
-        crate::enforce::parse_target(t).map_err(|e| anyhow::anyhow!(e))?;
+        crate::vocab::parse_target(t).map_err(|e| anyhow::anyhow!(e))?;
     }
     let value = call(
         socket,
@@ -365,13 +385,13 @@ pub fn unban(
         return Ok(ExitCode::from(super::EXIT_FINDINGS));
     }
     for b in &ended {
-        println!("Unbanned {} (jail {})", Target(b.target), b.jail);
+        println!("Unbanned {} (jail {})", Target(b.target), visible(&b.jail));
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn reload(socket: &SocketArgs) -> anyhow::Result<ExitCode> {
     let value = call(socket, Request::Reload)?;
-    println!("Reloaded: {}", value.as_str().unwrap_or_default());
+    println!("Reloaded: {}", visible(value.as_str().unwrap_or_default()));
     Ok(ExitCode::SUCCESS)
 }

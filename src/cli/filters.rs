@@ -11,7 +11,8 @@ use comfy_table::{presets, ContentArrangement, Table};
 use super::EXIT_FINDINGS;
 use crate::config::Config;
 use crate::detect::lint::lint;
-use crate::detect::{library, Filter, FilterSpec, TimeContext, Verdict};
+use crate::detect::{library, Filter, FilterSpec, LineContext, Verdict};
+use crate::vocab::terminal::visible;
 
 #[derive(Subcommand, Debug)]
 pub enum FiltersCommand {
@@ -20,14 +21,18 @@ pub enum FiltersCommand {
     /// Print a built-in filter's definition, samples included.
     Show { name: String },
     /// Run a filter on the given lines, or on its own samples when no line is given.
+    #[command(override_usage = "moat filters test NAME [LINE]...\n       \
+                                moat filters test --file FILE [LINE]...")]
     Test {
-        /// A built-in filter name (or use --file).
-        #[arg(required_unless_present = "file")]
+        /// A built-in filter name; with --file, the first line to try.
+        #[arg(required_unless_present = "file", value_name = "NAME")]
         name: Option<String>,
-        /// A filter definition file (TOML, the format of `moat filters show`).
-        #[arg(long, conflicts_with = "name")]
+        /// A filter definition file (TOML, the format of `moat filters show`) instead of a
+        /// built-in filter.
+        #[arg(long)]
         file: Option<PathBuf>,
         /// Lines to try.
+        #[arg(value_name = "LINE")]
         lines: Vec<String>,
     },
     /// Warn about patterns that let attacker-controlled text choose the client.
@@ -61,7 +66,19 @@ pub fn run(cmd: FiltersCommand) -> anyhow::Result<ExitCode> {
             print!("{}", library::source(&name).ok_or_else(|| unknown(&name))?);
             Ok(ExitCode::SUCCESS)
         }
-        FiltersCommand::Test { name, file, lines } => {
+        FiltersCommand::Test {
+            name,
+            file,
+            mut lines,
+        } => {
+            // With a file there is no name: the first positional argument is a line.
+            let name = match (&file, name) {
+                (Some(_), Some(first)) => {
+                    lines.insert(0, first);
+                    None
+                }
+                (_, name) => name,
+            };
             let (label, spec) = load(name, file)?;
             let filter = Filter::compile(&spec).with_context(|| format!("filter {label}"))?;
             if lines.is_empty() {
@@ -97,7 +114,7 @@ pub fn run(cmd: FiltersCommand) -> anyhow::Result<ExitCode> {
             for (label, spec) in &targets {
                 for w in lint(spec) {
                     findings += 1;
-                    println!("{label}: {}: {}", w.rule, w.message);
+                    println!("{}: {}: {}", visible(label), w.rule, visible(&w.message));
                 }
             }
             if findings == 0 {
@@ -139,15 +156,15 @@ fn load(name: Option<String>, file: Option<PathBuf>) -> anyhow::Result<(String, 
 }
 
 fn test_lines(filter: &Filter, lines: &[String]) -> anyhow::Result<ExitCode> {
-    let ctx = TimeContext {
-        zone: jiff::tz::TimeZone::try_system().unwrap_or(jiff::tz::TimeZone::UTC),
-        reference: jiff::Timestamp::now(),
-    };
+    let ctx = LineContext::new(
+        jiff::tz::TimeZone::try_system().unwrap_or(jiff::tz::TimeZone::UTC),
+        jiff::Timestamp::now(),
+    );
     let mut failures = 0;
     for line in lines {
         let v = filter.check(line.as_bytes(), &ctx);
         failures += usize::from(matches!(v, Verdict::Failure(_)));
-        println!("{}\n  -> {}", line, v);
+        println!("{}\n  -> {}", visible(line), v);
     }
     // Like grep: success when something matched.
     Ok(if failures > 0 {
@@ -163,7 +180,7 @@ fn test_samples(label: &str, spec: &FilterSpec, filter: &Filter) -> anyhow::Resu
     }
     let problems = library::check_samples(spec, filter);
     for p in &problems {
-        println!("FAIL {p}");
+        println!("FAIL {}", visible(p));
     }
     println!(
         "{label}: {} of {} samples as expected",

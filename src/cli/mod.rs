@@ -7,16 +7,20 @@ mod check_config;
 mod cloudflare;
 mod control;
 mod filters;
+mod generate;
 mod import;
+mod init;
+mod manpage;
 mod ports;
 mod run;
 mod scan;
 mod scan_lines;
+mod warnings;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Exit status for usage, configuration and input errors.
 pub const EXIT_ERROR: u8 = 2;
@@ -52,6 +56,8 @@ enum Command {
         #[command(subcommand)]
         command: import::ImportCommand,
     },
+    /// Look at this host and write a working configuration for it (or print it: --dry-run).
+    Init(init::InitArgs),
     /// Validate a configuration file and exit.
     CheckConfig {
         /// Configuration file.
@@ -134,15 +140,29 @@ enum Command {
         #[command(flatten)]
         socket: control::SocketArgs,
     },
+    /// Write the manual pages or shell completions (for packaging).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        command: generate::GenerateCommand,
+    },
 }
 
 /// Entry point used by `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Run { .. } | Command::Ports { .. }) {
+    let survives_its_reader = matches!(
+        cli.command,
+        Command::Run { .. }
+            | Command::Ports {
+                command: ports::PortsCommand::Apply { .. } | ports::PortsCommand::Watch { .. }
+            }
+    );
+    if !survives_its_reader {
         // A report piped into `head` ends quietly when `head` has read enough, as other Unix
         // tools do, instead of panicking on the write. Not for the daemon (a client hanging up
-        // must not kill it) nor `ports` (a rollback watcher must outlive any terminal).
+        // must not kill it), nor `ports apply` and the rollback watcher it starts (an apply
+        // whose terminal went away must still finish and leave its watcher behind).
         // SAFETY: setting a signal's disposition to the default has no other effect.
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
@@ -154,6 +174,7 @@ pub fn main() -> ExitCode {
         Command::Import { command } => import::run(command),
         Command::Ports { command } => ports::run(command),
         Command::Cloudflare { command } => cloudflare::run(command),
+        Command::Init(args) => init::run(args),
         Command::CheckConfig { config } => check_config::run(&config),
         Command::Run { config } => run::run(&config),
         Command::Status { jail, json, socket } => control::status(&socket, jail, json),
@@ -179,6 +200,7 @@ pub fn main() -> ExitCode {
             socket,
         } => control::unban(&socket, target, all, jail, json),
         Command::Reload { socket } => control::reload(&socket),
+        Command::Generate { command } => generate::run(command, Cli::command()),
     };
     match result {
         Ok(code) => code,

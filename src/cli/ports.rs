@@ -198,7 +198,7 @@ fn apply(
     };
     if let Some(w) = lockout_warning(&config) {
         if !force {
-            eprintln!("moat: refused: {w}");
+            eprintln!("moat: error: refused: {w}");
             return Ok(ExitCode::from(EXIT_ERROR));
         }
         eprintln!("moat: warning (forced): {w}");
@@ -281,8 +281,7 @@ fn confirm(path: &Path) -> anyhow::Result<ExitCode> {
         println!("confirmed: the port policy stays in force");
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("moat: nothing to confirm (no apply is waiting; it may have been rolled back: see `moat ports status`)");
-        Ok(ExitCode::from(EXIT_ERROR))
+        bail!("nothing to confirm (no apply is waiting; it may have been rolled back: see `moat ports status`)")
     }
 }
 

@@ -33,6 +33,15 @@ fn init_logging() {
 
 pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     init_logging();
+    // The same warnings as check-config's, logged as the daemon starts; on a thread of their
+    // own, since asking Docker may take a moment the start must not wait for.
+    if let Ok(loaded) = crate::config::Config::load(config) {
+        std::thread::spawn(move || {
+            for w in super::warnings::check(&loaded) {
+                tracing::warn!("{w}");
+            }
+        });
+    }
     crate::daemon::run(config)?;
     Ok(ExitCode::SUCCESS)
 }

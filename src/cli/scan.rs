@@ -5,7 +5,6 @@
 //! configuration is given. Command-line settings (`--maxretry`, ...) override both.
 //! What they read: the LOG arguments when given, else each jail's own `sources`.
 
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,13 +13,14 @@ use anyhow::{bail, Context};
 use clap::Args;
 
 use crate::config::value::{
-    parse_duration, parse_net, Duration, FilterName, MaxRetry, Net, PatternText, PrefixLen,
-    TimeFormatText, Zone, ZoneSpec, FAIL2BAN_PREFIX,
+    parse_duration, Duration, FilterName, MaxRetry, PatternText, PrefixLen, TimeFormatText, Zone,
+    ZoneSpec, FAIL2BAN_PREFIX,
 };
 use crate::config::{self, Config, JailConfig, JailTable};
 use crate::detect::{library, pattern::Pattern};
 use crate::scan::{self, report, ScanOptions};
 use crate::source::Input;
+use crate::vocab::Net;
 
 #[derive(Args, Debug)]
 pub struct ScanArgs {
@@ -110,7 +110,7 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .filter_map(|i| match i {
             Input::File(p) => std::fs::metadata(p).ok().map(|m| m.len()),
-            Input::Stdin => None,
+            _ => None,
         })
         .sum();
     let bar =
@@ -215,7 +215,7 @@ fn overrides(args: &ScanArgs) -> anyhow::Result<JailTable> {
             args.ignore
                 .iter()
                 .map(|s| {
-                    parse_net(s)
+                    crate::vocab::parse_target(s)
                         .map(Net)
                         .map_err(|e| anyhow::anyhow!("--ignore: {e}"))
                 })
@@ -223,10 +223,8 @@ fn overrides(args: &ScanArgs) -> anyhow::Result<JailTable> {
         );
     }
     if let Some(p) = args.ipv6_prefix {
-        if !(1..=128).contains(&p) {
-            bail!("--ipv6-prefix must be between 1 and 128");
-        }
-        t.ipv6_prefix = Some(PrefixLen(p));
+        t.ipv6_prefix =
+            Some(PrefixLen::new(p.into()).map_err(|e| anyhow::anyhow!("--ipv6-prefix: {e}"))?);
     }
     if let Some(z) = &args.timezone {
         let spec = if z == "local" {
@@ -324,14 +322,13 @@ fn plan_inputs(
         // times cannot be read keep their order.
         seen.sort_by_key(|i| match i {
             Input::File(p) => (0, modified(p)),
-            Input::Stdin => (1, std::time::UNIX_EPOCH),
+            _ => (1, std::time::UNIX_EPOCH),
         });
         let all: Vec<usize> = (0..jails.len()).collect();
         let reads = vec![all; seen.len()];
         return Ok((seen, reads));
     }
-    let mut by_path: BTreeMap<PathBuf, Vec<usize>> = BTreeMap::new();
-    let mut order: Vec<PathBuf> = Vec::new();
+    let mut by_input: Vec<(Input, Vec<usize>)> = Vec::new();
     for (j, jail) in jails.iter().enumerate() {
         if jail.sources.is_empty() {
             bail!(
@@ -340,19 +337,21 @@ fn plan_inputs(
             );
         }
         for src in &jail.sources {
-            for path in expand(src)? {
-                let readers = by_path.entry(path.clone()).or_default();
-                if readers.is_empty() {
-                    order.push(path);
-                }
-                if !readers.contains(&j) {
-                    readers.push(j);
+            // The journal and containers are read as far back as they go, like a file.
+            let inputs = match Input::from_source(src).map_err(anyhow::Error::msg)? {
+                Input::File(_) => expand(src)?.into_iter().map(Input::File).collect(),
+                other => vec![other],
+            };
+            for input in inputs {
+                match by_input.iter_mut().find(|(i, _)| *i == input) {
+                    Some((_, readers)) if !readers.contains(&j) => readers.push(j),
+                    Some(_) => {}
+                    None => by_input.push((input, vec![j])),
                 }
             }
         }
     }
-    let reads = order.iter().map(|p| by_path[p].clone()).collect();
-    Ok((order.into_iter().map(Input::File).collect(), reads))
+    Ok(by_input.into_iter().unzip())
 }
 
 /// Expands a source: a plain path as is (so a missing file is an error naming it), a glob to

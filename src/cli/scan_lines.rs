@@ -15,8 +15,8 @@ use jiff::Timestamp;
 use crate::config::JailConfig;
 use crate::detect::fail2ban::adapter::clock;
 use crate::detect::fail2ban::matcher::FailureId;
-use crate::detect::filter::parse_host;
-use crate::detect::{Filter, Prefilter, TimeContext, Verdict};
+use crate::detect::verdict::parse_host;
+use crate::detect::{Filter, LineContext, Prefilter, Verdict};
 use crate::source::{self, Input, LineReader};
 
 fn json(s: &str) -> String {
@@ -31,13 +31,13 @@ pub fn print(jail: &JailConfig, inputs: &[Input], now: Timestamp) -> anyhow::Res
     for input in inputs {
         let opened =
             source::open(input).with_context(|| format!("cannot read {}", input.display()))?;
-        let ctx = TimeContext {
-            zone: jail.time_zone(),
-            reference: opened
+        let ctx = LineContext::new(
+            jail.time_zone(),
+            opened
                 .modified
                 .and_then(|m| Timestamp::try_from(m).ok())
                 .unwrap_or(now),
-        };
+        );
         let prefix = if several {
             format!(",\"input\":{}", json(&input.display()))
         } else {

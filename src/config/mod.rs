@@ -22,15 +22,19 @@ use toml::Spanned;
 use crate::detect::filter::UnwrapSpec;
 use crate::detect::json::JsonSpec;
 use crate::detect::{library, Filter, FilterSpec};
+use crate::jail::escalate::Escalation;
 use crate::jail::{IgnoreList, JailParams, DEFAULT_MAX_CLIENTS};
-use daemon::{DaemonTable, EnforceTable, EnforcerName, EscalateTable, Escalation};
+use crate::source::SourceSpec;
+use crate::vocab::ports::PortsValue;
+use crate::vocab::Net;
+use daemon::{DaemonTable, EnforceSettings, EnforcerName, EscalateTable};
 use value::{
-    Duration, FilterName, MaxRetry, Net, PatternText, PortsValue, PrefixLen, TimeFormatText, Zone,
+    Duration, FilterName, MaxClients, MaxRetry, PatternText, PrefixLen, TimeFormatText, Zone,
     ZoneSpec,
 };
 
 /// The keys shared by `[defaults]` and `[jails.NAME]`; every one optional.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct JailTable {
     pub enabled: Option<bool>,
@@ -48,7 +52,7 @@ pub struct JailTable {
     pub bantime: Option<Duration>,
     pub ignore: Option<Vec<Net>>,
     pub ipv6_prefix: Option<PrefixLen>,
-    pub max_clients: Option<usize>,
+    pub max_clients: Option<MaxClients>,
     pub escalate: Option<EscalateTable>,
     pub ports: Option<PortsValue>,
     pub behind: Option<Behind>,
@@ -78,7 +82,7 @@ struct ConfigFile {
     #[serde(default)]
     daemon: DaemonTable,
     #[serde(default)]
-    enforce: EnforceTable,
+    enforce: EnforceSettings,
     ports: Option<Spanned<crate::ports::PortsTable>>,
 }
 
@@ -96,7 +100,7 @@ pub struct JailConfig {
     /// Longer bans for repeat offenders, when configured.
     pub escalation: Option<Escalation>,
     /// The ports its bans cover; `None`: every port.
-    pub ports: Option<crate::enforce::Ports>,
+    pub ports: Option<crate::vocab::Ports>,
     /// Its bans go to Cloudflare (`behind = "cloudflare"`).
     pub behind_cloudflare: bool,
     /// The jail's table merged over the defaults, as written (for layering overrides).
@@ -118,7 +122,7 @@ pub struct Config {
     pub defaults: JailTable,
     pub jails: Vec<JailConfig>,
     pub daemon: DaemonTable,
-    pub enforce: EnforceTable,
+    pub enforce: EnforceSettings,
     /// The port policy `[ports]` declares, if any.
     pub ports: Option<crate::ports::PortPolicy>,
     pub ports_backend: crate::ports::Backend,
@@ -239,16 +243,18 @@ impl Config {
         // started from.
         for jail in &mut config.jails {
             for src in jail.sources.iter_mut() {
-                if Path::new(src.as_str()).is_relative() && !is_stream_source(src) {
+                if Path::new(src.as_str()).is_relative() && SourceSpec::is_path(src) {
                     *src = dir.join(&*src).display().to_string();
                 }
             }
             jail.table.sources = Some(jail.sources.clone());
         }
-        for p in [&mut config.daemon.state_dir, &mut config.daemon.socket]
-            .into_iter()
-            .flatten()
-        {
+        // So are the other paths (systemd starts moat in `/`).
+        let mut paths = vec![&mut config.daemon.state_dir, &mut config.daemon.socket];
+        if let Some(cf) = config.enforce.cloudflare.as_mut() {
+            paths.extend([&mut cf.token_file, &mut cf.key_file]);
+        }
+        for p in paths.into_iter().flatten() {
             if p.is_relative() {
                 *p = dir.join(&*p);
             }
@@ -267,7 +273,7 @@ impl Config {
     fn from_texts(texts: &[(String, &str)]) -> Result<Config, ConfigError> {
         let mut defaults = JailTable::default();
         let mut daemon = DaemonTable::default();
-        let mut enforce = EnforceTable::default();
+        let mut enforce = EnforceSettings::default();
         // `[ports]` is one declaration: a later file's replaces an earlier one's whole.
         let mut ports: Option<(crate::ports::PortsTable, usize, Range<usize>)> = None;
         // Each jail's merged table and where it was last written, for messages.
@@ -277,12 +283,7 @@ impl Config {
                 .map_err(|e| ConfigError::at(path, text, e.span(), with_hint(e.message())))?;
             defaults = merge(&defaults, &file.defaults);
             daemon = overlay_daemon(daemon, file.daemon);
-            enforce = EnforceTable {
-                uses: file.enforce.uses.or(enforce.uses),
-                exec: file.enforce.exec.or(enforce.exec),
-                lift_on_stop: file.enforce.lift_on_stop.or(enforce.lift_on_stop),
-                cloudflare: file.enforce.cloudflare.or(enforce.cloudflare),
-            };
+            enforce = enforce.overlay(file.enforce);
             if let Some(p) = file.ports {
                 let span = p.span();
                 ports = Some((p.into_inner(), i, span));
@@ -298,30 +299,9 @@ impl Config {
             }
         }
         let (last_path, last_text) = &texts[texts.len() - 1];
-        let uses = enforce.uses.clone().unwrap_or_default();
-        if uses.contains(&EnforcerName::Exec) && enforce.exec.is_none() {
-            return Err(ConfigError::at(
-                last_path,
-                last_text,
-                None,
-                "[enforce] uses \"exec\" but there is no [enforce.exec] table; hint: add \
-                 [enforce.exec] with ban = [\"/path/to/program\", \"{ip}\"]"
-                    .into(),
-            ));
-        }
-        if uses.contains(&EnforcerName::Cloudflare) {
-            let problem = match &enforce.cloudflare {
-                None => Some(
-                    "[enforce] uses \"cloudflare\" but there is no [enforce.cloudflare] table; \
-                     hint: add [enforce.cloudflare] with token_file, account_id and zone_id"
-                        .to_string(),
-                ),
-                Some(cf) => cf.check().err(),
-            };
-            if let Some(m) = problem {
-                return Err(ConfigError::at(last_path, last_text, None, m));
-            }
-        }
+        enforce
+            .check()
+            .map_err(|m| ConfigError::at(last_path, last_text, None, m))?;
         let mut jails = Vec::new();
         for (name, (table, file, span)) in &tables {
             let merged = merge(&defaults, table);
@@ -340,7 +320,7 @@ impl Config {
             jails.push(jail);
         }
         if let Some(j) = jails.iter().find(|j: &&JailConfig| j.behind_cloudflare) {
-            if !uses.contains(&EnforcerName::Cloudflare) {
+            if !enforce.names().contains(&EnforcerName::Cloudflare) {
                 return Err(ConfigError::at(
                     last_path,
                     last_text,
@@ -418,13 +398,6 @@ pub fn merge(defaults: &JailTable, jail: &JailTable) -> JailTable {
         fail2ban_dir,
         fail2ban_options
     )
-}
-
-/// Sources that are not paths: standard input, the journal.
-pub fn is_stream_source(src: &str) -> bool {
-    src == "-"
-        || src.starts_with(crate::source::journald::PREFIX)
-        || src.starts_with(crate::source::docker::PREFIX)
 }
 
 /// A drop-in's `[daemon]` keys over the earlier files'.
@@ -523,10 +496,7 @@ pub fn resolve(name: &str, t: &JailTable) -> Result<JailConfig, String> {
     }
     let escalation = t.escalate.as_ref().map(|e| e.resolve()).transpose()?;
     for src in t.sources.iter().flatten() {
-        if let Some(Err(e)) = crate::source::journald::JournalSelect::parse(src) {
-            return Err(format!("source {src:?}: {e}"));
-        }
-        if let Some(Err(e)) = crate::source::docker::ContainerSelect::parse(src) {
+        if let Err(e) = SourceSpec::parse(src) {
             return Err(format!("source {src:?}: {e}"));
         }
     }
@@ -540,7 +510,7 @@ pub fn resolve(name: &str, t: &JailTable) -> Result<JailConfig, String> {
             .map_or(jiff::SignedDuration::from_hours(1), |d| d.0),
         ipv6_prefix: t.ipv6_prefix.map_or(64, |p| p.0),
         ignore: IgnoreList::new(t.ignore.iter().flatten().map(|n| n.0)),
-        max_clients: t.max_clients.unwrap_or(DEFAULT_MAX_CLIENTS).max(16),
+        max_clients: t.max_clients.map_or(DEFAULT_MAX_CLIENTS, |m| m.0),
     };
     Ok(JailConfig {
         name: name.to_string(),
@@ -629,6 +599,43 @@ maxretry = 3
         assert!(
             e.starts_with("moat.toml:1:") && e.contains("no filter"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_configuration_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("moat.toml");
+        let text = "[daemon]\nstate_dir = \"state\"\n\n[enforce]\nuse = [\"cloudflare\"]\n\n\
+                    [enforce.cloudflare]\ntoken_file = \"cf.token\"\naccount_id = \"a\"\n\
+                    zone_id = \"z\"\n\n[jails.x]\nfilter = \"sshd\"\nsources = [\"auth.log\"]\n";
+        std::fs::write(&path, text).unwrap();
+        let c = Config::load(&path).unwrap();
+        let cf = c.enforce.cloudflare.as_ref().unwrap();
+        assert_eq!(
+            cf.token_file.as_deref(),
+            Some(&*tmp.path().join("cf.token"))
+        );
+        assert_eq!(
+            c.daemon.state_dir.as_deref(),
+            Some(&*tmp.path().join("state"))
+        );
+        assert_eq!(
+            c.jails[0].sources,
+            [tmp.path().join("auth.log").display().to_string()]
+        );
+        // The global key's file too; an absolute path stays as written.
+        let text = text.replace(
+            "token_file = \"cf.token\"",
+            "email = \"admin@example.com\"\nkey_file = \"cf.key\"",
+        );
+        std::fs::write(&path, text.replace("\"state\"", "\"/var/lib/moat\"")).unwrap();
+        let c = Config::load(&path).unwrap();
+        let cf = c.enforce.cloudflare.as_ref().unwrap();
+        assert_eq!(cf.key_file.as_deref(), Some(&*tmp.path().join("cf.key")));
+        assert_eq!(
+            c.daemon.state_dir.as_deref(),
+            Some(Path::new("/var/lib/moat"))
         );
     }
 

@@ -2,133 +2,13 @@
 //! reported at its own line and column (the `toml` crate attaches the span of the value being
 //! deserialised to the error).
 
-use std::fmt;
-
-use ipnet::IpNet;
 use jiff::tz::TimeZone;
-use jiff::SignedDuration;
-use serde::de::{self, Deserializer, Visitor};
+use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
 use crate::detect::{library, pattern::Pattern, TimeFormat};
-
-/// A duration: `"90s"`, `"10m"`, `"1h30m"`, `"7d"`, `"2w"`, or an integer number of seconds;
-/// `"forever"` where a ban may be permanent (it reads as [`SignedDuration::MAX`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Duration(pub SignedDuration);
-
-const DURATION_HINT: &str =
-    "hint: write a number and a unit (s, m, h, d, w), e.g. \"90s\", \"10m\", \"1h30m\", \"7d\"";
-
-pub fn parse_duration(s: &str) -> Result<SignedDuration, String> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Err(format!("empty duration; {DURATION_HINT}"));
-    }
-    if let Ok(secs) = s.parse::<i64>() {
-        return Ok(SignedDuration::from_secs(secs));
-    }
-    let mut total: i64 = 0;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(format!("invalid duration {s:?}; {DURATION_HINT}"));
-        }
-        let n: i64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("duration {s:?} is too large"))?;
-        rest = rest[digits..].trim_start();
-        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let unit = match &rest[..unit_len] {
-            "s" | "sec" | "secs" | "second" | "seconds" => 1,
-            "m" | "min" | "mins" | "minute" | "minutes" => 60,
-            "h" | "hour" | "hours" => 3600,
-            "d" | "day" | "days" => 86_400,
-            "w" | "week" | "weeks" => 604_800,
-            "" => {
-                return Err(format!(
-                    "duration {s:?} has a number without a unit; {DURATION_HINT}"
-                ))
-            }
-            other => {
-                return Err(format!(
-                    "unknown unit {other:?} in duration {s:?}; {DURATION_HINT}"
-                ))
-            }
-        };
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| format!("duration {s:?} is too large"))?;
-        rest = rest[unit_len..].trim_start();
-    }
-    Ok(SignedDuration::from_secs(total))
-}
-
-impl<'de> Deserialize<'de> for Duration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Duration;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a duration such as \"10m\" or a number of seconds")
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
-                if v <= 0 {
-                    return Err(E::custom(format!(
-                        "duration must be positive; {DURATION_HINT}"
-                    )));
-                }
-                Ok(Duration(SignedDuration::from_secs(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
-                if matches!(v.trim(), "forever" | "permanent") {
-                    return Ok(Duration(SignedDuration::MAX));
-                }
-                let d = parse_duration(v).map_err(E::custom)?;
-                if d.is_zero() || d.is_negative() {
-                    return Err(E::custom(format!(
-                        "duration must be positive; {DURATION_HINT}"
-                    )));
-                }
-                Ok(Duration(d))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// An address or network for `ignore`: `192.0.2.1`, `198.51.100.0/24`, `2001:db8::/32`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Net(pub IpNet);
-
-pub fn parse_net(s: &str) -> Result<IpNet, String> {
-    let s = s.trim();
-    if let Ok(net) = s.parse::<IpNet>() {
-        if net.trunc() != net {
-            return Err(format!(
-                "{s:?} has host bits set; hint: did you mean {}?",
-                net.trunc()
-            ));
-        }
-        return Ok(net);
-    }
-    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
-        return Ok(IpNet::from(ip));
-    }
-    Err(format!(
-        "{s:?} is not an address or a CIDR network; hint: write e.g. \"192.0.2.7\", \
-         \"198.51.100.0/24\" or \"2001:db8::/32\" (host names are not resolved)"
-    ))
-}
-
-impl<'de> Deserialize<'de> for Net {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        parse_net(&s).map(Net).map_err(de::Error::custom)
-    }
-}
+use crate::enforce::safety::WIDEST_V6;
+pub use crate::vocab::time::{parse_duration, Duration};
 
 /// A failregex/ignoreregex/prefregex, checked by compiling it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -181,7 +61,7 @@ impl<'de> Deserialize<'de> for FilterName {
     }
 }
 
-/// A time format name or strftime pattern.
+/// A time format name or strftime pattern (checked to give a full date and time).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TimeFormatText(pub String);
 
@@ -194,7 +74,7 @@ impl<'de> Deserialize<'de> for TimeFormatText {
 }
 
 /// The zone of times written without an offset: `"local"`, `"UTC"` or an IANA name.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Zone(pub ZoneSpec);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -244,20 +124,49 @@ impl<'de> Deserialize<'de> for MaxRetry {
     }
 }
 
-/// `ipv6_prefix`: 1 to 128.
+/// `ipv6_prefix`: from [`WIDEST_V6`] (32) to 128. The enforcers refuse to ban an IPv6
+/// network wider than /32 (see [`crate::enforce::safety`]), so a jail counting wider prefixes
+/// would decide bans that `moat scan` reports and the daemon never places.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PrefixLen(pub u8);
 
-impl<'de> Deserialize<'de> for PrefixLen {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = i64::deserialize(d)?;
-        if !(1..=128).contains(&v) {
-            return Err(de::Error::custom(format!(
-                "ipv6_prefix must be between 1 and 128, not {v}; hint: 64 bans the /64 a \
-                 provider gives one customer, 128 only the exact address"
-            )));
+impl PrefixLen {
+    pub fn new(v: i64) -> Result<PrefixLen, String> {
+        if !(i64::from(WIDEST_V6)..=128).contains(&v) {
+            return Err(format!(
+                "ipv6_prefix must be between {WIDEST_V6} and 128, not {v}: moat never bans an \
+                 IPv6 network wider than /{WIDEST_V6}, so a jail counting wider prefixes could \
+                 not ban; hint: 64 bans the /64 a provider gives one customer, 128 only the \
+                 exact address"
+            ));
         }
         Ok(PrefixLen(v as u8))
+    }
+}
+
+impl<'de> Deserialize<'de> for PrefixLen {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        PrefixLen::new(i64::deserialize(d)?).map_err(de::Error::custom)
+    }
+}
+
+/// The smallest `max_clients`: a jail's memory sweep frees an eighth of the cap at a time.
+pub const FEWEST_CLIENTS: usize = 16;
+
+/// `max_clients`: at least [`FEWEST_CLIENTS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaxClients(pub usize);
+
+impl<'de> Deserialize<'de> for MaxClients {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = i64::deserialize(d)?;
+        if v < FEWEST_CLIENTS as i64 {
+            return Err(de::Error::custom(format!(
+                "max_clients must be at least {FEWEST_CLIENTS}, not {v}; hint: the default, \
+                 50000, costs about 4 MB per jail"
+            )));
+        }
+        Ok(MaxClients(v as usize))
     }
 }
 
@@ -279,54 +188,12 @@ mod tests {
         assert!(secs("m").is_err());
         assert!(secs("10").is_ok());
         assert!(secs("99999999999999999999d").is_err());
-    }
-
-    #[test]
-    fn nets() {
-        assert_eq!(parse_net("192.0.2.7").unwrap().to_string(), "192.0.2.7/32");
-        assert!(parse_net("198.51.100.1/24")
+        // Ten years at most, however it is written.
+        assert_eq!(secs("520w"), Ok(314_496_000));
+        assert!(secs("522w").unwrap_err().contains("longer than 10 years"));
+        assert!(secs("9223372036854775807")
             .unwrap_err()
-            .contains("198.51.100.0/24"));
-        assert!(parse_net("example.com").is_err());
-        assert!(parse_net("192.0.2.0/33").is_err());
-    }
-}
-
-/// `ports`: a list of ports, ranges and protocols (`[22, "8000-8100", "53/udp"]`), or one.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PortsValue(pub crate::enforce::Ports);
-
-impl<'de> Deserialize<'de> for PortsValue {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Entry {
-            Number(i64),
-            Text(String),
-        }
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum OneOrMany {
-            One(Entry),
-            Many(Vec<Entry>),
-        }
-        let entries = match OneOrMany::deserialize(d).map_err(|_| {
-            de::Error::custom(
-                "expected a port or a list of ports; hint: ports = [22, \"8000-8100\", \"53/udp\"]",
-            )
-        })? {
-            OneOrMany::One(e) => vec![e],
-            OneOrMany::Many(v) => v,
-        };
-        let texts: Vec<String> = entries
-            .into_iter()
-            .map(|e| match e {
-                Entry::Number(n) => n.to_string(),
-                Entry::Text(t) => t,
-            })
-            .collect();
-        crate::enforce::Ports::parse(texts.iter().map(String::as_str))
-            .map(PortsValue)
-            .map_err(de::Error::custom)
+            .contains("10 years"));
+        assert!(secs("3650d1s").is_err());
     }
 }

@@ -6,7 +6,7 @@
 //! request is one JSON line of at most [`MAX_REQUEST`] bytes that must arrive within a few
 //! seconds; anything else gets an error reply and the connection is closed.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -37,7 +37,25 @@ pub async fn bind(path: &Path, access: &Access) -> anyhow::Result<UnixListener> 
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
     }
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        // Only a socket is moat's to replace: a file, a directory or a link there is someone
+        // else's, and a typo in `[daemon] socket` must not delete it.
+        if !meta.file_type().is_socket() {
+            let what = if meta.is_dir() {
+                "a directory"
+            } else if meta.file_type().is_symlink() {
+                "a symbolic link"
+            } else if meta.is_file() {
+                "a regular file"
+            } else {
+                "a device or a pipe"
+            };
+            anyhow::bail!(
+                "{} is not a socket ({what}); moat does not delete it. Move it away, or set \
+                 [daemon] socket to another path",
+                path.display()
+            );
+        }
         if UnixStream::connect(path).await.is_ok() {
             anyhow::bail!(
                 "another moat is already running on {} (stop it first, or set [daemon] socket)",

@@ -2,14 +2,18 @@
 //! detection or another enforcer.
 //!
 //! Each thread takes every change queued since its last batch and applies them as one batch.
-//! A change that fails is retried with exponential backoff, up to the configured number of
-//! attempts; what failed, when, and when the next try is, shows in `moat status`.
+//! A change that fails is retried as its enforcer's [`Retry`] policy says (and no sooner than
+//! a rate limit's Retry-After, not at all when the failure says it cannot pass); what failed,
+//! when, and when the next try is, shows in `moat status`.
+//!
+//! Which jails' bans an enforcer takes follows from its [`Kind`]: with jails behind Cloudflare,
+//! an edge enforcer takes theirs, a host enforcer everybody else's, an observer all.
 
 use std::collections::VecDeque;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use jiff::Timestamp;
 
@@ -18,12 +22,11 @@ use prometheus_client::metrics::histogram::Histogram;
 use super::protocol::EnforcerStatus;
 use std::collections::HashSet;
 
-use crate::enforce::{BanOrder, Change, Enforcer, Key};
+use crate::enforce::registry::Built;
+use crate::enforce::{BanOrder, Change, EnforceError, Enforcer, Key, Kind, Retry, RetryHint};
 
-const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// A batch this large (the active bans at start-up) leaves megabytes freed behind it.
 const BIG_BATCH: usize = 10_000;
-const LAST_RETRY: Duration = Duration::from_secs(60);
 
 enum Msg {
     /// Changes, and when the line that caused them was read (for the latency histogram).
@@ -56,6 +59,7 @@ impl Route {
 
 struct Runner {
     name: &'static str,
+    kind: Kind,
     drifts: bool,
     route: Route,
     /// The bans it was sent and not yet lifted, so that an unban goes where its ban went.
@@ -81,18 +85,14 @@ impl Enforcers {
         }
     }
 
-    /// Starts a thread for `enforcer`; a change is attempted at most `attempts` times.
-    pub fn add(&mut self, enforcer: Box<dyn Enforcer>, attempts: u32) {
-        self.add_with_detail(enforcer, attempts, None);
-    }
-
-    /// [`Enforcers::add`], saying in status why this enforcer was chosen.
-    pub fn add_with_detail(
-        &mut self,
-        mut enforcer: Box<dyn Enforcer>,
-        attempts: u32,
-        detail: Option<String>,
-    ) {
+    /// Starts a thread for an enforcer the registry built.
+    pub fn add(&mut self, built: Built) {
+        let Built {
+            mut enforcer,
+            kind,
+            retry,
+            detail,
+        } = built;
         let (tx, rx) = mpsc::channel();
         let name = enforcer.name();
         let drifts = enforcer.drifts();
@@ -105,10 +105,11 @@ impl Enforcers {
         let latency = self.latency.clone();
         let thread = std::thread::Builder::new()
             .name(format!("enforce-{name}"))
-            .spawn(move || run(enforcer.as_mut(), rx, &st, attempts.max(1), latency))
+            .spawn(move || run(enforcer.as_mut(), rx, &st, retry, latency))
             .expect("spawn an enforcer thread");
         self.runners.push(Runner {
             name,
+            kind,
             drifts,
             route: Route::All,
             sent: Mutex::new(HashSet::new()),
@@ -151,16 +152,17 @@ impl Enforcers {
         }
     }
 
-    /// Routes the bans of `behind` (the jails behind Cloudflare) to the Cloudflare enforcer
-    /// only, and every other jail's to the others; no routing when it is empty. Returns
+    /// Routes the bans of `behind` (the jails behind Cloudflare) to the edge enforcers only,
+    /// every other jail's to the host enforcers, all to the observers; no routing when it is
+    /// empty. Returns
     /// whether anything changed (the caller then reconciles).
     pub fn route_behind_cloudflare(&mut self, behind: &HashSet<String>) -> bool {
         let mut changed = false;
         for r in &mut self.runners {
-            let route = match (behind.is_empty(), r.name) {
-                (true, _) | (false, "log") => Route::All,
-                (false, "cloudflare") => Route::Only(behind.clone()),
-                (false, _) => Route::Except(behind.clone()),
+            let route = match (behind.is_empty(), r.kind) {
+                (true, _) | (false, Kind::Observer) => Route::All,
+                (false, Kind::Edge) => Route::Only(behind.clone()),
+                (false, Kind::Host) => Route::Except(behind.clone()),
             };
             changed |= r.route != route;
             r.route = route;
@@ -188,6 +190,26 @@ impl Enforcers {
     pub fn reconcile(&self, wanted: Vec<BanOrder>) {
         for r in &self.runners {
             let _ = r.tx.send(Msg::Reconcile(Enforcers::wanted_by(r, &wanted)));
+        }
+    }
+
+    /// Lifts bans that ended while moat was stopped, each `(jail, key)` from the enforcers
+    /// whose route takes its jail, once per key. For an enforcer that cannot list what it
+    /// holds (`exec`) this is the only way it hears of them; for the others an unban of what
+    /// they no longer hold is a no-op.
+    pub fn lift_ended(&self, ended: &[(String, Key)]) {
+        for r in &self.runners {
+            let keys: std::collections::BTreeSet<&Key> = ended
+                .iter()
+                .filter(|(jail, _)| r.route.takes(jail))
+                .map(|(_, k)| k)
+                .collect();
+            if keys.is_empty() {
+                continue;
+            }
+            let mine: Vec<Change> = keys.into_iter().cloned().map(Change::Unban).collect();
+            r.status.lock().unwrap().queued += mine.len();
+            let _ = r.tx.send(Msg::Apply(mine, None));
         }
     }
 
@@ -228,26 +250,21 @@ impl Enforcers {
     }
 }
 
-struct Retry {
+/// A change waiting for its next try.
+struct Pending {
     change: Change,
     attempts: u32,
     at: Instant,
-}
-
-fn backoff(attempts: u32) -> Duration {
-    FIRST_RETRY
-        .saturating_mul(1 << attempts.saturating_sub(1).min(10))
-        .min(LAST_RETRY)
 }
 
 fn run(
     enforcer: &mut dyn Enforcer,
     rx: mpsc::Receiver<Msg>,
     status: &Mutex<EnforcerStatus>,
-    attempts: u32,
+    policy: Retry,
     latency: Option<Histogram>,
 ) {
-    let mut retries: VecDeque<Retry> = VecDeque::new();
+    let mut retries: VecDeque<Pending> = VecDeque::new();
     let mut stopping = false;
     loop {
         let wait = retries
@@ -336,17 +353,22 @@ fn run(
                 st.failed += 1;
                 st.last_error = Some(format!("{change}: {}", f.error));
                 st.last_error_at = Some(Timestamp::now());
-                if tried >= attempts || stopping {
-                    st.gave_up += 1;
-                    tracing::error!(enforcer = enforcer.name(), %change, tried, "giving up: {}", f.error);
-                } else {
-                    let delay = backoff(tried);
+                let delay = match f.error.retry {
+                    RetryHint::Never => None,
+                    _ if stopping || !policy.allows(tried) => None,
+                    RetryHint::Later => Some(policy.backoff(tried)),
+                    RetryHint::After(d) => Some(policy.backoff(tried).max(d)),
+                };
+                if let Some(delay) = delay {
                     tracing::warn!(enforcer = enforcer.name(), %change, tried, "failed, retrying in {delay:?}: {}", f.error);
-                    retries.push_back(Retry {
+                    retries.push_back(Pending {
                         change: change.clone(),
                         attempts: tried,
                         at: Instant::now() + delay,
                     });
+                } else {
+                    st.gave_up += 1;
+                    tracing::error!(enforcer = enforcer.name(), %change, tried, "giving up: {}", f.error);
                 }
             }
             drop(st);
@@ -379,7 +401,7 @@ fn give_back_freed_memory() {
     }
 }
 
-fn note_error(status: &Mutex<EnforcerStatus>, e: &str) {
+fn note_error(status: &Mutex<EnforcerStatus>, e: &EnforceError) {
     let mut st = status.lock().unwrap();
     st.last_error = Some(e.to_string());
     st.last_error_at = Some(Timestamp::now());
@@ -390,6 +412,7 @@ mod tests {
     use super::*;
     use crate::enforce::Failed;
     use std::collections::HashSet;
+    use std::time::Duration;
 
     /// Fails every change the first `fail` times it is applied.
     struct Flaky {
@@ -408,14 +431,23 @@ mod tests {
                 return (0..batch.len())
                     .map(|index| Failed {
                         index,
-                        error: "down".into(),
+                        error: EnforceError::later("down"),
                     })
                     .collect();
             }
             Vec::new()
         }
-        fn held(&mut self) -> Result<HashSet<crate::enforce::Key>, String> {
+        fn held(&mut self) -> Result<HashSet<crate::enforce::Key>, EnforceError> {
             Ok(HashSet::new())
+        }
+    }
+
+    fn built(enforcer: impl Enforcer + 'static, retry: Retry) -> Built {
+        Built {
+            enforcer: Box::new(enforcer),
+            kind: Kind::Host,
+            retry,
+            detail: None,
         }
     }
 
@@ -423,13 +455,13 @@ mod tests {
     fn failures_are_retried_and_shown() {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let mut e = Enforcers::default();
-        e.add(
-            Box::new(Flaky {
+        e.add(built(
+            Flaky {
                 fail: 1,
                 calls: calls.clone(),
-            }),
-            3,
-        );
+            },
+            Retry::times(3),
+        ));
         e.apply(vec![Change::Unban(crate::enforce::Key::all_ports(
             "192.0.2.1/32".parse().unwrap(),
         ))]);

@@ -19,7 +19,6 @@
 //! systemd is told READY. Shutdown happens in one place, [`run`]'s end: stop reading, let
 //! the engine checkpoint, let the enforcers finish their queue, remove the socket.
 
-pub mod containers;
 pub mod control;
 pub mod enforcers;
 pub mod engine;
@@ -36,70 +35,109 @@ use jiff::Timestamp;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::daemon::{EnforcerName, DEFAULT_SOCKET, DEFAULT_STATE_DIR};
+use crate::config::daemon::{DEFAULT_SOCKET, DEFAULT_STATE_DIR};
 use crate::config::Config;
-use crate::enforce::exec::ExecEnforcer;
-use crate::enforce::iptables::IptablesEnforcer;
-use crate::enforce::log::LogEnforcer;
-use crate::enforce::nftables::NftEnforcer;
-use crate::ledger::Ledger;
+use crate::ledger::SqliteLedger;
+use crate::source::stream::Health;
 use control::{Access, DaemonRequest};
 use enforcers::Enforcers;
 use engine::{Engine, EngineMsg};
-use protocol::{EnforcerStatus, JailStatus, Reply, SourceStatus, Status};
+use protocol::{EnforcerStatus, FileStatus, JailStatus, Reply, SourceStatus, Status};
 use sources::Sources;
+
+/// What a warning in `moat status` is about: a new warning of a kind can replace or clear
+/// the old ones of that kind, whatever their words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Warning {
+    /// The ledger could not be opened or was damaged at start (lasts until a restart).
+    LedgerAtStart,
+    /// The active bans could not be read at start.
+    ActiveBans,
+    /// A ledger write failed and is retried.
+    LedgerWrite,
+    /// A checkpoint failed and is retried.
+    Checkpoint,
+    /// The ledger's file was deleted or replaced while moat ran.
+    LedgerGone,
+    /// The port policy: its state cannot be read, or an apply failed.
+    PortsError,
+    /// The port policy was rolled back, or differs from the configuration.
+    PortsNotice,
+    /// A published port the policy blocks.
+    PortsBlocked,
+}
 
 /// What the tasks share for `moat status`.
 pub struct Shared {
     pub started: Timestamp,
     pub config: String,
-    pub warnings: Mutex<Vec<String>>,
+    warnings: Mutex<Vec<(Warning, String)>>,
     pub sources: Mutex<Vec<SourceStatus>>,
     /// Journald and container sources, updated by their readers as they go.
-    pub streams: Arc<Mutex<std::collections::BTreeMap<String, SourceStatus>>>,
+    pub streams: Arc<Mutex<std::collections::BTreeMap<String, Health>>>,
 }
 
 impl Shared {
     /// Adds a problem for `moat status` (the same text once; at most 20 kept).
-    pub fn warn(&self, w: String) {
+    pub fn warn(&self, kind: Warning, text: String) {
         let mut ws = self.warnings.lock().unwrap();
-        if !ws.contains(&w) {
+        if !ws.iter().any(|(_, t)| *t == text) {
             if ws.len() == 20 {
                 ws.remove(0);
             }
-            ws.push(w);
+            ws.push((kind, text));
         }
     }
 
-    /// Forgets problems that start with `prefix`: they went away.
-    pub fn clear_warnings(&self, prefix: &str) {
-        self.warnings
-            .lock()
-            .unwrap()
-            .retain(|w| !w.starts_with(prefix));
+    /// Forgets the problems of a kind: they went away.
+    pub fn clear(&self, kind: Warning) {
+        self.warnings.lock().unwrap().retain(|(k, _)| *k != kind);
     }
 
     pub fn status(
         &self,
         jails: Vec<JailStatus>,
         enforcers: Vec<EnforcerStatus>,
-        ledger: &Path,
+        ledger: &str,
     ) -> Status {
         Status {
             version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
             started: self.started,
             config: self.config.clone(),
-            ledger: ledger.display().to_string(),
-            warnings: self.warnings.lock().unwrap().clone(),
+            ledger: ledger.to_string(),
+            warnings: self
+                .warnings
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(_, t)| t.clone())
+                .collect(),
             enforcers,
             sources: {
                 let streams = self.streams.lock().unwrap();
+                let of_stream = |s: &SourceStatus| {
+                    let h = streams.get(&s.source)?.lock().unwrap().clone();
+                    Some(SourceStatus {
+                        source: s.source.clone(),
+                        files: h
+                            .parts
+                            .into_iter()
+                            .map(|p| FileStatus {
+                                path: p.name,
+                                lines: p.lines,
+                                overlong: p.overlong,
+                                ..FileStatus::default()
+                            })
+                            .collect(),
+                        error: h.error,
+                    })
+                };
                 self.sources
                     .lock()
                     .unwrap()
                     .iter()
-                    .map(|s| streams.get(&s.source).cloned().unwrap_or_else(|| s.clone()))
+                    .map(|s| of_stream(s).unwrap_or_else(|| s.clone()))
                     .collect()
             },
             jails,
@@ -135,84 +173,14 @@ fn sources_of(config: &Config) -> Vec<String> {
 }
 
 fn build_enforcers(config: &Config, metrics: &metrics::Metrics) -> anyhow::Result<Enforcers> {
-    let mut names = config
-        .enforce
-        .uses
-        .clone()
-        .unwrap_or_else(|| vec![EnforcerName::Log]);
-    names.sort();
-    names.dedup();
     let mut e = Enforcers::with_latency(metrics.ban_latency.clone());
-    for name in names {
-        match name {
-            EnforcerName::Log => e.add(Box::new(LogEnforcer::default()), 1),
-            EnforcerName::Exec => {
-                let x = config
-                    .enforce
-                    .exec
-                    .as_ref()
-                    .expect("validated with the config");
-                let timeout = x
-                    .timeout
-                    .map_or(Duration::from_secs(10), |d| d.0.unsigned_abs());
-                e.add(
-                    Box::new(ExecEnforcer::new(&x.ban, x.unban.as_ref(), timeout)),
-                    x.retries.unwrap_or(3) + 1,
-                );
-            }
-            EnforcerName::Nftables => {
-                let how = NftEnforcer::probe()
-                    .map_err(|e| anyhow::anyhow!("the nftables enforcer cannot work here: {e}"))?;
-                e.add_with_detail(
-                    Box::new(NftEnforcer::new()),
-                    5,
-                    Some(format!("through {how}")),
-                );
-            }
-            EnforcerName::Iptables => {
-                IptablesEnforcer::probe()
-                    .map_err(|e| anyhow::anyhow!("the iptables enforcer cannot work here: {e}"))?;
-                e.add(Box::new(IptablesEnforcer::new()), 5);
-            }
-            EnforcerName::Cloudflare => {
-                let t = config
-                    .enforce
-                    .cloudflare
-                    .as_ref()
-                    .expect("validated with the config");
-                let cf = crate::enforce::cloudflare::from_config(t)
-                    .map_err(|e| anyhow::anyhow!("the cloudflare enforcer: {e}"))?;
-                let detail = format!(
-                    "{} mode, {} requests/s at most, {} per 5 minutes",
-                    if t.mode == Some(crate::config::daemon::CloudflareMode::AccessRules) {
-                        "access-rules"
-                    } else {
-                        "list"
-                    },
-                    t.requests_per_second.unwrap_or(4.0),
-                    t.budget.unwrap_or(1200)
-                );
-                // Retried until applied: a remote change is never given up on.
-                e.add_with_detail(Box::new(cf), u32::MAX, Some(detail));
-            }
-            EnforcerName::Kernel => match NftEnforcer::probe() {
-                Ok(how) => {
-                    let why = format!("chosen by `kernel`: nftables works here (through {how})");
-                    tracing::info!("{why}");
-                    e.add_with_detail(Box::new(NftEnforcer::new()), 5, Some(why));
-                }
-                Err(nft) => {
-                    IptablesEnforcer::probe().map_err(|ipt| {
-                        anyhow::anyhow!(
-                            "no kernel enforcer works here: nftables ({nft}), iptables ({ipt})"
-                        )
-                    })?;
-                    let why = format!("chosen by `kernel`: nftables does not work ({nft})");
-                    tracing::warn!("{why}; using iptables/ipset");
-                    e.add_with_detail(Box::new(IptablesEnforcer::new()), 5, Some(why));
-                }
-            },
-        }
+    for name in config.enforce.names() {
+        e.add(
+            config
+                .enforce
+                .build(name)
+                .map_err(|err| anyhow::anyhow!("{err}"))?,
+        );
     }
     let behind = config.behind_cloudflare();
     e.route_behind_cloudflare(&behind);
@@ -229,14 +197,13 @@ fn build_enforcers(config: &Config, metrics: &metrics::Metrics) -> anyhow::Resul
     Ok(e)
 }
 
-/// Whether a kernel enforcer is configured.
+/// Whether a kernel (host) enforcer is configured.
 fn names_kernel(config: &Config) -> bool {
-    config.enforce.uses.iter().flatten().any(|n| {
-        matches!(
-            n,
-            EnforcerName::Nftables | EnforcerName::Iptables | EnforcerName::Kernel
-        )
-    })
+    config
+        .enforce
+        .names()
+        .into_iter()
+        .any(|n| crate::enforce::registry::EnforceSettings::kind(n) == crate::enforce::Kind::Host)
 }
 
 fn notify(state: &[sd_notify::NotifyState]) {
@@ -268,9 +235,9 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
     };
     // A state directory that cannot hold the ledger (read-only, full, wrong owner) must not
     // leave the host unprotected: run with the ledger in memory, and say so loudly.
-    let (ledger, moved, unusable) = match Ledger::open(&state_dir) {
+    let (ledger, moved, unusable) = match SqliteLedger::open(&state_dir) {
         Ok((l, moved)) => (l, moved, None),
-        Err(e) => (Ledger::open_in_memory()?, None, Some(e)),
+        Err(e) => (SqliteLedger::open_in_memory()?, None, Some(e)),
     };
     let shared = Arc::new(Shared {
         started: Timestamp::now(),
@@ -280,7 +247,7 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
             .map(|p| p.display().to_string())
             .collect::<Vec<_>>()
             .join(", "),
-        warnings: Mutex::new(Vec::new()),
+        warnings: Mutex::default(),
         sources: Mutex::new(Vec::new()),
         streams: Arc::default(),
     });
@@ -290,7 +257,7 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
              forgotten at exit, and cursors are not saved. Fix the state directory and restart"
         );
         tracing::error!("{msg}");
-        shared.warn(msg);
+        shared.warn(Warning::LedgerAtStart, msg);
     }
     if let Some(aside) = moved {
         let msg = format!(
@@ -300,7 +267,7 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
             aside.display()
         );
         tracing::error!("{msg}");
-        shared.warn(msg);
+        shared.warn(Warning::LedgerAtStart, msg);
     }
     let listener = control::bind(&socket, &access).await?;
 
@@ -335,7 +302,14 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
         shared.clone(),
         metrics.clone(),
     ));
-    let engine = Engine::start(&config, ledger, enforcers, shared.clone(), metrics);
+    let engine = Engine::start(
+        &config,
+        Box::new(ledger.clone()),
+        Box::new(ledger),
+        enforcers,
+        shared.clone(),
+        metrics,
+    );
     let cursors = engine.saved_cursors();
     // Small: a block is up to 256 KiB, and a source that reads faster than the engine decides
     // should wait rather than queue megabytes (ingest is as fast with 16 as with 256).
@@ -381,7 +355,7 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
         .enforce
         .cloudflare
         .as_ref()
-        .map(|t| tokio::spawn(refresh_cloudflare_ranges(t.api.clone())));
+        .map(|t| tokio::spawn(refresh_cloudflare_ranges(t.api.clone(), engine_tx.clone())));
 
     notify(&[
         sd_notify::NotifyState::Ready,
@@ -472,8 +446,7 @@ async fn reload(
 
 /// Fetches Cloudflare's published proxy ranges at start and daily, so that ranges added after
 /// this build are never banned either (the built-in ones always stay).
-async fn refresh_cloudflare_ranges(api: Option<String>) {
-    let api = api.unwrap_or_else(|| "https://api.cloudflare.com/client/v4".into());
+async fn refresh_cloudflare_ranges(api: String, engine: mpsc::Sender<EngineMsg>) {
     loop {
         let base = api.clone();
         match tokio::task::spawn_blocking(move || crate::enforce::cloudflare::ranges::fetch(&base))
@@ -484,7 +457,10 @@ async fn refresh_cloudflare_ranges(api: Option<String>) {
                     ranges = ranges.len(),
                     "Cloudflare's published ranges are never banned"
                 );
-                crate::enforce::safety::set_published_cloudflare(ranges);
+                let proxies = crate::detect::Proxies::with_published(ranges);
+                if engine.send(EngineMsg::Proxies(proxies)).await.is_err() {
+                    return;
+                }
                 tokio::time::sleep(Duration::from_secs(86_400)).await;
             }
             Ok(Err(e)) => {

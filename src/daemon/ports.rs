@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::metrics::Metrics;
-use super::Shared;
+use super::{Shared, Warning};
 use crate::config::Config;
 use crate::ports::docker::{judge, publications};
 use crate::ports::keeper::{self, Tick};
@@ -27,7 +27,7 @@ pub fn start(config: &Config, state_dir: &std::path::Path, shared: &Shared) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("port policy: {e}");
-            shared.warn(format!("{WARNING}{e}"));
+            shared.warn(Warning::PortsError, format!("{WARNING}{e}"));
             return;
         }
     };
@@ -37,7 +37,10 @@ pub fn start(config: &Config, state_dir: &std::path::Path, shared: &Shared) {
                 Ok(a) => tracing::info!(backend = a.backend.as_str(), "port policy applied"),
                 Err(e) => {
                     tracing::error!("port policy not applied: {e}");
-                    shared.warn(format!("{WARNING}the policy could not be applied: {e}"));
+                    shared.warn(
+                        Warning::PortsError,
+                        format!("{WARNING}the policy could not be applied: {e}"),
+                    );
                 }
             }
         }
@@ -50,7 +53,7 @@ pub fn start(config: &Config, state_dir: &std::path::Path, shared: &Shared) {
         let msg = "the configuration's [ports] differs from the policy in force (kept as it \
                    is): `moat ports plan` shows how, `moat ports apply` applies it";
         tracing::warn!("{msg}");
-        shared.warn(format!("{WARNING}{msg}"));
+        shared.warn(Warning::PortsNotice, format!("{WARNING}{msg}"));
     }
 }
 
@@ -65,7 +68,7 @@ fn check(
         Ok(Tick::RolledBack) => {
             let msg = "an apply was not confirmed in time: the policy before it is back in force";
             tracing::warn!("port policy: {msg}");
-            shared.warn(format!("{WARNING}{msg}"));
+            shared.warn(Warning::PortsNotice, format!("{WARNING}{msg}"));
         }
         Ok(Tick::Repaired(found)) => {
             tracing::warn!(found = %found, "port policy was gone or changed in the kernel: restored");
@@ -74,7 +77,7 @@ fn check(
             }
         }
         Ok(Tick::Nothing | Tick::Waiting) => {}
-        Err(e) => return Some(e),
+        Err(e) => return Some(e.to_string()),
     }
     None
 }
@@ -99,9 +102,9 @@ pub async fn keep(state_dir: PathBuf, shared: Arc<Shared>, metrics: Arc<Metrics>
             match &error {
                 Some(e) => {
                     tracing::error!("port policy: {e}");
-                    shared.warn(format!("{WARNING}{e}"));
+                    shared.warn(Warning::PortsError, format!("{WARNING}{e}"));
                 }
-                None => shared.clear_warnings(&format!("{WARNING}cannot")),
+                None => shared.clear(Warning::PortsError),
             }
             last_error = error;
         }
@@ -138,12 +141,12 @@ async fn judge_published(
         .map(|j| j.to_string())
         .collect();
     metrics.ports_blocked.set(blocked.len() as i64);
-    shared.clear_warnings(&format!("{WARNING}`"));
+    shared.clear(Warning::PortsBlocked);
     for b in &blocked {
         if !reported.contains(b) {
             tracing::warn!("{b}");
         }
-        shared.warn(format!("{WARNING}{b}"));
+        shared.warn(Warning::PortsBlocked, format!("{WARNING}{b}"));
     }
     *reported = blocked;
 }

@@ -118,6 +118,9 @@ pub struct FileStatus {
     /// Bytes written and not yet read.
     pub lag: u64,
     pub lines: u64,
+    /// Lines longer than the cap (1 MiB), skipped and never matched.
+    #[serde(default)]
+    pub overlong: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -137,6 +140,9 @@ pub struct JailStatus {
     pub stale: u64,
     /// Matched lines whose time could not be read.
     pub unparsed_time: u64,
+    /// Lines too long for a look-around pattern of the filter (not matched).
+    #[serde(default)]
+    pub too_long: u64,
     /// Bans refused by the safety rules (own addresses, loopback, ...).
     #[serde(default)]
     pub refused: u64,

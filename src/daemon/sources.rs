@@ -12,20 +12,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use inotify::{Inotify, WatchMask};
+use inotify::{EventMask, Inotify, WatchMask};
 use tokio::io::unix::AsyncFd;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch};
 
-use super::containers::ContainerSource;
 use super::engine::EngineMsg;
 use super::protocol::{FileStatus, SourceStatus};
 use super::Shared;
-use crate::config::daemon::FollowFrom;
-use crate::ledger::Cursor;
-use crate::source::docker::ContainerSelect;
-use crate::source::follow::FileFollower;
-use crate::source::journald::{self, JournalSelect};
+use crate::source::follow::{FileFollower, FollowFrom};
+use crate::source::stream::{self, Health, Resume, StreamBlock};
+use crate::source::SourceSpec;
+use crate::vocab::Cursor;
 
 /// The source name of standard input.
 pub const STDIN: &str = "-";
@@ -37,11 +35,6 @@ struct Followed {
     follower: FileFollower,
     lines: u64,
     error: Option<String>,
-}
-
-/// Sources that are streams from a program or an API rather than files.
-fn is_stream(pattern: &str) -> bool {
-    crate::config::is_stream_source(pattern)
 }
 
 fn is_glob(pattern: &str) -> bool {
@@ -90,7 +83,7 @@ pub struct Sources {
     shared: Arc<Shared>,
     /// Running stream readers (journald), by source.
     streams: HashMap<String, tokio::task::JoinHandle<()>>,
-    stream_status: Arc<Mutex<BTreeMap<String, SourceStatus>>>,
+    stream_health: Arc<Mutex<BTreeMap<String, Health>>>,
     first_start: bool,
 }
 
@@ -114,7 +107,7 @@ impl Sources {
             watched: HashSet::new(),
             engine,
             streams: HashMap::new(),
-            stream_status: shared.streams.clone(),
+            stream_health: shared.streams.clone(),
             shared,
             first_start: true,
         })
@@ -151,7 +144,18 @@ impl Sources {
                         // every follower looks again.
                         loop {
                             match guard.get_inner_mut().read_events(&mut buf) {
-                                Ok(events) => { if events.count() == 0 { break } }
+                                Ok(events) => {
+                                    let mut any = false;
+                                    for e in events {
+                                        any = true;
+                                        // A watched directory went away: watch again what
+                                        // exists at the next look.
+                                        if e.mask.contains(EventMask::IGNORED) {
+                                            self.watched.clear();
+                                        }
+                                    }
+                                    if !any { break }
+                                }
                                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                                     guard.clear_ready();
                                     break;
@@ -185,7 +189,7 @@ impl Sources {
         });
         self.sync_streams();
         let mut fresh = Vec::new();
-        for pattern in self.patterns.iter().filter(|p| !is_stream(p)) {
+        for pattern in self.patterns.iter().filter(|p| SourceSpec::is_path(p)) {
             if is_glob(pattern) {
                 // The directory part of a glob is watched when it is a plain directory.
                 if let Some(dir) = Path::new(pattern)
@@ -206,7 +210,8 @@ impl Sources {
                 // Files present at the first start follow `follow_from`; files that appear
                 // later are new, and read from their start.
                 let from = if first { self.from } else { FollowFrom::Start };
-                let (follower, note) = FileFollower::resume(&path, self.cursors.get(&key), from);
+                let saved = self.cursors.get(&key).and_then(Cursor::file);
+                let (follower, note) = FileFollower::resume(&path, saved, from);
                 if let Some(note) = note {
                     tracing::warn!(file = %key, "{note}");
                 }
@@ -222,6 +227,11 @@ impl Sources {
                     },
                 );
             }
+        }
+        // Every followed file's directories, not only the new ones': a directory that did not
+        // exist when its file was first named is watched as soon as it does.
+        for path in self.followed.keys() {
+            fresh.push((None, dirs_of(path)));
         }
         for (_, dirs) in &fresh {
             for d in dirs {
@@ -248,7 +258,7 @@ impl Sources {
         // The engine saves a new file's starting point at once, so that a crash before its
         // first line neither skips nor re-reads.
         for (path, f) in &self.followed {
-            if let Some(c) = f.follower.cursor() {
+            if let Some(c) = f.follower.cursor().map(Cursor::File) {
                 let key = path.display().to_string();
                 if self.cursors.get(&key) != Some(&c) {
                     self.cursors.insert(key.clone(), c.clone());
@@ -278,7 +288,7 @@ impl Sources {
             }
             keep
         });
-        self.stream_status
+        self.stream_health
             .lock()
             .unwrap()
             .retain(|source, _| configured.contains(source));
@@ -286,48 +296,49 @@ impl Sources {
             if self.streams.contains_key(pattern) {
                 continue;
             }
-            if let Some(Ok(select)) = ContainerSelect::parse(pattern) {
-                let cursors: HashMap<String, String> = self
+            let Some(Ok(stream)) = stream::parse(pattern) else {
+                continue;
+            };
+            // A stream's parts are saved under its source, or the source and a suffix.
+            let resume = Resume {
+                cursors: self
                     .cursors
                     .iter()
                     .filter(|(k, _)| k.starts_with(pattern.as_str()))
-                    .map(|(k, c)| {
-                        (
-                            k.clone(),
-                            String::from_utf8_lossy(&c.fingerprint).into_owned(),
-                        )
-                    })
-                    .collect();
-                let task = tokio::spawn(
-                    ContainerSource {
-                        source: pattern.clone(),
-                        select,
-                        cursors: Arc::new(Mutex::new(cursors)),
-                        from_start: self.first_start && self.from == FollowFrom::Start,
-                        engine: self.engine.clone(),
-                        status: self.stream_status.clone(),
-                    }
-                    .run(),
-                );
-                self.streams.insert(pattern.clone(), task);
-                continue;
-            }
-            let Some(Ok(select)) = JournalSelect::parse(pattern) else {
-                continue;
+                    .filter_map(|(k, c)| Some((k.clone(), c.stream()?.to_string())))
+                    .collect(),
+                from_start: self.first_start && self.from == FollowFrom::Start,
             };
-            let cursor = self
-                .cursors
-                .get(pattern)
-                .map(|c| String::from_utf8_lossy(&c.fingerprint).into_owned());
-            let from_start = self.first_start && self.from == FollowFrom::Start;
-            let task = tokio::spawn(read_journal(
-                pattern.clone(),
-                select,
-                cursor,
-                from_start,
-                self.engine.clone(),
-                self.stream_status.clone(),
-            ));
+            let health = Health::default();
+            self.stream_health
+                .lock()
+                .unwrap()
+                .insert(pattern.clone(), health.clone());
+            let (tx, mut rx) = mpsc::channel::<StreamBlock>(16);
+            let following = stream.follow(resume, tx, health);
+            let engine = self.engine.clone();
+            let source = pattern.clone();
+            let task = tokio::spawn(async move {
+                let forward = async {
+                    while let Some(b) = rx.recv().await {
+                        let msg = EngineMsg::Lines {
+                            read_at: std::time::Instant::now(),
+                            source: source.clone(),
+                            file: b.part,
+                            block: b.block,
+                            cursor: b.cursor,
+                        };
+                        if engine.send(msg).await.is_err() {
+                            return;
+                        }
+                    }
+                };
+                // The reader ends when the forwarder is gone, and the other way round.
+                tokio::select! {
+                    _ = following => {}
+                    _ = forward => {}
+                }
+            });
             self.streams.insert(pattern.clone(), task);
         }
         self.first_start = false;
@@ -343,7 +354,7 @@ impl Sources {
             out.clear();
             let result = f
                 .follower
-                .poll(&mut |block, cursor| out.push((block.to_vec(), cursor)));
+                .poll(&mut |block, cursor| out.push((block.to_vec(), cursor.map(Cursor::File))));
             match result {
                 Ok(notes) => {
                     if f.error.take().is_some() {
@@ -415,6 +426,7 @@ impl Sources {
                     offset: f.follower.cursor().map_or(0, |c| c.offset),
                     lag: f.follower.lag(),
                     lines: f.lines,
+                    overlong: f.follower.overlong(),
                 });
                 if let Some(e) = &f.error {
                     s.error = Some(format!("{}: {e}", path.display()));
@@ -425,120 +437,12 @@ impl Sources {
     }
 }
 
-/// The program that reads the journal; tests point it at a recording.
-fn journalctl() -> String {
-    std::env::var("MOAT_JOURNALCTL").unwrap_or_else(|_| "journalctl".into())
-}
-
-/// Follows the journal through `journalctl`, restarting it (after the last cursor) when it
-/// exits, with a growing pause.
-async fn read_journal(
-    source: String,
-    select: JournalSelect,
-    mut cursor: Option<String>,
-    from_start: bool,
-    engine: mpsc::Sender<EngineMsg>,
-    status: Arc<Mutex<BTreeMap<String, SourceStatus>>>,
-) {
-    use tokio::io::AsyncBufReadExt;
-    let mut pause = Duration::from_secs(1);
-    let mut lines: u64 = 0;
-    let set_status = |lines: u64, error: Option<String>| {
-        status.lock().unwrap().insert(
-            source.clone(),
-            SourceStatus {
-                source: source.clone(),
-                files: vec![FileStatus {
-                    path: "journal".into(),
-                    offset: 0,
-                    lag: 0,
-                    lines,
-                }],
-                error,
-            },
-        );
-    };
-    set_status(0, None);
-    let mut first = true;
-    loop {
-        let args = select.args(cursor.as_deref(), first && from_start);
-        first = false;
-        let child = tokio::process::Command::new(journalctl())
-            .args(&args)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn();
-        let mut child = match child {
-            Ok(c) => c,
-            Err(e) => {
-                let msg = format!("cannot run journalctl: {e}");
-                tracing::warn!(%source, "{msg}; retrying in {pause:?}");
-                set_status(lines, Some(msg));
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(60));
-                continue;
-            }
-        };
-        tracing::info!(%source, "following the journal");
-        let mut out = tokio::io::BufReader::new(child.stdout.take().expect("piped"));
-        let mut entry = Vec::new();
-        let mut block = Vec::new();
-        loop {
-            entry.clear();
-            match out.read_until(b'\n', &mut entry).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-            pause = Duration::from_secs(1);
-            if let Some((line, c)) = journald::entry_to_line(&entry) {
-                block.extend_from_slice(&line);
-                cursor = Some(c);
-                lines += 1;
-            }
-            if out.buffer().is_empty() && !block.is_empty() {
-                let msg = EngineMsg::Lines {
-                    read_at: std::time::Instant::now(),
-                    source: source.clone(),
-                    file: source.clone(),
-                    block: std::mem::take(&mut block),
-                    cursor: cursor.as_ref().map(|c| Cursor {
-                        dev: 0,
-                        ino: 0,
-                        offset: 0,
-                        fingerprint: c.as_bytes().to_vec(),
-                    }),
-                };
-                if engine.send(msg).await.is_err() {
-                    return;
-                }
-                set_status(lines, None);
-            }
-        }
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            let _ = e.read_to_string(&mut err).await;
-        }
-        let status_code = child.wait().await.ok();
-        let msg = format!(
-            "journalctl ended ({}){}{}",
-            status_code.map_or("killed".into(), |s| s.to_string()),
-            if err.trim().is_empty() { "" } else { ": " },
-            err.trim()
-        );
-        tracing::warn!(%source, "{msg}; restarting in {pause:?}");
-        set_status(lines, Some(msg));
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(60));
-    }
-}
-
 /// Reads standard input to its end, in blocks of complete lines.
 async fn read_stdin(engine: mpsc::Sender<EngineMsg>) {
     let mut stdin = tokio::io::stdin();
     let mut buf = vec![0u8; 64 * 1024];
-    let mut pending: Vec<u8> = Vec::new();
+    let mut lines = crate::source::LineAssembler::default();
+    let mut block = Vec::new();
     loop {
         let n = match stdin.read(&mut buf).await {
             Ok(0) => break,
@@ -548,22 +452,20 @@ async fn read_stdin(engine: mpsc::Sender<EngineMsg>) {
                 break;
             }
         };
-        pending.extend_from_slice(&buf[..n]);
-        let Some(end) = memchr::memrchr(b'\n', &pending) else {
-            if pending.len() > crate::source::MAX_LINE {
-                pending.truncate(crate::source::MAX_LINE);
-                pending.push(b'\n');
-                send_stdin(&engine, std::mem::take(&mut pending)).await;
-            }
-            continue;
-        };
-        let rest = pending.split_off(end + 1);
-        let block = std::mem::replace(&mut pending, rest);
+        lines.push(&buf[..n], &mut block);
+        if !block.is_empty() {
+            send_stdin(&engine, std::mem::take(&mut block)).await;
+        }
+    }
+    lines.finish(&mut block);
+    if !block.is_empty() {
         send_stdin(&engine, block).await;
     }
-    if !pending.is_empty() {
-        pending.push(b'\n');
-        send_stdin(&engine, pending).await;
+    if lines.overlong > 0 {
+        tracing::warn!(
+            count = lines.overlong,
+            "standard input: lines over 1 MiB were skipped"
+        );
     }
     tracing::info!("standard input closed");
 }

@@ -17,7 +17,9 @@ use serde::Deserialize;
 
 use super::json::{JsonFilter, JsonSpec};
 use super::pattern::{Pattern, PatternError};
-use super::time::{self, FoundFormat, TimeContext, TimeFormat};
+use super::time::{self, TimeFormat};
+use super::verdict::{real_client, Failure, Verdict};
+use super::LineContext;
 
 /// A filter as written in TOML: a built-in library file or a jail's inline definition.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -60,7 +62,7 @@ pub struct FilterSpec {
 /// Where the application's own line is, when each log line is a JSON object wrapping it, as
 /// Docker's json-file driver writes a container's output:
 /// `{"log":"198.51.100.7 - - [...] \"POST /api/auth HTTP/1.1\" 422 ...\n","stream":"stdout","time":"..."}`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct UnwrapSpec {
     /// Dotted path of the string field holding the line (`log` for Docker).
@@ -84,49 +86,6 @@ pub struct Sample {
     /// Why this sample is here (what look-alike it guards against).
     #[serde(default)]
     pub note: String,
-}
-
-/// What a filter made of a line.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// No failregex matched (or the prefregex did not).
-    Miss,
-    /// A failregex matched but an ignoreregex vetoed it.
-    Ignored,
-    /// A failregex matched but the text at `<HOST>` is not an address.
-    BadHost,
-    /// A failregex matched but no time could be read.
-    NoTime { host: IpAddr },
-    /// A failure: the client at the filter's host position, and when.
-    Failure(Failure),
-}
-
-impl std::fmt::Display for Verdict {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Verdict::Miss => f.write_str("no match"),
-            Verdict::Ignored => f.write_str("matched, but an ignoreregex vetoes it"),
-            Verdict::BadHost => f.write_str("matched, but the text at <HOST> is not an address"),
-            Verdict::NoTime { host } => write!(f, "matched client {host}, but no readable time"),
-            Verdict::Failure(x) => write!(
-                f,
-                "failure: client {} at {} (rule #{})",
-                x.host,
-                x.time.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                x.rule + 1
-            ),
-        }
-    }
-}
-
-/// A failure found in a line, before any jail looks at it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Failure {
-    pub host: IpAddr,
-    pub time: Timestamp,
-    /// Which failregex matched (0 for JSON filters).
-    pub rule: usize,
-    pub format: FoundFormat,
 }
 
 /// A compiled filter.
@@ -297,6 +256,14 @@ impl Filter {
         }
     }
 
+    /// Whether the filter reads the `log` field of Docker's json-file entries, whose partial
+    /// entries must then be joined before it sees them.
+    pub fn unwraps_docker_log(&self) -> bool {
+        self.unwrap
+            .as_ref()
+            .is_some_and(|(field, _)| field == &["log"])
+    }
+
     /// The failregexes as written, for reports; a JSON filter has one pseudo-rule.
     pub fn rule_names(&self) -> Vec<String> {
         match &self.kind {
@@ -315,7 +282,7 @@ impl Filter {
     /// Decides what `line` is, as the next line of a stream: a fail2ban filter remembers
     /// what earlier lines said (multi-line failures, the last date); other filters do not,
     /// and this is [`Filter::check`].
-    pub fn check_mut(&mut self, line: &[u8], ctx: &TimeContext) -> Verdict {
+    pub fn check_mut(&mut self, line: &[u8], ctx: &LineContext) -> Verdict {
         match &mut self.kind {
             Kind::Fail2ban(m) => super::fail2ban::adapter::check(m, line, ctx),
             _ => self.check(line, ctx),
@@ -324,7 +291,7 @@ impl Filter {
 
     /// Decides what `line` is. Pure: the context supplies zone and reference time. A
     /// fail2ban filter judges the line as the first of a stream (see [`Filter::check_mut`]).
-    pub fn check(&self, line: &[u8], ctx: &TimeContext) -> Verdict {
+    pub fn check(&self, line: &[u8], ctx: &LineContext) -> Verdict {
         if let Kind::Fail2ban(m) = &self.kind {
             let mut fresh = m.filter().matcher();
             return super::fail2ban::adapter::check(&mut fresh, line, ctx);
@@ -348,7 +315,7 @@ impl Filter {
     }
 
     /// `fallback_time` is text to read the time from when the line has none (the wrapper's).
-    fn check_text(&self, line: &[u8], ctx: &TimeContext, fallback_time: Option<&[u8]>) -> Verdict {
+    fn check_text(&self, line: &[u8], ctx: &LineContext, fallback_time: Option<&[u8]>) -> Verdict {
         match &self.kind {
             Kind::Fail2ban(_) => unreachable!("checked in Filter::check"),
             Kind::Json(j) => j.check(line, &self.time_format, ctx),
@@ -362,7 +329,11 @@ impl Filter {
                 let mut pref_time = None;
                 if let Some(pref) = prefregex {
                     let Some(spans) = pref.find(line) else {
-                        return Verdict::Miss;
+                        return if pref.runs_on(line) {
+                            Verdict::Miss
+                        } else {
+                            Verdict::TooLong
+                        };
                     };
                     pref_host = spans.host.map(|r| &line[r]);
                     pref_time = spans.time.map(|r| &line[r]);
@@ -375,14 +346,23 @@ impl Filter {
                     .enumerate()
                     .find_map(|(i, p)| p.find(text).map(|s| (i, s)))
                 else {
-                    return Verdict::Miss;
+                    return if failregex.iter().all(|p| p.runs_on(text)) {
+                        Verdict::Miss
+                    } else {
+                        Verdict::TooLong
+                    };
                 };
                 if ignoreregex.iter().any(|p| p.is_match(line)) {
                     return Verdict::Ignored;
                 }
+                // An ignoreregex that cannot run on the line cannot veto it: no failure
+                // rather than one it might have vetoed.
+                if !ignoreregex.iter().all(|p| p.runs_on(line)) {
+                    return Verdict::TooLong;
+                }
                 let host_text = spans.host.map(|r| &text[r]).or(pref_host);
                 let peer_text = spans.peer.map(|r| &text[r]);
-                let Some(host) = real_client(host_text, peer_text) else {
+                let Some(host) = real_client(host_text, peer_text, &ctx.proxies) else {
                     return Verdict::BadHost;
                 };
                 // The time is read from the `time` capture when the pattern has one, else
@@ -415,39 +395,6 @@ fn as_in_json(lit: &[u8]) -> Option<Vec<u8>> {
         .map(<[u8]>::to_vec)
 }
 
-/// Parses the text at the host position: an address and nothing else, except that a port
-/// (`198.51.100.7:51234`, `[2001:db8::1]:443`) or sentence punctuation after it (`from
-/// 198.51.100.7.`) is not part of it. Never a prefix search: `198.51.100.71` is not
-/// `198.51.100.7`. IPv4-mapped IPv6 is folded to IPv4 so one client has one key.
-/// The client of a line with a client address (`host`) and, maybe, the TCP peer that sent
-/// it (`peer`): a header such as CF-Connecting-IP is believed only when the peer is one of
-/// Cloudflare's proxies, since anyone else can write any address into it. `None` when the
-/// client cannot be known (a Cloudflare peer without a usable header is never the client).
-pub fn real_client(host: Option<&[u8]>, peer: Option<&[u8]>) -> Option<IpAddr> {
-    let Some(peer) = peer else {
-        return host.and_then(parse_host);
-    };
-    let peer = parse_host(peer)?;
-    if crate::enforce::safety::is_cloudflare(peer) {
-        host.and_then(parse_host)
-    } else {
-        Some(peer)
-    }
-}
-
-pub fn parse_host(text: &[u8]) -> Option<IpAddr> {
-    let s = std::str::from_utf8(text).ok()?;
-    let ip = s
-        .strip_prefix('[')
-        .and_then(|s| s.strip_suffix(']'))
-        .unwrap_or(s)
-        .parse::<IpAddr>()
-        .ok()
-        .or_else(|| s.parse::<std::net::SocketAddr>().ok().map(|sa| sa.ip()))
-        .or_else(|| s.trim_end_matches(['.', ':']).parse::<IpAddr>().ok())?;
-    Some(ip.to_canonical())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,8 +406,8 @@ mod tests {
         }
     }
 
-    fn ctx() -> TimeContext {
-        TimeContext::utc("2022-11-01T00:00:00Z".parse().unwrap())
+    fn ctx() -> LineContext {
+        LineContext::utc("2022-11-01T00:00:00Z".parse().unwrap())
     }
 
     #[test]
@@ -544,21 +491,6 @@ mod tests {
     }
 
     #[test]
-    fn host_text_is_an_address_and_nothing_else() {
-        let p = |s: &str| parse_host(s.as_bytes()).map(|a| a.to_string());
-        assert_eq!(p("198.51.100.7"), Some("198.51.100.7".into()));
-        assert_eq!(p("198.51.100.7:51234"), Some("198.51.100.7".into()));
-        assert_eq!(p("198.51.100.7."), Some("198.51.100.7".into()));
-        assert_eq!(p("[2001:db8::1]:443"), Some("2001:db8::1".into()));
-        assert_eq!(p("2001:db8::"), Some("2001:db8::".into()));
-        assert_eq!(p("::ffff:198.51.100.7"), Some("198.51.100.7".into()));
-        assert_eq!(p("198.51.100.7.1"), None);
-        assert_eq!(p("198.51.100"), None);
-        assert_eq!(p("dead"), None);
-        assert_eq!(p("999.1.1.1"), None);
-    }
-
-    #[test]
     fn docker_json_file_lines_are_unwrapped() {
         let mut s = spec(&[r#"^<HOST> \S+ \S+ \[[^\]]+\] "POST /api/auth HTTP/[0-9.]+" 422 "#]);
         s.unwrap = Some(UnwrapSpec {
@@ -581,6 +513,39 @@ mod tests {
         // A line that is not JSON, or JSON without the field, is no failure.
         assert_eq!(f.check(&line[1..], &ctx()), Verdict::Miss);
         assert_eq!(f.check(br#"{"msg":"x"}"#, &ctx()), Verdict::Miss);
+    }
+
+    #[test]
+    fn backtracking_patterns_skip_lines_too_long_for_them() {
+        // Unanchored look-ahead: quadratic in the line, so it only runs on short lines.
+        let f = Filter::compile(&spec(&[r"(?=.*failed)<HOST> \S+ failed"])).unwrap();
+        let line = |pad: usize| {
+            format!(
+                "2022-01-01T00:00:00Z {}203.0.113.5 x failed",
+                "z ".repeat(pad / 2)
+            )
+        };
+        assert!(matches!(
+            f.check(line(100).as_bytes(), &ctx()),
+            Verdict::Failure(_)
+        ));
+        let long = line(super::super::pattern::FANCY_UNANCHORED_MAX);
+        assert_eq!(f.check(long.as_bytes(), &ctx()), Verdict::TooLong);
+        // Anchored: one start position, so it runs on much longer lines.
+        let f = Filter::compile(&spec(&[r"^\S+ (?=.*failed)(?:z )*<HOST> \S+ failed"])).unwrap();
+        let v = f.check(long.as_bytes(), &ctx());
+        assert!(matches!(v, Verdict::Failure(_)), "{v:?}");
+        let huge = line(super::super::pattern::FANCY_ANCHORED_MAX);
+        assert_eq!(f.check(huge.as_bytes(), &ctx()), Verdict::TooLong);
+        // An ignoreregex that cannot run on the line cannot let the failure through.
+        let mut s = spec(&[r"^\S+ (?:z )*<HOST> \S+ failed"]);
+        s.ignoreregex = vec![r"(?=.*healthcheck)".into()];
+        let f = Filter::compile(&s).unwrap();
+        assert!(matches!(
+            f.check(line(100).as_bytes(), &ctx()),
+            Verdict::Failure(_)
+        ));
+        assert_eq!(f.check(long.as_bytes(), &ctx()), Verdict::TooLong);
     }
 
     #[test]

@@ -10,12 +10,13 @@ use std::net::{IpAddr, SocketAddr};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::filter::{parse_host, Failure, Verdict};
 use super::pattern::{Pattern, PatternError};
-use super::time::{self, FoundFormat, TimeContext, TimeFormat};
+use super::time::{self, FoundFormat, TimeFormat};
+use super::verdict::{parse_host, Failure, Verdict};
+use super::LineContext;
 
 /// The `json` table of a filter.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct JsonSpec {
     /// Dotted path of the field holding the client (`ClientHost`, `request.client_ip`); when a
@@ -33,7 +34,7 @@ pub struct JsonSpec {
     pub conditions: Vec<Condition>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(untagged)]
 pub enum OneOrMany {
     One(String),
@@ -50,7 +51,7 @@ impl OneOrMany {
 }
 
 /// One condition on one field.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Condition {
     pub field: String,
@@ -191,7 +192,7 @@ impl JsonFilter {
             .max_by_key(|l| l.len())
     }
 
-    pub fn check(&self, line: &[u8], format: &TimeFormat, ctx: &TimeContext) -> Verdict {
+    pub fn check(&self, line: &[u8], format: &TimeFormat, ctx: &LineContext) -> Verdict {
         let Ok(doc) = serde_json::from_slice::<Value>(line) else {
             return Verdict::Miss;
         };
@@ -219,7 +220,7 @@ impl JsonFilter {
         let host = match &self.peer {
             None => header,
             Some(p) => match lookup(&doc, p).and_then(Value::as_str).and_then(host_of) {
-                Some(peer) if crate::enforce::safety::is_cloudflare(peer) => header,
+                Some(peer) if ctx.proxies.contains(peer) => header,
                 Some(peer) => Some(peer),
                 // A peer field named but absent or not an address: the client is unknown.
                 None => None,
@@ -281,8 +282,8 @@ mod tests {
         Filter::compile(&spec).unwrap()
     }
 
-    fn ctx() -> TimeContext {
-        TimeContext::utc("2022-11-01T00:00:00Z".parse().unwrap())
+    fn ctx() -> LineContext {
+        LineContext::utc("2022-11-01T00:00:00Z".parse().unwrap())
     }
 
     #[test]

@@ -7,8 +7,7 @@
 
 use std::sync::LazyLock;
 
-use super::filter::{Filter, FilterSpec, Verdict};
-use super::time::TimeContext;
+use super::{Filter, FilterSpec, LineContext, Verdict};
 
 macro_rules! builtin {
     ($($name:literal),* $(,)?) => {
@@ -79,7 +78,7 @@ pub fn closest(name: &str) -> Option<&'static str> {
 pub fn check_samples(spec: &FilterSpec, filter: &Filter) -> Vec<String> {
     // Samples carry explicit zones or are read as UTC; the reference is fixed so that a syslog
     // sample's inferred year does not depend on today's date.
-    let ctx = TimeContext::utc("2026-11-22T12:00:00Z".parse().expect("constant"));
+    let ctx = LineContext::utc("2026-11-22T12:00:00Z".parse().expect("constant"));
     let mut problems = Vec::new();
     for s in &spec.samples {
         let v = filter.check(s.line.as_bytes(), &ctx);

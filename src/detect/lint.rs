@@ -76,11 +76,21 @@ fn check(out: &mut Vec<Warning>, rule: String, p: &str, expect_host: bool) {
         warn("no <HOST>: moat would not know whose address this line names".into());
     }
     if needs_backtracking(p) {
-        warn(
+        let (max, how) = if p.starts_with('^') {
+            (super::pattern::FANCY_ANCHORED_MAX, "")
+        } else {
+            (
+                super::pattern::FANCY_UNANCHORED_MAX,
+                " (unanchored: anchor it with ^ to raise that to 64 KiB)",
+            )
+        };
+        warn(format!(
             "uses look-around or back-references: it runs on the backtracking engine, slower \
-             and open to crafted lines; hint: rewrite without them if you can"
-                .into(),
-        );
+             and open to crafted lines, and only on lines up to {} KiB{how}: a longer line is \
+             not matched, so a client can evade it with a long line; hint: rewrite without \
+             them if you can",
+            max / 1024
+        ));
     }
 }
 

@@ -12,6 +12,7 @@
 //! - [`library`] is the built-in filter library; [`lint`] finds patterns that let attacker text
 //!   choose the client.
 
+pub mod context;
 pub mod fail2ban;
 pub mod filter;
 pub mod json;
@@ -19,11 +20,13 @@ pub mod library;
 pub mod lint;
 pub mod pattern;
 pub mod prefilter;
+pub mod proxies;
 pub mod time;
+pub mod verdict;
 
-pub use filter::{Failure, Filter, FilterSpec, Verdict};
+pub use context::LineContext;
+pub use filter::{Filter, FilterSpec};
 pub use prefilter::Prefilter;
-pub use time::{TimeContext, TimeFormat};
-
-/// Lines longer than this are matched on their first `MAX_LINE` bytes and counted as truncated.
-pub const MAX_LINE: usize = 1 << 20;
+pub use proxies::Proxies;
+pub use time::TimeFormat;
+pub use verdict::{Failure, Verdict};

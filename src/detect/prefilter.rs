@@ -133,7 +133,7 @@ impl Prefilter {
             };
             let start = memchr::memrchr(b'\n', &block[pos..at]).map_or(pos, |i| pos + i + 1);
             let end = memchr::memchr(b'\n', &block[at..]).map_or(block.len(), |i| at + i);
-            let line = crate::source::trim_cr(&block[start..end]);
+            let line = crate::vocab::lines::trim_cr(&block[start..end]);
             self.candidates(line, out);
             if !out.is_empty() {
                 each(line, out);
@@ -214,7 +214,7 @@ mod tests {
             p.for_each_candidate_line(block, &mut Vec::new(), |line, c| {
                 seen.push((line.to_vec(), c.to_vec()))
             });
-            crate::source::split_lines(block, &mut |l| {
+            crate::vocab::lines::split_lines(block, &mut |l| {
                 let mut c = Vec::new();
                 p.candidates(l.bytes, &mut c);
                 if !c.is_empty() {

@@ -3,7 +3,7 @@
 //! Only lines that matched a failregex come here, so this code can afford a regex search; the
 //! hot path (lines that match nothing) never touches it. Every format is parsed to a UTC
 //! [`Timestamp`]: explicit offsets are honoured, times without a zone are read in the
-//! [`TimeContext`]'s zone, and a syslog time without a year gets the year that puts it closest
+//! [`LineContext`]'s zone, and a syslog time without a year gets the year that puts it closest
 //! before the context's reference instant. The context is a value handed in by the caller: this
 //! module reads no clock and no environment.
 
@@ -11,9 +11,11 @@ use std::fmt;
 use std::sync::LazyLock;
 
 use jiff::civil::{Date, DateTime, Time};
-use jiff::tz::{Offset, TimeZone};
+use jiff::tz::Offset;
 use jiff::{Timestamp, ToSpan};
 use regex::bytes::Regex;
+
+use super::context::LineContext;
 
 /// How a filter expects its time to be written.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,7 +43,10 @@ impl TimeFormat {
             "iso8601" | "rfc3339" => TimeFormat::Iso8601,
             "syslog" => TimeFormat::Syslog,
             "epoch" => TimeFormat::Epoch,
-            p if p.contains('%') => TimeFormat::Pattern(p.to_string()),
+            p if p.contains('%') => {
+                check_pattern(p)?;
+                TimeFormat::Pattern(p.to_string())
+            }
             other => {
                 return Err(format!(
                     "unknown time format {other:?}; hint: use auto, clf, iso8601, syslog, epoch \
@@ -50,6 +55,29 @@ impl TimeFormat {
             }
         })
     }
+}
+
+/// Checks that a strftime pattern can be read back into a full date and time: a pattern with
+/// an unknown directive (`%Q`) or without a date (`%H:%M:%S`) would be accepted and then no
+/// line would ever have a readable time. The check writes a fixed instant with the pattern and
+/// reads it back as a line's time would be read.
+fn check_pattern(pattern: &str) -> Result<(), String> {
+    let sample: jiff::Zoned = "2026-03-28T23:24:12.5+01:00[+01:00]"
+        .parse()
+        .expect("constant time");
+    let text = jiff::fmt::strtime::format(pattern, &sample)
+        .map_err(|e| format!("time pattern {pattern:?} is not a valid strftime pattern: {e}"))?;
+    jiff::fmt::strtime::parse(pattern, text.trim())
+        .map_err(|e| format!("time pattern {pattern:?} cannot be read, only written: {e}"))?;
+    let ctx = LineContext::utc(sample.timestamp());
+    if parse_pattern(text.as_bytes(), pattern, &ctx).is_none() {
+        return Err(format!(
+            "time pattern {pattern:?} does not give a full date and time (it needs the year, \
+             the month and day, the hour and the minute, or %s); hint: for syslog times without \
+             a year write time = \"syslog\""
+        ));
+    }
+    Ok(())
 }
 
 /// Which format a timestamp was actually read with; counted in `moat scan`'s report.
@@ -80,23 +108,6 @@ impl fmt::Display for FoundFormat {
     }
 }
 
-/// What the caller knows that a line does not say: the zone of zone-less times and the instant
-/// used to infer a missing year (a file's modification time when scanning, "now" when live).
-#[derive(Clone, Debug)]
-pub struct TimeContext {
-    pub zone: TimeZone,
-    pub reference: Timestamp,
-}
-
-impl TimeContext {
-    pub fn utc(reference: Timestamp) -> TimeContext {
-        TimeContext {
-            zone: TimeZone::UTC,
-            reference,
-        }
-    }
-}
-
 /// Finds the first timestamp of any known format in `text`.
 ///
 /// The three textual formats are searched together (leftmost wins); a bare epoch number is only
@@ -119,7 +130,7 @@ static EPOCH: LazyLock<Regex> = LazyLock::new(|| {
 pub fn parse(
     text: &[u8],
     format: &TimeFormat,
-    ctx: &TimeContext,
+    ctx: &LineContext,
 ) -> Option<(Timestamp, FoundFormat)> {
     match format {
         TimeFormat::Auto => find_any(text, ctx),
@@ -148,9 +159,9 @@ pub fn from_epoch_f64(secs: f64) -> Option<Timestamp> {
 
 fn exact(
     text: &[u8],
-    ctx: &TimeContext,
+    ctx: &LineContext,
     format: FoundFormat,
-    direct: fn(&[u8], &TimeContext) -> Option<Timestamp>,
+    direct: fn(&[u8], &LineContext) -> Option<Timestamp>,
 ) -> Option<(Timestamp, FoundFormat)> {
     let whole = text.trim_ascii();
     let is_whole = TEXT_TIMES
@@ -162,7 +173,7 @@ fn exact(
     find_any(text, ctx).filter(|(_, f)| *f == format)
 }
 
-fn find_any(text: &[u8], ctx: &TimeContext) -> Option<(Timestamp, FoundFormat)> {
+fn find_any(text: &[u8], ctx: &LineContext) -> Option<(Timestamp, FoundFormat)> {
     if let Some(caps) = TEXT_TIMES.captures(text) {
         if let Some(m) = caps.name("clf") {
             return parse_clf(m.as_bytes(), ctx).map(|t| (t, FoundFormat::Clf));
@@ -282,14 +293,14 @@ fn civil(y: i64, mo: i64, d: i64, h: i64, mi: i64, s: i64, nanos: i32) -> Option
     Some(date.to_datetime(time))
 }
 
-fn resolve(dt: DateTime, offset: Option<Offset>, ctx: &TimeContext) -> Option<Timestamp> {
+fn resolve(dt: DateTime, offset: Option<Offset>, ctx: &LineContext) -> Option<Timestamp> {
     match offset {
         Some(o) => o.to_timestamp(dt).ok(),
         None => dt.to_zoned(ctx.zone.clone()).ok().map(|z| z.timestamp()),
     }
 }
 
-fn parse_clf(s: &[u8], ctx: &TimeContext) -> Option<Timestamp> {
+fn parse_clf(s: &[u8], ctx: &LineContext) -> Option<Timestamp> {
     // 26/Oct/2022:20:55:11 +0200
     let mut d = Digits::new(s);
     let day = d.number()?;
@@ -312,7 +323,7 @@ fn parse_clf(s: &[u8], ctx: &TimeContext) -> Option<Timestamp> {
     )
 }
 
-fn parse_iso(s: &[u8], ctx: &TimeContext) -> Option<Timestamp> {
+fn parse_iso(s: &[u8], ctx: &LineContext) -> Option<Timestamp> {
     // 2022-10-26T20:55:11.123+02:00
     let mut d = Digits::new(s);
     let year = d.number()?;
@@ -331,7 +342,7 @@ fn parse_iso(s: &[u8], ctx: &TimeContext) -> Option<Timestamp> {
     resolve(civil(year, mo, day, h, mi, sec, nanos)?, off, ctx)
 }
 
-fn parse_syslog(s: &[u8], ctx: &TimeContext) -> Option<Timestamp> {
+fn parse_syslog(s: &[u8], ctx: &LineContext) -> Option<Timestamp> {
     // Oct 26 20:55:11 — no year: take the reference's year, or the one before when that would
     // put the line more than a day after the reference (a December line read in January).
     let mon = month(s)?;
@@ -372,10 +383,11 @@ pub fn parse_epoch(s: &[u8]) -> Option<Timestamp> {
     Timestamp::new(secs, nanos).ok()
 }
 
-fn parse_pattern(text: &[u8], pattern: &str, ctx: &TimeContext) -> Option<Timestamp> {
+fn parse_pattern(text: &[u8], pattern: &str, ctx: &LineContext) -> Option<Timestamp> {
     let text = std::str::from_utf8(text).ok()?.trim();
     let tm = jiff::fmt::strtime::parse(pattern, text).ok()?;
-    if tm.offset().is_some() {
+    // `%s` gives an instant, with no offset and no civil time.
+    if tm.offset().is_some() || tm.timestamp().is_some() {
         return tm.to_timestamp().ok();
     }
     let dt = tm.to_datetime().ok()?;
@@ -385,13 +397,36 @@ fn parse_pattern(text: &[u8], pattern: &str, ctx: &TimeContext) -> Option<Timest
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jiff::tz::TimeZone;
 
-    fn ctx() -> TimeContext {
-        TimeContext::utc("2022-11-01T00:00:00Z".parse().unwrap())
+    fn ctx() -> LineContext {
+        LineContext::utc("2022-11-01T00:00:00Z".parse().unwrap())
     }
 
     fn auto(s: &str) -> Option<String> {
         parse(s.as_bytes(), &TimeFormat::Auto, &ctx()).map(|(t, _)| t.to_string())
+    }
+
+    #[test]
+    fn patterns_are_checked_when_named() {
+        for ok in [
+            "%Y/%m/%d %H:%M:%S",
+            "%a %b %d %H:%M:%S%.f %Y",
+            "%d/%b/%Y:%H:%M:%S %z",
+            "%Y-%m-%dT%H:%M:%S%:z",
+            "%s",
+            "%y%m%d %I:%M %p",
+        ] {
+            assert!(TimeFormat::from_name(ok).is_ok(), "{ok}");
+        }
+        // jiff writes %Q (the zone's name) but cannot read it back.
+        let e = TimeFormat::from_name("%Q").unwrap_err();
+        assert!(e.starts_with("time pattern \"%Q\""), "{e}");
+        let e = TimeFormat::from_name("%Y-%m-%d %H:%M:%S %!").unwrap_err();
+        assert!(e.contains("not a valid strftime pattern"), "{e}");
+        let e = TimeFormat::from_name("%H:%M:%S").unwrap_err();
+        assert!(e.contains("full date and time"), "{e}");
+        assert!(TimeFormat::from_name("%b %d %H:%M:%S").is_err());
     }
 
     #[test]
@@ -442,10 +477,10 @@ mod tests {
 
     #[test]
     fn syslog_in_a_local_zone() {
-        let ctx = TimeContext {
-            zone: TimeZone::fixed(jiff::tz::offset(2)),
-            reference: "2022-11-01T00:00:00Z".parse().unwrap(),
-        };
+        let ctx = LineContext::new(
+            TimeZone::fixed(jiff::tz::offset(2)),
+            "2022-11-01T00:00:00Z".parse().unwrap(),
+        );
         let (t, _) = parse(b"Oct 26 20:55:11 h", &TimeFormat::Auto, &ctx).unwrap();
         assert_eq!(t.to_string(), "2022-10-26T18:55:11Z");
     }

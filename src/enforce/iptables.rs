@@ -11,13 +11,14 @@
 //! other rule of the `raw` table is touched.
 
 use std::collections::{BTreeSet, HashSet};
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 use ipnet::IpNet;
 use jiff::Timestamp;
 
-use super::{reconcile, seconds_left, BanOrder, Change, Enforcer, Failed, Key, Ports};
+use super::registry::Registered;
+use super::{reconcile, seconds_left, BanOrder, Change, EnforceError, Enforcer, Failed, Key};
+use crate::netfilter::iptables::multiport_lists;
+use crate::vocab::Ports;
 
 /// The two sets of a scope: IPv4 and IPv6.
 fn sets_of(scope: &Option<Ports>) -> [String; 2] {
@@ -56,62 +57,9 @@ fn rules_of(set: &str, scope: &Option<Ports>) -> Vec<Vec<String>> {
     rules
 }
 
-/// Port ranges as `--dports` lists (`22,80:443`) that fit multiport's 15 slots (a range
-/// takes two), as many as needed.
-pub fn multiport_lists(ranges: &[(u16, u16)]) -> Vec<String> {
-    let mut chunk: Vec<(u16, u16)> = Vec::new();
-    let mut slots = 0;
-    let mut chunks = Vec::new();
-    for &r in ranges {
-        let cost = if r.0 == r.1 { 1 } else { 2 };
-        if slots + cost > 15 {
-            chunks.push(std::mem::take(&mut chunk));
-            slots = 0;
-        }
-        chunk.push(r);
-        slots += cost;
-    }
-    if !chunk.is_empty() {
-        chunks.push(chunk);
-    }
-    chunks
-        .iter()
-        .map(|c| super::ports::ranges_text(c, ",", ":"))
-        .collect()
-}
-
-pub fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<String, String> {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
-    if let Some(text) = input {
-        child
-            .stdin
-            .take()
-            .expect("piped")
-            .write_all(text.as_bytes())
-            .map_err(|e| format!("writing to {program}: {e}"))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("waiting for {program}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{program} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+/// Runs an iptables-family program; its output, or the error as text.
+fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<String, String> {
+    crate::netfilter::run(program, args, input).map_err(|e| e.to_string())
 }
 
 pub struct IptablesEnforcer {
@@ -225,7 +173,10 @@ impl IptablesEnforcer {
                         continue;
                     }
                     let _set = words.next();
-                    if let Some(t) = words.next().and_then(|w| super::parse_target(w).ok()) {
+                    if let Some(t) = words
+                        .next()
+                        .and_then(|w| crate::vocab::parse_target(w).ok())
+                    {
                         held.insert(Key {
                             target: t,
                             ports: scope.clone(),
@@ -239,9 +190,24 @@ impl IptablesEnforcer {
     }
 }
 
+impl super::registry::Registered for IptablesEnforcer {
+    type Settings = super::registry::NoSettings;
+    const NAME: &'static str = "iptables";
+    const KIND: super::Kind = super::Kind::Host;
+
+    fn retry(_: Option<&Self::Settings>) -> super::Retry {
+        super::Retry::times(5)
+    }
+
+    fn build(_: Option<&Self::Settings>) -> Result<(Self, Option<String>), EnforceError> {
+        IptablesEnforcer::probe().map_err(EnforceError::never)?;
+        Ok((IptablesEnforcer::new(), None))
+    }
+}
+
 impl Enforcer for IptablesEnforcer {
     fn name(&self) -> &'static str {
-        "iptables"
+        Self::NAME
     }
 
     fn apply(&mut self, batch: &[Change]) -> Vec<Failed> {
@@ -275,7 +241,7 @@ impl Enforcer for IptablesEnforcer {
         if new_scope {
             // A jail's ports seen for the first time: its sets and rules first.
             if let Err(error) = self.ensure() {
-                return Failed::all(batch, &error);
+                return Failed::all(batch, &EnforceError::later(error));
             }
         }
         let mut result = run("ipset", &["restore"], Some(&script));
@@ -299,13 +265,13 @@ impl Enforcer for IptablesEnforcer {
                 }
                 Vec::new()
             }
-            Err(error) => Failed::all(batch, &error),
+            Err(error) => Failed::all(batch, &EnforceError::later(error)),
         }
     }
 
     /// Sets and rules for the scopes of `wanted` (those of scopes no longer used removed),
     /// then the difference with what the sets hold.
-    fn converge(&mut self, wanted: &[BanOrder]) -> Result<Vec<Change>, String> {
+    fn converge(&mut self, wanted: &[BanOrder]) -> Result<Vec<Change>, EnforceError> {
         self.scopes = std::iter::once(None)
             .chain(wanted.iter().map(|b| b.ports.clone()))
             .collect();
@@ -316,7 +282,7 @@ impl Enforcer for IptablesEnforcer {
         Ok(reconcile(wanted, &self.in_kernel))
     }
 
-    fn held(&mut self) -> Result<HashSet<Key>, String> {
+    fn held(&mut self) -> Result<HashSet<Key>, EnforceError> {
         if !self.listed {
             self.ensure()?;
             self.read_back()?;
@@ -329,7 +295,7 @@ impl Enforcer for IptablesEnforcer {
         true
     }
 
-    fn intact(&mut self) -> Result<bool, String> {
+    fn intact(&mut self) -> Result<bool, EnforceError> {
         if self.ensure()? {
             self.repairs += 1;
             tracing::warn!("moat's ipsets or raw PREROUTING rules were missing; restoring them from the ledger");

@@ -3,7 +3,8 @@
 
 use std::collections::HashSet;
 
-use super::{Change, Enforcer, Failed, Key};
+use super::registry::{NoSettings, Registered};
+use super::{Change, EnforceError, Enforcer, Failed, Key, Kind, Retry};
 
 #[derive(Default)]
 pub struct LogEnforcer {
@@ -12,7 +13,7 @@ pub struct LogEnforcer {
 
 impl Enforcer for LogEnforcer {
     fn name(&self) -> &'static str {
-        "log"
+        Self::NAME
     }
 
     fn apply(&mut self, batch: &[Change]) -> Vec<Failed> {
@@ -33,7 +34,21 @@ impl Enforcer for LogEnforcer {
         Vec::new()
     }
 
-    fn held(&mut self) -> Result<HashSet<Key>, String> {
+    fn held(&mut self) -> Result<HashSet<Key>, EnforceError> {
         Ok(self.held.clone())
+    }
+}
+
+impl Registered for LogEnforcer {
+    type Settings = NoSettings;
+    const NAME: &'static str = "log";
+    const KIND: Kind = Kind::Observer;
+
+    fn retry(_: Option<&NoSettings>) -> Retry {
+        Retry::times(1)
+    }
+
+    fn build(_: Option<&NoSettings>) -> Result<(Self, Option<String>), EnforceError> {
+        Ok((LogEnforcer::default(), None))
     }
 }

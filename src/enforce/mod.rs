@@ -5,26 +5,27 @@
 //! difference between the ledger's active bans and [`Enforcer::held`], the same for every
 //! enforcer: [`reconcile`] computes it.
 //!
-//! This module has `log` (records decisions only) and `exec` (runs a command per change).
-//! Kernel sets and Cloudflare implement the same trait.
+//! Each enforcer is one file here and one line in [`registry`]: its name in `[enforce] use`,
+//! its settings table (`[enforce.NAME]`, with its defaults), its [`Kind`] (which jails' bans it
+//! takes) and its [`Retry`] policy. `log` records decisions, `exec` runs a command per change,
+//! `nftables` and `iptables` hold kernel sets, `cloudflare` bans at Cloudflare's edge.
 
 pub mod cloudflare;
 pub mod exec;
 pub mod iptables;
 pub mod log;
-pub mod nft;
 pub mod nftables;
-pub mod ports;
+pub mod registry;
 pub mod safety;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::net::IpAddr;
+use std::time::Duration;
 
 use ipnet::IpNet;
 use jiff::Timestamp;
 
-pub use ports::Ports;
+use crate::vocab::{Ports, Target};
 
 /// A ban as an enforcer sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,21 +110,123 @@ impl fmt::Display for Change {
     }
 }
 
+/// Where an enforcer's bans take effect, which decides which jails' bans it takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// In this host's kernel: it sees the client's address unless the host sits behind a
+    /// proxy, so it takes every jail's bans but those of jails behind Cloudflare.
+    Host,
+    /// At an edge in front of the host (Cloudflare): it takes the bans of the jails behind it,
+    /// or every jail's when no jail says it is behind one.
+    Edge,
+    /// It blocks nothing and records or tells (the log, a command, a notification): every
+    /// jail's bans.
+    Observer,
+}
+
+/// How an enforcer's failed changes are tried again: after `first`, doubling up to `last`,
+/// at most `attempts` times in all (`None`: until applied).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retry {
+    pub attempts: Option<u32>,
+    pub first: Duration,
+    pub last: Duration,
+}
+
+impl Retry {
+    /// Tried `attempts` times in all, 1 s apart doubling to 60 s.
+    pub const fn times(attempts: u32) -> Retry {
+        Retry {
+            attempts: Some(attempts),
+            first: Duration::from_secs(1),
+            last: Duration::from_secs(60),
+        }
+    }
+
+    /// Tried until applied (a remote change is never given up on), backing off to 60 s.
+    pub const FOREVER: Retry = Retry {
+        attempts: None,
+        first: Duration::from_secs(1),
+        last: Duration::from_secs(60),
+    };
+
+    /// The wait before try number `tried + 1`.
+    pub fn backoff(&self, tried: u32) -> Duration {
+        self.first
+            .saturating_mul(1 << tried.saturating_sub(1).min(16))
+            .min(self.last)
+    }
+
+    /// Whether a change tried `tried` times may be tried again.
+    pub fn allows(&self, tried: u32) -> bool {
+        self.attempts.is_none_or(|a| tried < a)
+    }
+}
+
+/// Why an enforcer could not do something, and whether trying again can help.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct EnforceError {
+    pub message: String,
+    pub retry: RetryHint,
+}
+
+/// What a failure says about trying again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetryHint {
+    /// It may work later: try again after the policy's backoff.
+    Later,
+    /// Not before this long (a rate limit's Retry-After).
+    After(Duration),
+    /// It cannot work as it is (a target the enforcer cannot take): not tried again.
+    Never,
+}
+
+impl EnforceError {
+    /// A failure that may pass.
+    pub fn later(message: impl Into<String>) -> EnforceError {
+        EnforceError {
+            message: message.into(),
+            retry: RetryHint::Later,
+        }
+    }
+
+    /// A failure that will not pass by itself.
+    pub fn never(message: impl Into<String>) -> EnforceError {
+        EnforceError {
+            message: message.into(),
+            retry: RetryHint::Never,
+        }
+    }
+}
+
+impl From<String> for EnforceError {
+    fn from(message: String) -> EnforceError {
+        EnforceError::later(message)
+    }
+}
+
+impl From<crate::netfilter::NetfilterError> for EnforceError {
+    fn from(e: crate::netfilter::NetfilterError) -> EnforceError {
+        EnforceError::later(e.to_string())
+    }
+}
+
 /// A change of a batch that did not take effect, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failed {
     /// Its position in the batch.
     pub index: usize,
-    pub error: String,
+    pub error: EnforceError,
 }
 
 impl Failed {
     /// Every change of a batch that failed as a whole (one transaction), with one error.
-    pub fn all(batch: &[Change], error: &str) -> Vec<Failed> {
+    pub fn all(batch: &[Change], error: &EnforceError) -> Vec<Failed> {
         (0..batch.len())
             .map(|index| Failed {
                 index,
-                error: error.to_string(),
+                error: error.clone(),
             })
             .collect()
     }
@@ -139,12 +242,12 @@ pub trait Enforcer: Send {
     fn apply(&mut self, batch: &[Change]) -> Vec<Failed>;
 
     /// What it currently holds.
-    fn held(&mut self) -> Result<HashSet<Key>, String>;
+    fn held(&mut self) -> Result<HashSet<Key>, EnforceError>;
 
     /// The changes that bring it to hold exactly `wanted` (at start, after drift). By default
     /// the difference between `wanted` and [`Enforcer::held`]; an enforcer that can replace
     /// its whole state in one step more cheaply than it can list it (nftables) prepares that.
-    fn converge(&mut self, wanted: &[BanOrder]) -> Result<Vec<Change>, String> {
+    fn converge(&mut self, wanted: &[BanOrder]) -> Result<Vec<Change>, EnforceError> {
         Ok(reconcile(wanted, &self.held()?))
     }
 
@@ -157,7 +260,7 @@ pub trait Enforcer: Send {
     /// The periodic check: `Ok(true)` when its state is as it left it; `Ok(false)` when it
     /// found it gone or changed (and restored the structure or prepared to), so that the bans
     /// must be applied again (the caller converges). Cheap: it runs every few seconds.
-    fn intact(&mut self) -> Result<bool, String> {
+    fn intact(&mut self) -> Result<bool, EnforceError> {
         Ok(true)
     }
 
@@ -213,39 +316,6 @@ fn later(a: Option<Timestamp>, b: Option<Timestamp>) -> bool {
     }
 }
 
-/// Shows a target as people write it: a single address bare, a network as a CIDR.
-#[derive(Clone, Copy, Debug)]
-pub struct Target(pub IpNet);
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.0;
-        if n.prefix_len() == n.max_prefix_len() {
-            write!(f, "{}", n.addr())
-        } else {
-            write!(f, "{n}")
-        }
-    }
-}
-
-/// Parses `192.0.2.7`, `198.51.100.0/24` or `2001:db8::/64` (host bits must be zero).
-pub fn parse_target(s: &str) -> Result<IpNet, String> {
-    let s = s.trim();
-    if let Ok(a) = s.parse::<IpAddr>() {
-        return Ok(IpNet::from(a.to_canonical()));
-    }
-    let n: IpNet = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not an address or a CIDR network"))?;
-    if n.trunc() != n {
-        return Err(format!(
-            "{s:?} has host bits set; did you mean {}?",
-            n.trunc()
-        ));
-    }
-    Ok(n)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,30 +357,6 @@ mod tests {
         assert_eq!(
             reconcile(&[on_22.clone()], &held),
             vec![Change::Ban(on_22), Change::Unban(key("192.0.2.1/32"))]
-        );
-    }
-
-    #[test]
-    fn targets() {
-        assert_eq!(
-            parse_target("192.0.2.7").unwrap().to_string(),
-            "192.0.2.7/32"
-        );
-        assert_eq!(
-            parse_target("::ffff:192.0.2.7").unwrap().to_string(),
-            "192.0.2.7/32"
-        );
-        assert!(parse_target("198.51.100.1/24")
-            .unwrap_err()
-            .contains("198.51.100.0/24"));
-        assert!(parse_target("x; rm -rf /").is_err());
-        assert_eq!(
-            Target(parse_target("2001:db8::/64").unwrap()).to_string(),
-            "2001:db8::/64"
-        );
-        assert_eq!(
-            Target(parse_target("2001:db8::1").unwrap()).to_string(),
-            "2001:db8::1"
         );
     }
 }

@@ -34,8 +34,10 @@ use ipnet::IpNet;
 use jiff::Timestamp;
 use serde_json::Value;
 
-use super::nft::Nft;
-use super::{reconcile, seconds_left, BanOrder, Change, Enforcer, Failed, Key, Ports};
+use super::registry::Registered;
+use super::{reconcile, seconds_left, BanOrder, Change, EnforceError, Enforcer, Failed, Key};
+use crate::netfilter::nft::Nft;
+use crate::vocab::Ports;
 
 /// The table moat owns.
 pub const TABLE: &str = "moat";
@@ -77,7 +79,7 @@ fn rules_of(scope: &Option<Ports>) -> Vec<String> {
             Some(p) => {
                 for (proto, ranges) in [("tcp", p.tcp()), ("udp", p.udp())] {
                     if !ranges.is_empty() {
-                        let ports = super::ports::ranges_text(ranges, ", ", "-");
+                        let ports = crate::vocab::ports::ranges_text(ranges, ", ", "-");
                         rules.push(format!(
                             "{family} saddr @{set} {proto} dport {{ {ports} }} drop"
                         ));
@@ -243,15 +245,6 @@ impl NftEnforcer {
             in_kernel: HashSet::new(),
             repairs: 0,
         }
-    }
-
-    /// Whether nftables works here (libnftables or the `nft` program, and the kernel's
-    /// nf_tables): how it runs, or why it does not.
-    pub fn probe() -> Result<String, String> {
-        let mut nft = Nft::open();
-        nft.list_json("list ruleset", true)
-            .map(|_| nft.describe())
-            .map_err(|e| format!("nft list ruleset failed: {e}"))
     }
 
     /// How scripts reach the kernel, for status.
@@ -425,9 +418,24 @@ impl NftEnforcer {
     }
 }
 
+impl super::registry::Registered for NftEnforcer {
+    type Settings = super::registry::NoSettings;
+    const NAME: &'static str = "nftables";
+    const KIND: super::Kind = super::Kind::Host;
+
+    fn retry(_: Option<&Self::Settings>) -> super::Retry {
+        super::Retry::times(5)
+    }
+
+    fn build(_: Option<&Self::Settings>) -> Result<(Self, Option<String>), EnforceError> {
+        let how = Nft::probe().map_err(EnforceError::never)?;
+        Ok((NftEnforcer::new(), Some(format!("through {how}"))))
+    }
+}
+
 impl Enforcer for NftEnforcer {
     fn name(&self) -> &'static str {
-        "nftables"
+        Self::NAME
     }
 
     fn apply(&mut self, batch: &[Change]) -> Vec<Failed> {
@@ -459,13 +467,13 @@ impl Enforcer for NftEnforcer {
         tracing::debug!(changes = batch.len(), total = ?started.elapsed(), "nft batch");
         match result {
             Ok(()) => Vec::new(),
-            Err(error) => Failed::all(batch, &error),
+            Err(error) => Failed::all(batch, &EnforceError::later(error)),
         }
     }
 
     /// What this process put in the kernel (the periodic [`Enforcer::intact`] check keeps it
     /// true), counting targets left out because a wider network covers them.
-    fn held(&mut self) -> Result<HashSet<Key>, String> {
+    fn held(&mut self) -> Result<HashSet<Key>, EnforceError> {
         let mut held = self.in_kernel.clone();
         held.extend(self.wanted.keys().filter(|t| self.covered(t)).cloned());
         Ok(held)
@@ -473,7 +481,7 @@ impl Enforcer for NftEnforcer {
 
     /// The next batch replaces the table with exactly `wanted` (whatever a previous run or
     /// someone else left in it); with nothing wanted, the table is replaced now.
-    fn converge(&mut self, wanted: &[BanOrder]) -> Result<Vec<Change>, String> {
+    fn converge(&mut self, wanted: &[BanOrder]) -> Result<Vec<Change>, EnforceError> {
         self.wanted.clear();
         self.nets.clear();
         self.in_kernel.clear();
@@ -487,7 +495,7 @@ impl Enforcer for NftEnforcer {
 
     /// Lists only the table's structure (cheap with 100,000 bans). Missing or changed: said,
     /// counted, and the next batch (the caller converges) replaces the table.
-    fn intact(&mut self) -> Result<bool, String> {
+    fn intact(&mut self) -> Result<bool, EnforceError> {
         match own_table(&mut self.nft)? {
             Some(t) if is_intact(&t, &self.scopes) => Ok(true),
             found => {

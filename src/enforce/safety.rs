@@ -9,6 +9,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use crate::detect::Proxies;
+
 /// The widest networks banned without `--force`.
 pub const WIDEST_V4: u8 = 16;
 pub const WIDEST_V6: u8 = 32;
@@ -28,83 +30,44 @@ const NEVER: &[(&str, &str)] = &[
     ),
 ];
 
-/// Cloudflare's proxy ranges, as published at <https://www.cloudflare.com/ips/> (2026). Behind
-/// Cloudflare every request arrives from one of these: a log showing them has not restored the
-/// client's address, and banning one would cut off every visitor behind that proxy.
-pub const CLOUDFLARE: &[&str] = &[
-    "173.245.48.0/20",
-    "103.21.244.0/22",
-    "103.22.200.0/22",
-    "103.31.4.0/22",
-    "141.101.64.0/18",
-    "108.162.192.0/18",
-    "190.93.240.0/20",
-    "188.114.96.0/20",
-    "197.234.240.0/22",
-    "198.41.128.0/17",
-    "162.158.0.0/15",
-    "104.16.0.0/13",
-    "104.24.0.0/14",
-    "172.64.0.0/13",
-    "131.0.72.0/22",
-    "2400:cb00::/32",
-    "2606:4700::/32",
-    "2803:f800::/32",
-    "2405:b500::/32",
-    "2405:8100::/32",
-    "2a06:98c0::/29",
-    "2c0f:f248::/32",
-];
-
-/// Ranges Cloudflare published since this build (fetched by the daemon), beyond
-/// [`CLOUDFLARE`]. They only ever add protection.
-static PUBLISHED: std::sync::RwLock<Vec<IpNet>> = std::sync::RwLock::new(Vec::new());
-
-/// Records the ranges Cloudflare publishes now.
-pub fn set_published_cloudflare(ranges: Vec<IpNet>) {
-    *PUBLISHED.write().unwrap_or_else(|e| e.into_inner()) = ranges;
-}
-
-/// Cloudflare's proxy ranges: built in, and as last published.
-pub fn cloudflare_ranges() -> Vec<IpNet> {
-    // Parsed once: `is_cloudflare` runs for every matching line of a filter with `<PEER>`.
-    static BUILT_IN: std::sync::OnceLock<Vec<IpNet>> = std::sync::OnceLock::new();
-    let mut all = BUILT_IN
-        .get_or_init(|| {
-            CLOUDFLARE
-                .iter()
-                .map(|n| n.parse().expect("valid constant"))
-                .collect()
-        })
-        .clone();
-    for n in PUBLISHED.read().unwrap_or_else(|e| e.into_inner()).iter() {
-        if !all.contains(n) {
-            all.push(*n);
-        }
-    }
-    all
-}
-
-/// Whether `ip` is one of Cloudflare's proxies.
-pub fn is_cloudflare(ip: std::net::IpAddr) -> bool {
-    let ip = ip.to_canonical();
-    cloudflare_ranges().iter().any(|n| n.contains(&ip))
-}
-
 fn overlap(a: &IpNet, b: &IpNet) -> bool {
     a.contains(b) || b.contains(a)
 }
 
+/// What must never be banned here: the fixed ranges, the host's own addresses, and the
+/// trusted proxies' ranges as last known.
+#[derive(Clone, Debug, Default)]
+pub struct Protected {
+    /// The host's own addresses (see [`own_addresses`]).
+    pub own: Vec<IpAddr>,
+    pub proxies: Proxies,
+}
+
+impl Protected {
+    /// This host's addresses now, and the built-in proxy ranges.
+    pub fn here() -> Protected {
+        Protected {
+            own: own_addresses(),
+            proxies: Proxies::default(),
+        }
+    }
+
+    /// Why `target` must not be banned, if it must not (`force`: wider than the limits).
+    pub fn refuse(&self, target: &IpNet, force: bool) -> Option<String> {
+        refuse(target, &self.own, &self.proxies, force)
+    }
+}
+
 /// Why `target` must not be banned, if it must not.
-pub fn refuse(target: &IpNet, own: &[IpAddr], force: bool) -> Option<String> {
+pub fn refuse(target: &IpNet, own: &[IpAddr], proxies: &Proxies, force: bool) -> Option<String> {
     for (net, what) in NEVER {
         let net: IpNet = net.parse().expect("valid constant");
         if overlap(target, &net) {
             return Some(format!("{target} is or covers {what} addresses ({net})"));
         }
     }
-    for net in cloudflare_ranges() {
-        if overlap(target, &net) {
+    for net in proxies.ranges() {
+        if overlap(target, net) {
             return Some(format!(
                 "{target} is or covers Cloudflare's proxy addresses ({net}): the log shows \
                  Cloudflare instead of the client; restore the client's address (nginx: \
@@ -157,35 +120,39 @@ mod tests {
     #[test]
     fn refusals() {
         let own: Vec<IpAddr> = vec!["192.0.2.1".parse().unwrap()];
-        assert!(refuse(&n("127.0.0.1/32"), &own, true)
+        assert!(refuse(&n("127.0.0.1/32"), &own, &Proxies::default(), true)
             .unwrap()
             .contains("loopback"));
-        assert!(refuse(&n("fe80::1/128"), &own, true)
+        assert!(refuse(&n("fe80::1/128"), &own, &Proxies::default(), true)
             .unwrap()
             .contains("link-local"));
-        assert!(refuse(&n("192.0.2.1/32"), &own, true)
+        assert!(refuse(&n("192.0.2.1/32"), &own, &Proxies::default(), true)
             .unwrap()
             .contains("own address"));
-        assert!(refuse(&n("192.0.2.0/24"), &own, true)
+        assert!(refuse(&n("192.0.2.0/24"), &own, &Proxies::default(), true)
             .unwrap()
             .contains("own address"));
-        assert!(refuse(&n("10.0.0.0/8"), &own, false)
+        assert!(refuse(&n("10.0.0.0/8"), &own, &Proxies::default(), false)
             .unwrap()
             .contains("wider"));
-        assert!(refuse(&n("10.0.0.0/8"), &own, true).is_none());
-        assert!(refuse(&n("0.0.0.0/0"), &own, true).is_some());
-        assert!(refuse(&n("2001:db8::/16"), &own, false).is_some());
-        assert!(refuse(&n("203.0.113.5/32"), &own, false).is_none());
-        assert!(refuse(&n("2001:db8:1:2::/64"), &own, false).is_none());
+        assert!(refuse(&n("10.0.0.0/8"), &own, &Proxies::default(), true).is_none());
+        assert!(refuse(&n("0.0.0.0/0"), &own, &Proxies::default(), true).is_some());
+        assert!(refuse(&n("2001:db8::/16"), &own, &Proxies::default(), false).is_some());
+        assert!(refuse(&n("203.0.113.5/32"), &own, &Proxies::default(), false).is_none());
+        assert!(refuse(&n("2001:db8:1:2::/64"), &own, &Proxies::default(), false).is_none());
         // Cloudflare's proxies and the reserved range its pseudo-IPv4 addresses come from
         // (pure checks: no traffic goes anywhere).
-        assert!(refuse(&n("162.158.1.2/32"), &own, true)
-            .unwrap()
-            .contains("Cloudflare's proxy"));
-        assert!(refuse(&n("2606:4700:1::/64"), &own, true)
-            .unwrap()
-            .contains("real_ip_header"));
-        assert!(refuse(&n("240.16.0.1/32"), &own, true)
+        assert!(
+            refuse(&n("162.158.1.2/32"), &own, &Proxies::default(), true)
+                .unwrap()
+                .contains("Cloudflare's proxy")
+        );
+        assert!(
+            refuse(&n("2606:4700:1::/64"), &own, &Proxies::default(), true)
+                .unwrap()
+                .contains("real_ip_header")
+        );
+        assert!(refuse(&n("240.16.0.1/32"), &own, &Proxies::default(), true)
             .unwrap()
             .contains("Class E"));
     }

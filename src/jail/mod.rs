@@ -7,7 +7,10 @@
 //! - when that count reaches `maxretry`, `k` is banned at `t` until `t + bantime`, and its
 //!   window is emptied;
 //! - failures of a banned key before its ban ends are not counted;
-//! - failures from addresses in the jail's ignore list are never counted.
+//! - failures from addresses in the jail's ignore list are never counted;
+//! - an IPv6 client is its prefix (`ipv6_prefix`), except in a prefix that holds an address
+//!   the jail ignores: there each address is a client of its own, so that a ban never cuts
+//!   off the ignored address beside the attacker.
 //!
 //! Times normally arrive in order. When they do not (access logs are written when a response
 //! ends, not when the request began), a key keeps its failures within `findtime` of the newest
@@ -18,7 +21,8 @@
 //! active bans are forgotten only when nothing else is left. Each sweep frees an eighth of the
 //! cap, so the cost stays constant per failure under a flood of distinct clients.
 
-pub mod key;
+pub mod escalate;
+pub mod ignore;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -26,7 +30,8 @@ use std::net::IpAddr;
 use jiff::{SignedDuration, Timestamp};
 use smallvec::SmallVec;
 
-pub use key::{ClientKey, IgnoreList};
+use crate::vocab::ClientKey;
+pub use ignore::IgnoreList;
 
 /// The default bound on tracked client keys per jail.
 pub const DEFAULT_MAX_CLIENTS: usize = 50_000;
@@ -40,6 +45,38 @@ pub struct JailParams {
     pub ipv6_prefix: u8,
     pub ignore: IgnoreList,
     pub max_clients: usize,
+}
+
+impl JailParams {
+    /// The client key of `addr`: its IPv6 prefix, or the address alone when the prefix holds
+    /// an address the jail ignores.
+    pub fn key_of(&self, addr: IpAddr) -> ClientKey {
+        let key = ClientKey::new(addr, self.ipv6_prefix);
+        match key {
+            ClientKey::V6(net) if net.prefix_len() < 128 => {
+                if self.ignore.overlapping(&ipnet::IpNet::V6(net)).is_some() {
+                    ClientKey::new(addr, 128)
+                } else {
+                    key
+                }
+            }
+            _ => key,
+        }
+    }
+}
+
+impl JailParams {
+    /// The client key a banned target stands for in this jail, when it is one: a single
+    /// address, or an IPv6 network of the jail's prefix length.
+    pub fn key_of_target(&self, target: ipnet::IpNet) -> Option<ClientKey> {
+        match target {
+            ipnet::IpNet::V4(n) if n.prefix_len() == 32 => Some(ClientKey::V4(n.addr())),
+            ipnet::IpNet::V6(n) if n.prefix_len() == 128 || n.prefix_len() == self.ipv6_prefix => {
+                Some(ClientKey::V6(n))
+            }
+            _ => None,
+        }
+    }
 }
 
 impl Default for JailParams {
@@ -108,6 +145,11 @@ impl Jail {
         }
     }
 
+    /// The settings the jail runs with.
+    pub fn params(&self) -> &JailParams {
+        &self.params
+    }
+
     /// Keys currently tracked (windows and bans).
     pub fn tracked(&self) -> usize {
         self.clients.len()
@@ -131,7 +173,7 @@ impl Jail {
         if self.params.ignore.contains(addr) {
             return Outcome::Ignored;
         }
-        let key = ClientKey::new(addr, self.params.ipv6_prefix);
+        let key = self.params.key_of(addr);
         let t = at.as_millisecond();
         self.newest = self.newest.max(t);
         let findtime = self.params.findtime.as_millis() as i64;
@@ -406,6 +448,34 @@ mod tests {
         );
         assert!(Jail::restore(params(3, 60, 600), b"junk").is_none());
         assert!(Jail::restore(params(3, 60, 600), &j.snapshot()[..12]).is_none());
+    }
+
+    #[test]
+    fn a_prefix_holding_an_ignored_address_is_never_banned_whole() {
+        let mut p = params(3, 60, 600);
+        p.ignore = IgnoreList::new(["2001:db8:aa:1::10/128".parse().unwrap()]);
+        let mut j = Jail::new(p);
+        let a = |s: &str| -> IpAddr { s.parse().unwrap() };
+        assert_eq!(j.observe(a("2001:db8:aa:1::10"), at(0)), Outcome::Ignored);
+        // In that /64 each address counts alone...
+        j.observe(a("2001:db8:aa:1::20"), at(1));
+        j.observe(a("2001:db8:aa:1::21"), at(2));
+        assert_eq!(
+            j.observe(a("2001:db8:aa:1::20"), at(3)),
+            Outcome::Counted { failures: 2 }
+        );
+        // ...and is banned alone, never as the /64 that holds the ignored address.
+        let Outcome::Banned(d) = j.observe(a("2001:db8:aa:1::20"), at(4)) else {
+            panic!()
+        };
+        assert_eq!(d.key.to_string(), "2001:db8:aa:1::20");
+        // Another /64 is still one client.
+        j.observe(a("2001:db8:bb:1::1"), at(5));
+        j.observe(a("2001:db8:bb:1::2"), at(6));
+        let Outcome::Banned(d) = j.observe(a("2001:db8:bb:1::3"), at(7)) else {
+            panic!()
+        };
+        assert_eq!(d.key.to_string(), "2001:db8:bb:1::/64");
     }
 
     #[test]

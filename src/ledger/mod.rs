@@ -1,73 +1,27 @@
-//! The ledger: the one record of what moat decided, in an embedded SQLite database.
+//! The ledger: what moat decided, and how far this node got. Two parts behind two traits:
 //!
-//! It holds every ban (active and past) with its jail, target, start, end, failure count and a
-//! few of the lines that caused it; the sources' cursors; and each jail's windows and totals as
-//! of the last checkpoint. Enforcers are reconciled *from* it, so a crash between deciding and
-//! applying heals at the next start.
+//! - [`DecisionStore`]: every ban (active and past) with its jail, target, start, end, failure
+//!   count and a few of the lines that caused it. Enforcers are reconciled *from* it, so a
+//!   crash between deciding and applying heals at the next start. It is what a fleet shares
+//!   (SQLite alone on one host; SQLite and Redis in a cluster).
+//! - [`Progress`]: this node's own, never shared: the sources' cursors and each jail's windows
+//!   and totals, written together at each checkpoint. After a crash the daemon resumes from
+//!   the checkpoint and re-reads the lines after it from the same state, so it decides the
+//!   same bans again; recording a ban is idempotent on (jail, target, start), which makes the
+//!   replay harmless.
 //!
-//! A checkpoint writes the cursors and the jail windows in one transaction. After a crash the
-//! daemon resumes from the checkpoint and re-reads the lines after it from the same state, so
-//! it decides the same bans again; recording a ban is idempotent on (jail, target, start),
-//! which makes the replay harmless.
-//!
-//! The file is `moat.db` in the state directory, in WAL mode, readable with the `sqlite3` CLI.
-//! A file SQLite cannot read is moved aside (never deleted) and a new one started.
+//! [`sqlite`] implements both in one embedded database file.
+
+pub mod sqlite;
 
 use std::collections::HashMap;
-use std::net::IpAddr;
-use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use jiff::Timestamp;
-use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
 
-/// The migrations, in order; `PRAGMA user_version` is the number applied.
-const MIGRATIONS: &[&str] = &[
-    // 1: bans, their sample lines, cursors, jail checkpoints.
-    "CREATE TABLE bans (
-        id INTEGER PRIMARY KEY,
-        jail TEXT NOT NULL,
-        target TEXT NOT NULL,
-        started INTEGER NOT NULL,
-        until INTEGER,
-        failures INTEGER NOT NULL,
-        origin TEXT NOT NULL,
-        reason TEXT NOT NULL DEFAULT '',
-        ended INTEGER,
-        end_reason TEXT
-    );
-    -- A replay after a crash decides the same ban again, active or already expired; it must
-    -- not be recorded twice. A ban lifted by hand and decided anew in the same second is a
-    -- new ban.
-    CREATE UNIQUE INDEX bans_once ON bans (jail, target, started)
-        WHERE end_reason IS NOT 'unbanned';
-    CREATE INDEX bans_active ON bans (until) WHERE ended IS NULL;
-    CREATE INDEX bans_target ON bans (target, started);
-    CREATE INDEX bans_jail ON bans (jail);
-    CREATE TABLE ban_lines (
-        ban INTEGER NOT NULL REFERENCES bans (id) ON DELETE CASCADE,
-        n INTEGER NOT NULL,
-        line BLOB NOT NULL,
-        PRIMARY KEY (ban, n)
-    );
-    CREATE TABLE cursors (
-        source TEXT PRIMARY KEY,
-        dev INTEGER NOT NULL,
-        ino INTEGER NOT NULL,
-        offset INTEGER NOT NULL,
-        fingerprint BLOB NOT NULL,
-        updated INTEGER NOT NULL
-    );
-    CREATE TABLE jails (
-        name TEXT PRIMARY KEY,
-        windows BLOB NOT NULL,
-        failed_total INTEGER NOT NULL,
-        updated INTEGER NOT NULL
-    );",
-];
-
-/// The database file's name in the state directory.
-pub const FILE_NAME: &str = "moat.db";
+use crate::vocab::Cursor;
+pub use sqlite::SqliteLedger;
 
 /// At most this many matching lines are kept with a ban, each at most [`SAMPLE_LINE_MAX`].
 pub const SAMPLE_LINES: usize = 5;
@@ -90,7 +44,8 @@ pub enum LedgerError {
 }
 
 /// Who decided a ban.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Origin {
     /// A jail's window filled.
     Jail,
@@ -99,16 +54,79 @@ pub enum Origin {
 }
 
 impl Origin {
-    fn as_str(self) -> &'static str {
+    /// As the ledger stores it.
+    pub fn as_str(self) -> &'static str {
         match self {
             Origin::Jail => "jail",
             Origin::Manual => "manual",
         }
     }
+
+    /// From the ledger's text; anything else is a jail's (the only other origin written).
+    pub fn from_stored(s: &str) -> Origin {
+        match s {
+            "manual" => Origin::Manual,
+            _ => Origin::Jail,
+        }
+    }
+}
+
+/// Why a ban ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EndReason {
+    /// Its time ran out.
+    #[serde(rename = "expired")]
+    Expired,
+    /// Lifted by hand (`moat unban`).
+    #[serde(rename = "unbanned")]
+    Unbanned,
+    /// A new ban of the same target in the same jail took its place.
+    #[serde(rename = "replaced")]
+    Replaced,
+    /// Its jail was removed from the configuration.
+    #[serde(rename = "jail removed")]
+    JailRemoved,
+}
+
+impl EndReason {
+    /// As the ledger stores it (and the unique index of bans names `unbanned`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Expired => "expired",
+            EndReason::Unbanned => "unbanned",
+            EndReason::Replaced => "replaced",
+            EndReason::JailRemoved => "jail removed",
+        }
+    }
+
+    /// From the ledger's text; `None` for a text this build does not know.
+    pub fn from_stored(s: &str) -> Option<EndReason> {
+        [
+            EndReason::Expired,
+            EndReason::Unbanned,
+            EndReason::Replaced,
+            EndReason::JailRemoved,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+
+    /// Whether the client's window in its jail is emptied too: a ban lifted by hand (or
+    /// ended with its jail) gives the client a fresh start; one that ran out does not change
+    /// what the window still holds.
+    pub fn clears_window(self) -> bool {
+        self != EndReason::Expired
+    }
+}
+
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A ban about to be recorded.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewBan {
     pub jail: String,
     pub target: IpNet,
@@ -121,7 +139,7 @@ pub struct NewBan {
 }
 
 /// A recorded ban.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BanRecord {
     pub id: i64,
     pub jail: String,
@@ -129,21 +147,25 @@ pub struct BanRecord {
     pub started: Timestamp,
     pub until: Option<Timestamp>,
     pub failures: u32,
-    pub origin: String,
+    pub origin: Origin,
     pub reason: String,
     pub ended: Option<Timestamp>,
-    pub end_reason: Option<String>,
+    pub end_reason: Option<EndReason>,
 }
 
-/// Where a followed file was read up to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Cursor {
-    pub dev: u64,
-    pub ino: u64,
-    pub offset: u64,
-    /// The file's first bytes (up to 64) when the cursor was taken: tells a file from another
-    /// that reused its inode.
-    pub fingerprint: Vec<u8>,
+impl BanRecord {
+    /// The ban as it was recorded.
+    pub fn ban(&self) -> NewBan {
+        NewBan {
+            jail: self.jail.clone(),
+            target: self.target,
+            started: self.started,
+            until: self.until,
+            failures: self.failures,
+            origin: self.origin,
+            reason: self.reason.clone(),
+        }
+    }
 }
 
 /// A jail's state at a checkpoint.
@@ -153,441 +175,67 @@ pub struct JailCheckpoint {
     pub failed_total: u64,
 }
 
-/// The open ledger.
-pub struct Ledger {
-    conn: Connection,
-    path: PathBuf,
-}
+/// Where moat's decisions are kept.
+pub trait DecisionStore: Send {
+    /// Where, for status and messages.
+    fn location(&self) -> String;
 
-fn ms(t: Timestamp) -> i64 {
-    t.as_millisecond()
-}
-
-fn from_ms(v: i64) -> Timestamp {
-    Timestamp::from_millisecond(v).unwrap_or(Timestamp::MAX)
-}
-
-impl Ledger {
-    /// Opens (creating when needed) the ledger in `dir`. When the file exists but is not a
-    /// readable database, it is renamed to `moat.db.damaged-<time>` and a new one started; the
-    /// second value is then the name it was moved to, for the caller to report.
-    pub fn open(dir: &Path) -> Result<(Ledger, Option<PathBuf>), LedgerError> {
-        std::fs::create_dir_all(dir).map_err(|source| LedgerError::Dir {
-            path: dir.display().to_string(),
-            source,
-        })?;
-        let path = dir.join(FILE_NAME);
-        match Ledger::open_file(&path) {
-            Ok(l) => Ok((l, None)),
-            Err(LedgerError::Sqlite { source, .. }) if is_damage(&source) => {
-                let aside = path.with_file_name(format!(
-                    "{FILE_NAME}.damaged-{}",
-                    Timestamp::now().as_second()
-                ));
-                for suffix in ["", "-wal", "-shm"] {
-                    let from = PathBuf::from(format!("{}{suffix}", path.display()));
-                    if from.exists() {
-                        let to = PathBuf::from(format!("{}{suffix}", aside.display()));
-                        std::fs::rename(&from, &to).map_err(|source| LedgerError::Dir {
-                            path: from.display().to_string(),
-                            source,
-                        })?;
-                    }
-                }
-                Ok((Ledger::open_file(&path)?, Some(aside)))
-            }
-            Err(e) => Err(e),
-        }
+    /// Whether the store went away behind moat's back (its file deleted); see
+    /// [`DecisionStore::recreate`].
+    fn is_gone(&self) -> bool {
+        false
     }
 
-    /// A ledger in memory, for when the state directory cannot hold one: decisions still
-    /// work, and are lost at exit.
-    pub fn open_in_memory() -> Result<Ledger, LedgerError> {
-        Ledger::open_file(Path::new(":memory:"))
-    }
+    /// Creates the store again, empty, where it was (after [`DecisionStore::is_gone`]).
+    fn recreate(&mut self) -> Result<(), LedgerError>;
 
-    fn open_file(path: &Path) -> Result<Ledger, LedgerError> {
-        let err = |source| LedgerError::Sqlite {
-            path: path.display().to_string(),
-            source,
-        };
-        let conn = Connection::open(path).map_err(err)?;
-        // A locked database (another moat, or the sqlite3 CLI in a transaction) waits a while
-        // rather than failing at once.
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(err)?;
-        let check: String = conn
-            .query_row("PRAGMA quick_check", [], |r| r.get(0))
-            .map_err(err)?;
-        if check != "ok" {
-            return Err(err(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
-                Some(check),
-            )));
-        }
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
-        )
-        .map_err(err)?;
-        let mut ledger = Ledger {
-            conn,
-            path: path.to_path_buf(),
-        };
-        ledger.migrate().map_err(err)?;
-        Ok(ledger)
-    }
-
-    fn migrate(&mut self) -> rusqlite::Result<()> {
-        let version: usize =
-            self.conn
-                .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
-        if version > MIGRATIONS.len() {
-            return Err(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISMATCH),
-                Some(format!(
-                    "the ledger has schema version {version}, newer than this moat knows \
-                     ({}); run the newer moat or move the file aside",
-                    MIGRATIONS.len()
-                )),
-            ));
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-            let tx = self.conn.transaction()?;
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-            tx.commit()?;
-        }
-        Ok(())
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn err(&self, source: rusqlite::Error) -> LedgerError {
-        LedgerError::Sqlite {
-            path: self.path.display().to_string(),
-            source,
-        }
-    }
-
-    /// Records a ban and its sample lines. Returns its id, or `None` when the same ban (jail,
+    /// Records a ban and its sample lines. Its id, or `None` when the same ban (jail,
     /// target, start) is already recorded and was not lifted by hand, as after a replay.
-    pub fn record_ban(
+    fn record_ban(&mut self, ban: &NewBan, lines: &[Vec<u8>]) -> Result<Option<i64>, LedgerError>;
+
+    /// Ends the given bans at `at`.
+    fn end_bans(
         &mut self,
-        ban: &NewBan,
-        lines: &[Vec<u8>],
-    ) -> Result<Option<i64>, LedgerError> {
-        let run = |conn: &mut Connection| -> rusqlite::Result<Option<i64>> {
-            let tx = conn.transaction()?;
-            let inserted = tx.execute(
-                "INSERT OR IGNORE INTO bans (jail, target, started, until, failures, origin, reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    ban.jail,
-                    ban.target.to_string(),
-                    ms(ban.started),
-                    ban.until.map(ms),
-                    ban.failures,
-                    ban.origin.as_str(),
-                    ban.reason
-                ],
-            )?;
-            if inserted == 0 {
-                return Ok(None);
-            }
-            let id = tx.last_insert_rowid();
-            for (n, line) in lines.iter().take(SAMPLE_LINES).enumerate() {
-                let line = &line[..line.len().min(SAMPLE_LINE_MAX)];
-                tx.execute(
-                    "INSERT INTO ban_lines (ban, n, line) VALUES (?1, ?2, ?3)",
-                    params![id, n as i64, line],
-                )?;
-            }
-            tx.commit()?;
-            Ok(Some(id))
-        };
-        run(&mut self.conn).map_err(|e| self.err(e))
-    }
+        ids: &[i64],
+        at: Timestamp,
+        reason: EndReason,
+    ) -> Result<(), LedgerError>;
+
+    /// Bans not yet ended, in no particular order.
+    fn active(&self) -> Result<Vec<BanRecord>, LedgerError>;
+
+    /// The newest `limit` bans, active or not, newest first.
+    fn recent(&self, limit: u32) -> Result<Vec<BanRecord>, LedgerError>;
 
     /// How many bans of `target` started in `[since, before)`, in `jail` or in any jail.
-    pub fn earlier_bans(
+    fn earlier_bans(
         &self,
         target: IpNet,
         jail: Option<&str>,
         since: Timestamp,
         before: Timestamp,
-    ) -> Result<u32, LedgerError> {
-        self.conn
-            .query_row(
-                "SELECT count(*) FROM bans WHERE target = ?1 AND started >= ?2 AND started < ?3
-                 AND (?4 IS NULL OR jail = ?4)",
-                params![target.to_string(), ms(since), ms(before), jail],
-                |r| r.get(0),
-            )
-            .map_err(|e| self.err(e))
-    }
+    ) -> Result<u32, LedgerError>;
 
-    fn select(
-        &self,
-        filter: &str,
-        args: impl rusqlite::Params,
-    ) -> Result<Vec<BanRecord>, LedgerError> {
-        let sql = format!(
-            "SELECT id, jail, target, started, until, failures, origin, reason, ended, end_reason
-             FROM bans {filter}"
-        );
-        let run = || -> rusqlite::Result<Vec<BanRecord>> {
-            let mut stmt = self.conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map(args, |r| {
-                let target: String = r.get(2)?;
-                Ok(BanRecord {
-                    id: r.get(0)?,
-                    jail: r.get(1)?,
-                    target: target
-                        .parse()
-                        .unwrap_or_else(|_| IpNet::from(IpAddr::from([0, 0, 0, 0]))),
-                    started: from_ms(r.get(3)?),
-                    until: r.get::<_, Option<i64>>(4)?.map(from_ms),
-                    failures: r.get(5)?,
-                    origin: r.get(6)?,
-                    reason: r.get(7)?,
-                    ended: r.get::<_, Option<i64>>(8)?.map(from_ms),
-                    end_reason: r.get(9)?,
-                })
-            })?;
-            rows.collect()
-        };
-        run().map_err(|e| self.err(e))
-    }
-
-    /// Bans not yet ended, in no particular order (sorting 100,000 of them at start-up would
-    /// cost more than reading them).
-    pub fn active(&self) -> Result<Vec<BanRecord>, LedgerError> {
-        self.select("WHERE ended IS NULL", [])
-    }
-
-    /// The newest `limit` bans, active or not, newest first.
-    pub fn recent(&self, limit: u32) -> Result<Vec<BanRecord>, LedgerError> {
-        self.select("ORDER BY started DESC, id DESC LIMIT ?1", [limit])
-    }
-
-    /// How many bans each jail ever made (as far as the ledger remembers).
-    pub fn bans_per_jail(&self) -> Result<HashMap<String, u64>, LedgerError> {
-        let run = || -> rusqlite::Result<HashMap<String, u64>> {
-            let mut stmt = self
-                .conn
-                .prepare_cached("SELECT jail, count(*) FROM bans GROUP BY jail")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
-            rows.collect()
-        };
-        run().map_err(|e| self.err(e))
-    }
+    /// How many bans each jail ever made (as far as the store remembers).
+    fn bans_per_jail(&self) -> Result<HashMap<String, u64>, LedgerError>;
 
     /// The sample lines kept with a ban.
-    pub fn ban_lines(&self, id: i64) -> Result<Vec<Vec<u8>>, LedgerError> {
-        let run = || -> rusqlite::Result<Vec<Vec<u8>>> {
-            let mut stmt = self
-                .conn
-                .prepare_cached("SELECT line FROM ban_lines WHERE ban = ?1 ORDER BY n")?;
-            let rows = stmt.query_map([id], |r| r.get(0))?;
-            rows.collect()
-        };
-        run().map_err(|e| self.err(e))
-    }
+    fn ban_lines(&self, id: i64) -> Result<Vec<Vec<u8>>, LedgerError>;
+}
 
-    /// Ends the given bans at `at` for `reason` ("expired", "unbanned", ...).
-    pub fn end_bans(
-        &mut self,
-        ids: &[i64],
-        at: Timestamp,
-        reason: &str,
-    ) -> Result<(), LedgerError> {
-        let run = |conn: &mut Connection| -> rusqlite::Result<()> {
-            let tx = conn.transaction()?;
-            {
-                let mut stmt = tx.prepare_cached(
-                    "UPDATE bans SET ended = ?2, end_reason = ?3 WHERE id = ?1 AND ended IS NULL",
-                )?;
-                for id in ids {
-                    stmt.execute(params![id, ms(at), reason])?;
-                }
-            }
-            tx.commit()
-        };
-        run(&mut self.conn).map_err(|e| self.err(e))
-    }
-
+/// Where this node's progress is kept.
+pub trait Progress: Send {
     /// Saves the cursors and the jails' states together: the point a restart resumes from.
-    pub fn checkpoint(
+    fn checkpoint(
         &mut self,
         cursors: &[(String, Cursor)],
         jails: &[(String, JailCheckpoint)],
         now: Timestamp,
-    ) -> Result<(), LedgerError> {
-        let run = |conn: &mut Connection| -> rusqlite::Result<()> {
-            let tx = conn.transaction()?;
-            {
-                let mut c = tx.prepare_cached(
-                    "INSERT OR REPLACE INTO cursors (source, dev, ino, offset, fingerprint, updated)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?;
-                for (source, cur) in cursors {
-                    c.execute(params![
-                        source,
-                        cur.dev as i64,
-                        cur.ino as i64,
-                        cur.offset as i64,
-                        cur.fingerprint,
-                        ms(now)
-                    ])?;
-                }
-                let mut j = tx.prepare_cached(
-                    "INSERT OR REPLACE INTO jails (name, windows, failed_total, updated)
-                     VALUES (?1, ?2, ?3, ?4)",
-                )?;
-                for (name, cp) in jails {
-                    j.execute(params![name, cp.windows, cp.failed_total as i64, ms(now)])?;
-                }
-            }
-            tx.commit()
-        };
-        run(&mut self.conn).map_err(|e| self.err(e))
-    }
+    ) -> Result<(), LedgerError>;
 
     /// The cursors saved at the last checkpoint, by source.
-    pub fn cursors(&self) -> Result<HashMap<String, Cursor>, LedgerError> {
-        let run = || -> rusqlite::Result<HashMap<String, Cursor>> {
-            let mut stmt = self
-                .conn
-                .prepare("SELECT source, dev, ino, offset, fingerprint FROM cursors")?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    Cursor {
-                        dev: r.get::<_, i64>(1)? as u64,
-                        ino: r.get::<_, i64>(2)? as u64,
-                        offset: r.get::<_, i64>(3)? as u64,
-                        fingerprint: r.get(4)?,
-                    },
-                ))
-            })?;
-            rows.collect()
-        };
-        run().map_err(|e| self.err(e))
-    }
+    fn cursors(&self) -> Result<HashMap<String, Cursor>, LedgerError>;
 
     /// A jail's state at the last checkpoint.
-    pub fn jail_checkpoint(&self, name: &str) -> Result<Option<JailCheckpoint>, LedgerError> {
-        self.conn
-            .query_row(
-                "SELECT windows, failed_total FROM jails WHERE name = ?1",
-                [name],
-                |r| {
-                    Ok(JailCheckpoint {
-                        windows: r.get(0)?,
-                        failed_total: r.get::<_, i64>(1)? as u64,
-                    })
-                },
-            )
-            .optional()
-            .map_err(|e| self.err(e))
-    }
-}
-
-fn is_damage(e: &rusqlite::Error) -> bool {
-    matches!(
-        e.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ban(jail: &str, target: &str, at: i64) -> NewBan {
-        NewBan {
-            jail: jail.into(),
-            target: target.parse().unwrap(),
-            started: Timestamp::from_second(at).unwrap(),
-            until: Some(Timestamp::from_second(at + 600).unwrap()),
-            failures: 5,
-            origin: Origin::Jail,
-            reason: String::new(),
-        }
-    }
-
-    #[test]
-    fn bans_are_recorded_once_and_ended() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut l, moved) = Ledger::open(dir.path()).unwrap();
-        assert!(moved.is_none());
-        let lines = vec![b"a".to_vec(), vec![b'x'; 5000]];
-        let id = l
-            .record_ban(&ban("ssh", "192.0.2.1/32", 1000), &lines)
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            l.record_ban(&ban("ssh", "192.0.2.1/32", 1000), &[])
-                .unwrap(),
-            None
-        );
-        l.record_ban(&ban("web", "192.0.2.1/32", 2000), &[])
-            .unwrap()
-            .unwrap();
-        let t = |s| Timestamp::from_second(s).unwrap();
-        let target = "192.0.2.1/32".parse().unwrap();
-        assert_eq!(
-            l.earlier_bans(target, Some("ssh"), t(0), t(5000)).unwrap(),
-            1
-        );
-        assert_eq!(l.earlier_bans(target, None, t(0), t(5000)).unwrap(), 2);
-        assert_eq!(l.earlier_bans(target, None, t(0), t(2000)).unwrap(), 1);
-        assert_eq!(l.ban_lines(id).unwrap()[1].len(), SAMPLE_LINE_MAX);
-        assert_eq!(l.active().unwrap().len(), 2);
-        l.end_bans(&[id], t(1200), "expired").unwrap();
-        let active = l.active().unwrap();
-        assert_eq!(active.len(), 1);
-        assert_eq!(active[0].jail, "web");
-        drop(l);
-        let (l, _) = Ledger::open(dir.path()).unwrap();
-        assert_eq!(l.recent(10).unwrap().len(), 2);
-    }
-
-    #[test]
-    fn checkpoints_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut l, _) = Ledger::open(dir.path()).unwrap();
-        let cur = Cursor {
-            dev: 1,
-            ino: 2,
-            offset: 3,
-            fingerprint: b"abc".to_vec(),
-        };
-        let cp = JailCheckpoint {
-            windows: vec![1, 2, 3],
-            failed_total: 7,
-        };
-        l.checkpoint(
-            &[("/a".into(), cur.clone())],
-            &[("ssh".into(), cp)],
-            Timestamp::now(),
-        )
-        .unwrap();
-        assert_eq!(l.cursors().unwrap()["/a"], cur);
-        let back = l.jail_checkpoint("ssh").unwrap().unwrap();
-        assert_eq!((back.windows, back.failed_total), (vec![1, 2, 3], 7));
-        assert!(l.jail_checkpoint("web").unwrap().is_none());
-    }
-
-    #[test]
-    fn a_damaged_file_is_moved_aside() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(FILE_NAME), vec![0x5a; 8192]).unwrap();
-        let (l, moved) = Ledger::open(dir.path()).unwrap();
-        let moved = moved.expect("moved aside");
-        assert_eq!(std::fs::read(&moved).unwrap(), vec![0x5a; 8192]);
-        assert!(l.active().unwrap().is_empty());
-    }
+    fn jail_checkpoint(&self, name: &str) -> Result<Option<JailCheckpoint>, LedgerError>;
 }

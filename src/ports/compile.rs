@@ -36,8 +36,8 @@ use std::fmt::Write;
 use ipnet::IpNet;
 
 use super::policy::{Opening, PortPolicy, Why};
-use crate::enforce::iptables::multiport_lists;
-use crate::enforce::ports::{fnv1a, ranges_text};
+use crate::netfilter::iptables::multiport_lists;
+use crate::vocab::ports::{fnv1a, ranges_text};
 
 /// The nftables table the policy lives in: its own, apart from the bans' `inet moat`, so
 /// that applying or rolling back the policy never touches the bans and the reverse.

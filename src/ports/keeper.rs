@@ -11,6 +11,7 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use jiff::{SignedDuration, Timestamp};
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::kernel::Kernel;
 use super::policy::{Backend, PortPolicy};
+use super::PortsError;
 
 /// An apply that rolls back unless confirmed in time.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -63,18 +65,22 @@ pub fn state_path(state_dir: &Path) -> PathBuf {
 }
 
 /// Locks and reads the state (an absent file is the empty state).
-pub fn lock(state_dir: &Path) -> Result<Locked, String> {
-    std::fs::create_dir_all(state_dir)
-        .map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
+pub fn lock(state_dir: &Path) -> Result<Locked, PortsError> {
+    // Private, as the ledger makes it when it comes first.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+        .map_err(PortsError::state("cannot create", state_dir))?;
     let lock_path = state_dir.join("ports.lock");
     let file = File::options()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+        .map_err(PortsError::state("cannot open", &lock_path))?;
     let lock = Flock::lock(file, FlockArg::LockExclusive)
-        .map_err(|(_, e)| format!("cannot lock {}: {e}", lock_path.display()))?;
+        .map_err(|(_, e)| PortsError::state("cannot lock", &lock_path)(e.into()))?;
     let path = state_path(state_dir);
     let state = read(&path)?;
     Ok(Locked {
@@ -85,18 +91,20 @@ pub fn lock(state_dir: &Path) -> Result<Locked, String> {
 }
 
 /// Reads the state without locking (for status).
-pub fn read(path: &Path) -> Result<PortsState, String> {
+pub fn read(path: &Path) -> Result<PortsState, PortsError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text)
-            .map_err(|e| format!("{} is damaged ({e}); move it aside", path.display())),
+        Ok(text) => serde_json::from_str(&text).map_err(|e| PortsError::Damaged {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(PortsState::default()),
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        Err(e) => Err(PortsError::state("cannot read", path)(e)),
     }
 }
 
 impl Locked {
     /// Writes the state: a new file renamed over the old, so a crash leaves one or the other.
-    pub fn save(&self) -> Result<(), String> {
+    pub fn save(&self) -> Result<(), PortsError> {
         let tmp = self.path.with_extension("json.new");
         let text = serde_json::to_string_pretty(&self.state).expect("serialisable");
         let write = || -> std::io::Result<()> {
@@ -105,12 +113,12 @@ impl Locked {
             f.sync_all()?;
             std::fs::rename(&tmp, &self.path)
         };
-        write().map_err(|e| format!("cannot write {}: {e}", self.path.display()))
+        write().map_err(PortsError::state("cannot write", &self.path))
     }
 }
 
 /// Puts `policy` (or no policy) in the kernel through `kernel`.
-fn put(kernel: &mut Kernel, policy: Option<&PortPolicy>) -> Result<(), String> {
+fn put(kernel: &mut Kernel, policy: Option<&PortPolicy>) -> Result<(), PortsError> {
     match policy {
         Some(p) => kernel.apply(&kernel.compile(p)),
         None => kernel.remove(),
@@ -137,7 +145,7 @@ pub fn apply(
     policy: Option<PortPolicy>,
     backend: Backend,
     confirm_within: Option<SignedDuration>,
-) -> Result<Applied, String> {
+) -> Result<Applied, PortsError> {
     let mut locked = lock(state_dir)?;
     let mut kernel = Kernel::open(backend);
     if let Some(old) = locked.state.backend {
@@ -170,7 +178,7 @@ pub fn apply(
 }
 
 /// Confirms the pending apply; `false` when none was pending.
-pub fn confirm(state_dir: &Path) -> Result<bool, String> {
+pub fn confirm(state_dir: &Path) -> Result<bool, PortsError> {
     let mut locked = lock(state_dir)?;
     if locked.state.pending.take().is_none() {
         return Ok(false);
@@ -193,7 +201,7 @@ pub enum Tick {
 
 /// Rolls back an expired apply, and with `repair` checks the kernel against the policy in
 /// force and restores it when they differ.
-pub fn tick(state_dir: &Path, repair: bool) -> Result<Tick, String> {
+pub fn tick(state_dir: &Path, repair: bool) -> Result<Tick, PortsError> {
     let mut locked = lock(state_dir)?;
     let Some(backend) = locked.state.backend else {
         return Ok(Tick::Nothing);
@@ -269,7 +277,10 @@ mod tests {
         assert_eq!(back.repairs, 3);
         assert!(back.pending.is_some());
         std::fs::write(state_path(dir.path()), "{not json").unwrap();
-        assert!(lock(dir.path()).err().unwrap().contains("damaged"));
+        assert!(matches!(
+            lock(dir.path()).err().unwrap(),
+            PortsError::Damaged { .. }
+        ));
     }
 
     #[test]

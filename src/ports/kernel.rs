@@ -9,9 +9,9 @@ use serde_json::Value;
 
 use super::compile::{self, compile_with, Family, PortMatch, Ruleset, CHAIN, CHAIN_IN, TABLE};
 use super::policy::{Backend, PortPolicy};
-use crate::enforce::iptables::run;
-use crate::enforce::nft::Nft;
-use crate::enforce::nftables::NftEnforcer;
+use super::PortsError;
+use crate::netfilter::nft::Nft;
+use crate::netfilter::{run, NetfilterError};
 
 /// The first line of each family's listing: the hook into the packet path is in place.
 const NFT_BASE: &str = "base chain on prerouting at priority -150";
@@ -53,7 +53,7 @@ impl Kernel {
             Backend::Iptables => Kernel::Iptables,
             Backend::DockerUser => Kernel::DockerUser,
             Backend::Nftables => Kernel::Nftables(Nft::open()),
-            Backend::Auto => match NftEnforcer::probe() {
+            Backend::Auto => match crate::netfilter::nft::Nft::probe() {
                 Ok(_) => Kernel::Nftables(Nft::open()),
                 Err(_) => Kernel::Iptables,
             },
@@ -104,7 +104,7 @@ impl Kernel {
     }
 
     /// What the kernel holds of the policy now, in words (empty lists when it holds nothing).
-    pub fn held(&mut self) -> Result<Listing, String> {
+    pub fn held(&mut self) -> Result<Listing, PortsError> {
         match self {
             Kernel::Nftables(nft) => Ok(vec![(Family::Inet, nft_held(nft)?)]),
             Kernel::Iptables | Kernel::DockerUser => {
@@ -119,9 +119,9 @@ impl Kernel {
 
     /// Puts `set` in force, replacing whatever moat had there, in one transaction per
     /// nftables table or iptables family.
-    pub fn apply(&mut self, set: &Ruleset) -> Result<(), String> {
+    pub fn apply(&mut self, set: &Ruleset) -> Result<(), PortsError> {
         match self {
-            Kernel::Nftables(nft) => nft.run(&set.nft_script()),
+            Kernel::Nftables(nft) => nft.run(&set.nft_script()).map_err(PortsError::Nft),
             Kernel::Iptables | Kernel::DockerUser => {
                 let place = self.place().expect("iptables");
                 for (v6, program) in [(false, "iptables"), (true, "ip6tables")] {
@@ -152,9 +152,11 @@ impl Kernel {
     }
 
     /// Removes moat's policy objects; nothing else.
-    pub fn remove(&mut self) -> Result<(), String> {
+    pub fn remove(&mut self) -> Result<(), PortsError> {
         match self {
-            Kernel::Nftables(nft) => nft.run(&compile::nft_remove_script()),
+            Kernel::Nftables(nft) => nft
+                .run(&compile::nft_remove_script())
+                .map_err(PortsError::Nft),
             Kernel::Iptables | Kernel::DockerUser => {
                 let place = self.place().expect("iptables");
                 for program in ["iptables", "ip6tables"] {
@@ -201,9 +203,12 @@ fn has_jump(program: &str, table: &str, from: &str) -> bool {
 
 /// The policy table's rules in words, read from a terse listing of the whole ruleset (cheap
 /// however many bans the other table holds).
-fn nft_held(nft: &mut Nft) -> Result<Vec<String>, String> {
-    let json = nft.list_json("list ruleset", true)?;
-    let all: Value = serde_json::from_str(&json).map_err(|e| format!("nft's JSON: {e}"))?;
+fn nft_held(nft: &mut Nft) -> Result<Vec<String>, PortsError> {
+    let json = nft
+        .list_json("list ruleset", true)
+        .map_err(PortsError::Nft)?;
+    let all: Value =
+        serde_json::from_str(&json).map_err(|e| PortsError::Nft(format!("nft's JSON: {e}")))?;
     let items = all["nftables"].as_array().cloned().unwrap_or_default();
     let ours = |o: &Value| o["family"] == "inet" && o["table"] == TABLE;
     let mut out = Vec::new();
@@ -247,7 +252,7 @@ fn comment_of(line: &str) -> Option<String> {
 }
 
 /// One iptables family's policy chains in words.
-fn ipt_held(program: &str, place: &Place) -> Result<Vec<String>, String> {
+fn ipt_held(program: &str, place: &Place) -> Result<Vec<String>, PortsError> {
     let mut out = Vec::new();
     if place
         .jumps
@@ -265,11 +270,11 @@ fn ipt_held(program: &str, place: &Place) -> Result<Vec<String>, String> {
                     .map(|l| comment_of(l).unwrap_or_else(|| "(a rule moat did not write)".into())),
             ),
             // iptables-nft calls a chain that does not exist "incompatible".
-            Err(e)
-                if e.contains("No chain")
-                    || e.contains("does not exist")
-                    || e.contains("incompatible") => {}
-            Err(e) => return Err(e),
+            Err(NetfilterError::Failed { message, .. })
+                if message.contains("No chain")
+                    || message.contains("does not exist")
+                    || message.contains("incompatible") => {}
+            Err(e) => return Err(e.into()),
         }
     }
     out.extend(compile::collapse(comments));

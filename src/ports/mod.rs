@@ -20,3 +20,39 @@ pub mod kernel;
 pub mod policy;
 
 pub use policy::{Backend, PortPolicy, PortsTable};
+
+use std::path::PathBuf;
+
+use crate::netfilter::NetfilterError;
+
+/// Why the port policy could not be read, applied, checked or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum PortsError {
+    /// An iptables-family program failed.
+    #[error(transparent)]
+    Program(#[from] NetfilterError),
+    /// nftables refused a script or a listing; its message.
+    #[error("{0}")]
+    Nft(String),
+    /// The state file or its directory.
+    #[error("{what} {}: {source}", path.display())]
+    State {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The state file is not what moat wrote.
+    #[error("{} is damaged ({reason}); move it aside", path.display())]
+    Damaged { path: PathBuf, reason: String },
+}
+
+impl PortsError {
+    fn state(
+        what: &'static str,
+        path: &std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> PortsError {
+        let path = path.to_path_buf();
+        move |source| PortsError::State { what, path, source }
+    }
+}

@@ -18,7 +18,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::config::value::{Net, PortsValue};
+use crate::vocab::ports::PortsValue;
+use crate::vocab::Net;
 
 /// Swarm's node-to-node ports: cluster management, gossip, the overlay's VXLAN.
 pub const SWARM_TCP: &[(u16, u16)] = &[(2377, 2377), (7946, 7946)];

@@ -1,49 +1,28 @@
-//! The offline pipeline behind `moat scan`: inputs → lines → filters → jails → would-be bans.
+//! `moat scan`: the offline run of the [pipeline](crate::pipeline) over inputs, and its report.
 //!
-//! Each input is read once, whatever the number of jails reading it: one [`Prefilter`] search
-//! per line picks the filters that could match, only those run their regexes, and a failure
-//! goes to its jail's window. No enforcer is involved; the result is a [`ScanReport`] that
-//! [`report`] renders for people or as JSON.
+//! Each input is read once, whatever the number of jails reading it: the pipeline's prefilter
+//! searches each block once for every filter, only candidate lines run their regexes, and a
+//! failure goes to its jail's window. No enforcer is involved: this module's sink collects the
+//! would-be bans and the examples the report shows, and [`report`] renders a [`ScanReport`]
+//! for people or as JSON.
 //!
-//! The jails are the daemon's jails; only the clock differs. Offline, a line's own time is the
-//! only time, and a syslog line's missing year is inferred from the file's modification time.
+//! The jails are the daemon's jails; only the timing differs. Offline, a line's own time is
+//! the only time, and a syslog line's missing year is inferred from the file's modification
+//! time.
 
 pub mod report;
 
-use std::collections::BTreeMap;
 use std::io;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
 use crate::config::JailConfig;
-use crate::detect::time::FoundFormat;
-use crate::detect::{Filter, Prefilter, TimeContext, Verdict};
-use crate::jail::{BanDecision, Jail, Outcome};
+use crate::detect::Filter;
+use crate::jail::BanDecision;
+use crate::pipeline::{JailStage, JailStats, Pipeline, Sink, Timing};
 use crate::source::{self, Chunk, Input, LineReader};
-
-/// Per-jail counts, the numbers fail2ban-regex prints and a few it does not.
-#[derive(Debug, Default, Clone)]
-pub struct JailStats {
-    /// Lines a failregex matched and no ignoreregex vetoed.
-    pub matched: u64,
-    /// Lines a failregex matched and an ignoreregex vetoed.
-    pub ignored: u64,
-    /// Matched lines whose time could not be read (not counted).
-    pub unparsed_time: u64,
-    /// Matched lines whose `<HOST>` text was not an address (not counted).
-    pub bad_host: u64,
-    /// Failures from addresses in the jail's ignore list.
-    pub ignored_clients: u64,
-    /// Failures of a client while its ban was running.
-    pub while_banned: u64,
-    /// Matches per failregex, in order.
-    pub rule_hits: Vec<u64>,
-    /// Which time formats the matched lines used.
-    pub formats: BTreeMap<FoundFormat, u64>,
-    /// Up to a few matched lines without a readable time, for the report.
-    pub unparsed_samples: Vec<String>,
-}
+use crate::vocab::ClientKey;
 
 /// One jail's part of a scan.
 #[derive(Debug)]
@@ -51,6 +30,8 @@ pub struct JailScan {
     pub config: JailConfig,
     pub rules: Vec<String>,
     pub stats: JailStats,
+    /// Up to a few matched lines without a readable time, for the report.
+    pub unparsed_samples: Vec<String>,
     pub bans: Vec<BanDecision>,
     /// Keys still in a window (failing, not banned) at the end.
     pub still_failing: usize,
@@ -70,6 +51,7 @@ pub struct InputStats {
 pub struct ScanReport {
     pub inputs: Vec<InputStats>,
     pub lines: u64,
+    /// Lines over the cap (1 MiB), counted and never matched.
     pub truncated: u64,
     pub jails: Vec<JailScan>,
     /// Lines no jail matched, when asked for.
@@ -120,47 +102,36 @@ pub struct ScanOptions {
 
 const UNPARSED_SAMPLES: usize = 5;
 
-/// One jail's running state during a scan.
-struct JailRun {
-    filter: Filter,
-    window: Jail,
-    stats: JailStats,
-    bans: Vec<BanDecision>,
+/// The scan's sink: the would-be bans, and the examples the report shows.
+struct Collect {
+    bans: Vec<Vec<BanDecision>>,
+    unparsed: Vec<Vec<String>>,
+    missed: Vec<String>,
+    missed_max: usize,
 }
 
-impl JailRun {
-    /// Runs the filter on a line and feeds a failure to the window; true when the filter
-    /// matched (whatever became of the match).
-    fn line(&mut self, line: &[u8], ctx: &TimeContext) -> bool {
-        let st = &mut self.stats;
-        match self.filter.check_mut(line, ctx) {
-            Verdict::Miss => return false,
-            Verdict::Ignored => st.ignored += 1,
-            Verdict::BadHost => {
-                st.matched += 1;
-                st.bad_host += 1;
-            }
-            Verdict::NoTime { .. } => {
-                st.matched += 1;
-                st.unparsed_time += 1;
-                if st.unparsed_samples.len() < UNPARSED_SAMPLES {
-                    st.unparsed_samples
-                        .push(String::from_utf8_lossy(line).into_owned());
-                }
-            }
-            Verdict::Failure(f) => {
-                st.matched += 1;
-                st.rule_hits[f.rule] += 1;
-                *st.formats.entry(f.format).or_default() += 1;
-                match self.window.observe(f.host, f.time) {
-                    Outcome::Counted { .. } => {}
-                    Outcome::Banned(d) => self.bans.push(d),
-                    Outcome::WhileBanned => st.while_banned += 1,
-                    Outcome::Ignored => st.ignored_clients += 1,
-                }
-            }
+impl Sink for Collect {
+    fn wants_missed(&self) -> bool {
+        self.missed_max > 0
+    }
+
+    fn missed(&mut self, line: &[u8]) {
+        if self.missed.len() < self.missed_max {
+            self.missed.push(String::from_utf8_lossy(line).into_owned());
         }
-        true
+    }
+
+    fn unparsed(&mut self, jail: usize, line: &[u8]) {
+        let samples = &mut self.unparsed[jail];
+        if samples.len() < UNPARSED_SAMPLES {
+            samples.push(String::from_utf8_lossy(line).into_owned());
+        }
+    }
+
+    fn failure(&mut self, _jail: usize, _key: ClientKey, _line: &[u8]) {}
+
+    fn banned(&mut self, jail: usize, decision: BanDecision) {
+        self.bans[jail].push(decision);
     }
 }
 
@@ -172,26 +143,25 @@ pub fn run(
     mut options: ScanOptions,
 ) -> Result<ScanReport, ScanError> {
     let started = Instant::now();
-    let zones: Vec<_> = jails.iter().map(JailConfig::time_zone).collect();
-    let mut runs: Vec<JailRun> = jails
-        .iter()
-        .map(|j| {
-            let filter = Filter::compile(&j.filter).expect("filters are validated with the config");
-            JailRun {
-                stats: JailStats {
-                    rule_hits: vec![0; filter.rule_names().len()],
-                    ..JailStats::default()
-                },
-                filter,
-                window: Jail::new(j.params.clone()),
-                bans: Vec::new(),
-            }
-        })
-        .collect();
+    let mut pipeline = Pipeline::new(
+        jails
+            .iter()
+            .map(|j| {
+                let filter =
+                    Filter::compile(&j.filter).expect("filters are validated with the config");
+                JailStage::new(filter, j.params.clone(), j.time_zone())
+            })
+            .collect(),
+    );
+    let mut sink = Collect {
+        bans: vec![Vec::new(); jails.len()],
+        unparsed: vec![Vec::new(); jails.len()],
+        missed: Vec::new(),
+        missed_max: options.missed_samples,
+    };
     let mut report_inputs = Vec::new();
     let mut total_lines = 0;
     let mut truncated = 0;
-    let mut missed = Vec::new();
     let mut consumed_before = 0u64;
 
     for (input, readers) in inputs.iter().zip(reads) {
@@ -200,61 +170,32 @@ pub fn run(
             source,
         };
         let opened = source::open(input).map_err(fail)?;
-        let reference = opened
-            .modified
-            .and_then(|m| Timestamp::try_from(m).ok())
-            .unwrap_or(options.now);
-        let ctxs: Vec<TimeContext> = readers
-            .iter()
-            .map(|&j| TimeContext {
-                zone: zones[j].clone(),
-                reference,
-            })
-            .collect();
-        let prefilter = {
-            let local: Vec<&Filter> = readers.iter().map(|&j| &runs[j].filter).collect();
-            Prefilter::new(&local)
-        };
-        // Searching whole blocks and visiting only the lines that contain a literal is the
-        // fast path; sampling missed lines needs to see every line.
-        let skim = prefilter.can_skip_lines() && options.missed_samples == 0;
+        let route = pipeline.route(readers.clone());
+        let mut state = pipeline.state(&route);
+        pipeline.set_reference(
+            &route,
+            opened
+                .modified
+                .and_then(|m| Timestamp::try_from(m).ok())
+                .unwrap_or(options.now),
+        );
         let consumed = opened.consumed.clone();
-        let mut candidates = Vec::with_capacity(readers.len());
         let mut lines = 0u64;
         let mut since_progress = 0u64;
-        let one_line = |line: &[u8], cands: &[usize], runs: &mut [JailRun]| -> bool {
-            let mut any = false;
-            for &c in cands {
-                any |= runs[readers[c]].line(line, &ctxs[c]);
-            }
-            any
-        };
         let mut reader = LineReader::new(opened.reader);
         let bytes = reader
             .for_each_chunk(|chunk| {
                 match chunk {
-                    Chunk::Lines(block) if skim => {
+                    Chunk::Lines(block) => {
                         lines += memchr::memchr_iter(b'\n', block).count() as u64;
-                        prefilter.for_each_candidate_line(block, &mut candidates, |line, c| {
-                            one_line(line, c, &mut runs);
-                        });
+                        pipeline.block(&route, &mut state, block, Timing::Offline, &mut sink);
                     }
-                    Chunk::Lines(block) => source::split_lines(block, &mut |line| {
-                        lines += 1;
-                        prefilter.candidates(line.bytes, &mut candidates);
-                        let any = one_line(line.bytes, &candidates, &mut runs);
-                        if !any && missed.len() < options.missed_samples {
-                            missed.push(String::from_utf8_lossy(line.bytes).into_owned());
-                        }
-                    }),
                     Chunk::Line(line) => {
                         lines += 1;
+                        // Over the cap: never matched (cut short, a line could match where
+                        // the whole line does not), only counted.
                         truncated += u64::from(line.truncated);
-                        prefilter.candidates(line.bytes, &mut candidates);
-                        let any = one_line(line.bytes, &candidates, &mut runs);
-                        if !any && missed.len() < options.missed_samples {
-                            missed.push(String::from_utf8_lossy(line.bytes).into_owned());
-                        }
+                        pipeline.line(&route, &mut state, line, Timing::Offline, &mut sink);
                     }
                 }
                 if lines - since_progress >= 65_536 {
@@ -265,6 +206,7 @@ pub fn run(
                 }
             })
             .map_err(fail)?;
+        truncated += state.overlong;
         let file_bytes = opened.size.unwrap_or(bytes);
         consumed_before += file_bytes;
         if let Some(p) = options.progress.as_mut() {
@@ -280,14 +222,16 @@ pub fn run(
 
     let jails = jails
         .into_iter()
-        .zip(runs)
-        .map(|(config, run)| JailScan {
-            rules: run.filter.rule_names(),
-            still_failing: run.window.failing(),
-            evicted: run.window.evicted(),
+        .zip(pipeline.jails)
+        .zip(sink.bans.into_iter().zip(sink.unparsed))
+        .map(|((config, stage), (bans, unparsed_samples))| JailScan {
+            rules: stage.filter.rule_names(),
+            still_failing: stage.window.failing(),
+            evicted: stage.window.evicted(),
             config,
-            stats: run.stats,
-            bans: run.bans,
+            stats: stage.stats,
+            unparsed_samples,
+            bans,
         })
         .collect();
     Ok(ScanReport {
@@ -295,7 +239,7 @@ pub fn run(
         lines: total_lines,
         truncated,
         jails,
-        missed_samples: missed,
+        missed_samples: sink.missed,
         elapsed: started.elapsed(),
     })
 }

@@ -4,26 +4,11 @@
 use std::fmt::Write as _;
 
 use comfy_table::{presets, CellAlignment, ContentArrangement, Table};
-use jiff::Timestamp;
 use serde::Serialize;
 
 use super::ScanReport;
-
-/// RFC 3339 in UTC to the second: `2026-03-28T23:31:47Z`.
-pub fn utc(t: Timestamp) -> String {
-    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
-pub fn human_duration(d: jiff::SignedDuration) -> String {
-    let s = d.as_secs().unsigned_abs();
-    match s {
-        s if s.is_multiple_of(604_800) => format!("{}w", s / 604_800),
-        s if s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
-        s if s.is_multiple_of(3600) => format!("{}h", s / 3600),
-        s if s.is_multiple_of(60) => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
-}
+use crate::vocab::terminal::visible;
+use crate::vocab::time::{human_duration, utc};
 
 /// Thousands separators for counts people read.
 fn n(v: u64) -> String {
@@ -68,11 +53,11 @@ pub fn text(r: &ScanReport, opts: &TextOptions) -> String {
     }
     o.push('\n');
     for i in &r.inputs {
-        let _ = writeln!(o, "  {}: {} lines", i.name, n(i.lines));
+        let _ = writeln!(o, "  {}: {} lines", visible(&i.name), n(i.lines));
     }
     let _ = writeln!(
         o,
-        "\nLines: {} read, {} matched, {} ignored, {} without readable time, {} truncated",
+        "\nLines: {} read, {} matched, {} ignored, {} without readable time, {} over 1 MiB (skipped)",
         n(r.lines),
         n(r.matched()),
         n(r.ignored()),
@@ -93,7 +78,7 @@ pub fn text(r: &ScanReport, opts: &TextOptions) -> String {
         );
         let _ = writeln!(o, "  Failregex hits:");
         for (i, (rule, hits)) in j.rules.iter().zip(&j.stats.rule_hits).enumerate() {
-            let _ = writeln!(o, "    #{:<2} {:>10}  {}", i + 1, n(*hits), rule);
+            let _ = writeln!(o, "    #{:<2} {:>10}  {}", i + 1, n(*hits), visible(rule));
         }
         let st = &j.stats;
         if !j.config.filter.ignoreregex.is_empty() || st.ignored > 0 {
@@ -111,8 +96,8 @@ pub fn text(r: &ScanReport, opts: &TextOptions) -> String {
                 "  Without readable time (not counted): {}; e.g.",
                 n(st.unparsed_time)
             );
-            for l in &st.unparsed_samples {
-                let _ = writeln!(o, "    | {l}");
+            for l in &j.unparsed_samples {
+                let _ = writeln!(o, "    | {}", visible(l));
             }
         }
         if st.bad_host > 0 {
@@ -120,6 +105,13 @@ pub fn text(r: &ScanReport, opts: &TextOptions) -> String {
                 o,
                 "  Not an address at <HOST> (not counted): {}",
                 n(st.bad_host)
+            );
+        }
+        if st.too_long > 0 {
+            let _ = writeln!(
+                o,
+                "  Too long for a look-around pattern (not matched): {}",
+                n(st.too_long)
             );
         }
         let _ = writeln!(
@@ -188,7 +180,7 @@ pub fn text(r: &ScanReport, opts: &TextOptions) -> String {
             r.missed_samples.len()
         );
         for l in &r.missed_samples {
-            let _ = writeln!(o, "  | {l}");
+            let _ = writeln!(o, "  | {}", visible(l));
         }
     }
     o
@@ -223,6 +215,7 @@ struct JsonJail<'a> {
     ignored: u64,
     unparsed_time: u64,
     bad_host: u64,
+    too_long: u64,
     ignored_clients: u64,
     while_banned: u64,
     rule_hits: &'a [u64],
@@ -265,6 +258,7 @@ pub fn json(r: &ScanReport) -> String {
                 ignored: j.stats.ignored,
                 unparsed_time: j.stats.unparsed_time,
                 bad_host: j.stats.bad_host,
+                too_long: j.stats.too_long,
                 ignored_clients: j.stats.ignored_clients,
                 while_banned: j.stats.while_banned,
                 rule_hits: &j.stats.rule_hits,

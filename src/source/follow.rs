@@ -13,22 +13,23 @@
 //!   again from its start.
 //! - **symlink retarget**: the path is resolved at every look, so a new target is a new inode.
 //! - **a partial last line** waits for its newline; the cursor never points inside a line.
-//! - **an overlong line** is cut at [`MAX_LINE`] and the rest skipped to its newline.
+//! - **an overlong line** (over [`MAX_LINE`]) is skipped whole and counted, never matched.
+//! - **only regular files** are followed: a FIFO or a device at a followed path is an error,
+//!   opened without blocking, so that whoever can write to a log directory cannot stall moat.
 //!
-//! The [`Cursor`] (device, inode, offset, fingerprint of the first bytes) is what the ledger
+//! The [`FileCursor`] (device, inode, offset, fingerprint of the first bytes) is what the ledger
 //! saves. On restart [`FileFollower::resume`] continues from it; when the file was rotated while
 //! moat was stopped, it finds the old file by its inode in the same directory and reads its rest
 //! before the new one.
 
 use std::fs::{File, Metadata};
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::MAX_LINE;
-use crate::config::daemon::FollowFrom;
-use crate::ledger::Cursor;
+use super::LineAssembler;
+use crate::vocab::FileCursor;
 
 /// How many of a file's first bytes identify it beside its inode.
 pub const FINGERPRINT_LEN: usize = 64;
@@ -38,28 +39,38 @@ pub const RETIRE_AFTER: Duration = Duration::from_secs(10);
 /// hold a large buffer.
 const READ_BUDGET: usize = 1 << 20;
 
+/// Where a file seen for the first time is read from.
+#[derive(Clone, Copy, Debug, Default, serde::Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FollowFrom {
+    /// Only lines written from now on: old lines were somebody else's business.
+    #[default]
+    End,
+    /// The whole file.
+    Start,
+}
+
 /// An open file and how far it was consumed.
 #[derive(Debug)]
 struct Reading {
     file: File,
     dev: u64,
     ino: u64,
-    /// The offset after the last complete line handed out.
+    /// The offset after the last complete line handed out (or skipped as overlong).
     offset: u64,
     fingerprint: Vec<u8>,
-    /// Bytes after `offset` read but not yet ending in a newline.
-    partial: Vec<u8>,
-    /// Skipping the rest of an overlong line.
-    skipping: bool,
+    /// The line after `offset`, read but without its newline yet.
+    lines: LineAssembler,
     last_data: Instant,
+    /// When the file was last looked at.
+    looked: std::time::SystemTime,
     /// Lines were handed out from this file.
     emitted: bool,
 }
 
 impl Reading {
     fn open(path: &Path, offset: u64) -> io::Result<Reading> {
-        let file = File::open(path)?;
-        let meta = file.metadata()?;
+        let (file, meta) = open_regular(path)?;
         Ok(Reading::from_file(file, &meta, offset))
     }
 
@@ -70,9 +81,9 @@ impl Reading {
             ino: meta.ino(),
             offset,
             fingerprint: Vec::new(),
-            partial: Vec::new(),
-            skipping: false,
+            lines: LineAssembler::default(),
             last_data: Instant::now(),
+            looked: std::time::SystemTime::now(),
             emitted: false,
         };
         r.fingerprint = r.first_bytes().unwrap_or_default();
@@ -86,8 +97,8 @@ impl Reading {
         Ok(buf)
     }
 
-    fn cursor(&self) -> Cursor {
-        Cursor {
+    fn cursor(&self) -> FileCursor {
+        FileCursor {
             dev: self.dev,
             ino: self.ino,
             offset: self.offset,
@@ -98,7 +109,7 @@ impl Reading {
     /// True when the file was truncated or rewritten in place since it was read.
     fn was_truncated(&mut self) -> io::Result<bool> {
         let size = self.file.metadata()?.len();
-        let read_to = self.offset + self.partial.len() as u64;
+        let read_to = self.offset + self.lines.pending();
         if size < read_to {
             return Ok(true);
         }
@@ -118,13 +129,13 @@ impl Reading {
     fn read_new(
         &mut self,
         with_cursor: bool,
-        out: &mut dyn FnMut(&[u8], Option<Cursor>),
+        out: &mut dyn FnMut(&[u8], Option<FileCursor>),
     ) -> io::Result<bool> {
         let mut buf = vec![0u8; 256 * 1024];
         let mut budget = READ_BUDGET;
         let mut block = Vec::new();
         while budget > 0 {
-            let at = self.offset + self.partial.len() as u64;
+            let at = self.offset + self.lines.pending();
             let n = self.file.read_at(&mut buf[..budget.min(256 * 1024)], at)?;
             if n == 0 {
                 break;
@@ -132,46 +143,9 @@ impl Reading {
             budget -= n;
             self.last_data = Instant::now();
             block.clear();
-            let mut data = &buf[..n];
-            while !data.is_empty() {
-                match memchr::memchr(b'\n', data) {
-                    Some(i) => {
-                        let (line, rest) = data.split_at(i + 1);
-                        if self.skipping {
-                            self.skipping = false;
-                            self.offset += (self.partial.len() + line.len()) as u64;
-                            self.partial.clear();
-                        } else if self.partial.is_empty() {
-                            block.extend_from_slice(line);
-                            self.offset += line.len() as u64;
-                        } else {
-                            self.partial.extend_from_slice(line);
-                            block.extend_from_slice(&self.partial);
-                            self.offset += self.partial.len() as u64;
-                            self.partial.clear();
-                        }
-                        data = rest;
-                    }
-                    None => {
-                        // `partial` only counts bytes for the offset while skipping; the
-                        // skipped tail is not kept.
-                        if self.skipping {
-                            self.offset += data.len() as u64;
-                        } else {
-                            self.partial.extend_from_slice(data);
-                            if self.partial.len() > MAX_LINE {
-                                block.extend_from_slice(&self.partial[..MAX_LINE]);
-                                block.push(b'\n');
-                                self.offset += self.partial.len() as u64;
-                                self.partial.clear();
-                                self.skipping = true;
-                            }
-                        }
-                        data = &[];
-                    }
-                }
-            }
-            // A line cut at MAX_LINE has its own newline; lines inside the block keep theirs.
+            self.lines.push(&buf[..n], &mut block);
+            // Everything up to the line still open is done with, handed out or skipped.
+            self.offset = at + n as u64 - self.lines.pending();
             if !block.is_empty() {
                 self.emitted = true;
                 out(&block, with_cursor.then(|| self.cursor()));
@@ -181,14 +155,46 @@ impl Reading {
     }
 
     /// The bytes of a last line that will never be completed (its file was rotated away).
-    fn flush_partial(&mut self, with_cursor: bool, out: &mut dyn FnMut(&[u8], Option<Cursor>)) {
-        if !self.partial.is_empty() && !self.skipping {
-            let mut line = std::mem::take(&mut self.partial);
-            self.offset += line.len() as u64;
-            line.push(b'\n');
+    fn flush_partial(&mut self, with_cursor: bool, out: &mut dyn FnMut(&[u8], Option<FileCursor>)) {
+        let pending = self.lines.pending();
+        let mut line = Vec::new();
+        self.lines.finish(&mut line);
+        self.offset += pending;
+        if !line.is_empty() {
             out(&line, with_cursor.then(|| self.cursor()));
         }
     }
+}
+
+/// Opens `path` for reading if it is a regular file. Without blocking: `open()` of a FIFO
+/// waits for a writer, and a device such as `/dev/zero` never ends; both are refused, after
+/// the open, from the descriptor's own type, so that swapping the path between a check and
+/// the open changes nothing.
+pub fn open_regular(path: &Path) -> io::Result<(File, Metadata)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        let kind = if meta.file_type().is_fifo() {
+            "a FIFO"
+        } else if meta.is_dir() {
+            "a directory"
+        } else if meta.file_type().is_char_device() || meta.file_type().is_block_device() {
+            "a device"
+        } else if meta.file_type().is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{kind}, not a regular file: moat follows only regular files"),
+        ));
+    }
+    Ok((file, meta))
 }
 
 /// What a poll saw, for the log.
@@ -207,6 +213,8 @@ pub struct FileFollower {
     path: PathBuf,
     current: Option<Reading>,
     retired: Vec<Reading>,
+    /// Overlong lines of files no longer open.
+    overlong_gone: u64,
 }
 
 impl FileFollower {
@@ -214,19 +222,18 @@ impl FileFollower {
     /// Returns a note for the log when the saved cursor could not be honoured exactly.
     pub fn resume(
         path: &Path,
-        cursor: Option<&Cursor>,
+        cursor: Option<&FileCursor>,
         from: FollowFrom,
     ) -> (FileFollower, Option<String>) {
         let mut f = FileFollower {
             path: path.to_path_buf(),
             current: None,
             retired: Vec::new(),
+            overlong_gone: 0,
         };
-        let Ok(file) = File::open(path) else {
-            // Not there yet: followed from its start when it appears.
-            return (f, None);
-        };
-        let Ok(meta) = file.metadata() else {
+        // Not there yet (followed from its start when it appears), or not a file moat can
+        // read: the first poll says why.
+        let Ok((file, meta)) = open_regular(path) else {
             return (f, None);
         };
         let Some(cursor) = cursor else {
@@ -276,16 +283,16 @@ impl FileFollower {
     }
 
     /// The cursor of the file at the path, when one is open.
-    pub fn cursor(&self) -> Option<Cursor> {
+    pub fn cursor(&self) -> Option<FileCursor> {
         self.current.as_ref().map(Reading::cursor)
     }
 
     /// Bytes in the file not yet read (for "lag" in status).
     pub fn lag(&self) -> u64 {
         self.current.as_ref().map_or(0, |r| {
-            r.file.metadata().map_or(0, |m| {
-                m.len().saturating_sub(r.offset + r.partial.len() as u64)
-            })
+            r.file
+                .metadata()
+                .map_or(0, |m| m.len().saturating_sub(r.offset + r.lines.pending()))
         })
     }
 
@@ -296,36 +303,57 @@ impl FileFollower {
     /// Lines of a rotated file come with its cursor only until the new file has handed out
     /// lines: up to then a restart must finish the old file first (found by its inode); after
     /// that the new file's cursor is the one to keep.
-    pub fn poll(&mut self, out: &mut dyn FnMut(&[u8], Option<Cursor>)) -> io::Result<PollNotes> {
+    pub fn poll(
+        &mut self,
+        out: &mut dyn FnMut(&[u8], Option<FileCursor>),
+    ) -> io::Result<PollNotes> {
         let mut notes = PollNotes::default();
         let old_cursor = !self.current.as_ref().is_some_and(|c| c.emitted);
         for old in &mut self.retired {
             notes.more |= old.read_new(old_cursor, out)?;
         }
         let now = Instant::now();
+        let mut gone = 0;
         self.retired.retain_mut(|old| {
             let keep = now.duration_since(old.last_data) < RETIRE_AFTER;
             if !keep {
                 old.flush_partial(old_cursor, out);
+                gone += old.lines.overlong;
             }
             keep
         });
+        self.overlong_gone += gone;
         if let Some(cur) = &mut self.current {
-            if cur.was_truncated()? {
+            // Empty at the last look: the truncation of a copytruncate cannot be seen in the
+            // file itself (empty, then a burst, copied, emptied, then new lines), only by the
+            // copy appearing beside it since, holding what the file does not start with.
+            let was_empty =
+                cur.fingerprint.is_empty() && cur.offset == 0 && cur.lines.pending() == 0;
+            let copy = if cur.was_truncated()? {
+                Some(find_copy(&self.path, cur, &cur.fingerprint, None))
+            } else if was_empty && cur.file.metadata()?.len() > 0 {
+                let head = cur.first_bytes()?;
+                find_copy(&self.path, cur, b"", Some(cur.looked))
+                    .filter(|c| !head.starts_with(&c.fingerprint))
+                    .map(Some)
+            } else {
+                None
+            };
+            if let Some(copy) = copy {
                 notes.truncated = true;
                 // copytruncate: lines written before the copy and not yet read are in the
-                // copy; read them from there first.
-                if let Some(mut copy) = find_copy(&self.path, &cur.fingerprint, cur.offset) {
+                // copy; read them from there first, all of them.
+                if let Some(mut copy) = copy {
                     copy.offset = cur.offset;
-                    notes.more |= copy.read_new(true, out)?;
+                    while copy.read_new(true, out)? {}
                     copy.flush_partial(true, out);
                 }
                 cur.offset = 0;
-                cur.partial.clear();
-                cur.skipping = false;
+                cur.lines.reset();
                 cur.fingerprint = cur.first_bytes()?;
             }
             notes.more |= cur.read_new(true, out)?;
+            cur.looked = std::time::SystemTime::now();
         }
         // Does the path still name the file being read?
         match std::fs::metadata(&self.path) {
@@ -335,14 +363,21 @@ impl FileFollower {
                     .as_ref()
                     .is_some_and(|c| (c.dev, c.ino) == (meta.dev(), meta.ino()));
                 if !same {
-                    if let Ok(mut fresh) = Reading::open(&self.path, 0) {
-                        notes.opened = true;
-                        if let Some(old) = self.current.take() {
-                            notes.rotated = true;
-                            self.retired.push(old);
+                    match Reading::open(&self.path, 0) {
+                        Ok(mut fresh) => {
+                            notes.opened = true;
+                            if let Some(old) = self.current.take() {
+                                notes.rotated = true;
+                                self.retired.push(old);
+                            }
+                            notes.more |= fresh.read_new(true, out)?;
+                            self.current = Some(fresh);
                         }
-                        notes.more |= fresh.read_new(true, out)?;
-                        self.current = Some(fresh);
+                        // Gone between the look and the open: the next look sees it.
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        // There but not readable (permissions, a FIFO, a device): an error
+                        // for status and the log, never "not there yet".
+                        Err(e) => return Err(e),
                     }
                 }
             }
@@ -354,36 +389,82 @@ impl FileFollower {
         Ok(notes)
     }
 
+    /// Lines skipped because they were longer than the cap.
+    pub fn overlong(&self) -> u64 {
+        self.current
+            .iter()
+            .chain(&self.retired)
+            .map(|r| r.lines.overlong)
+            .sum::<u64>()
+            + self.overlong_gone
+    }
+
     /// True while rotated files are still being drained.
     pub fn has_retired(&self) -> bool {
         !self.retired.is_empty()
     }
 }
 
-/// Another file beside `path` that starts with `fingerprint` and is at least `len` long: the
-/// copy copytruncate made.
-fn find_copy(path: &Path, fingerprint: &[u8], len: u64) -> Option<Reading> {
-    if fingerprint.is_empty() {
-        return None;
-    }
+/// The copy copytruncate made of `path` before truncating it, when it holds bytes past the
+/// offset `cur` was read to (lines written before the copy that were not read yet): another
+/// regular file beside `path`, not compressed, that starts with `fingerprint`. A fingerprint shorter than
+/// [`FINGERPRINT_LEN`] (the file was short, or empty, when last read) identifies little, so
+/// then the copy must also be named after the file (`access.log.1`, `access.log-20261202`),
+/// as logrotate names it. The most recently modified candidate wins.
+///
+/// `since`: only a copy modified after then, when the truncation could not be seen and only
+/// the copy's appearance tells of it. File times come from a coarse clock (a tick, 4 or 10
+/// ms, behind), hence a little slack; no more, or the copies of earlier rotations (made just
+/// before a new file was opened) would pass for this one's.
+fn find_copy(
+    path: &Path,
+    cur: &Reading,
+    fingerprint: &[u8],
+    since: Option<std::time::SystemTime>,
+) -> Option<Reading> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let own = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    let name = path.file_name()?.to_string_lossy().into_owned();
+    let weak = fingerprint.len() < FINGERPRINT_LEN;
+    let since = since.map(|t| t - Duration::from_millis(20));
+    let mut best: Option<(std::time::SystemTime, Reading)> = None;
     for entry in std::fs::read_dir(dir).ok()?.flatten() {
         let Ok(meta) = entry.metadata() else { continue };
-        if !meta.is_file() || meta.len() < len || Some((meta.dev(), meta.ino())) == own {
+        // Not the file being read (a rename moves it beside the path).
+        if !meta.is_file()
+            || meta.len() <= cur.offset
+            || (meta.dev(), meta.ino()) == (cur.dev, cur.ino)
+        {
             continue;
+        }
+        let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+        if since.is_some_and(|t| modified < t) {
+            continue;
+        }
+        if weak {
+            let other = entry.file_name().to_string_lossy().into_owned();
+            let named_after = other
+                .strip_prefix(&name)
+                .is_some_and(|rest| rest.starts_with(['.', '-', '_']));
+            if !named_after {
+                continue;
+            }
         }
         let Ok(reading) = Reading::open(&entry.path(), 0) else {
             continue;
         };
-        if reading.fingerprint.starts_with(fingerprint) {
-            return Some(reading);
+        if !reading.fingerprint.starts_with(fingerprint)
+            || reading.fingerprint.starts_with(&[0x1f, 0x8b])
+        {
+            continue;
+        }
+        if best.as_ref().is_none_or(|(m, _)| modified > *m) {
+            best = Some((modified, reading));
         }
     }
-    None
+    best.map(|(_, r)| r)
 }
 
 fn fingerprint_matches(now: &[u8], saved: &[u8]) -> bool {
@@ -392,7 +473,7 @@ fn fingerprint_matches(now: &[u8], saved: &[u8]) -> bool {
 }
 
 /// A file in `path`'s directory with the cursor's device and inode and a matching fingerprint.
-fn find_by_inode(path: &Path, cursor: &Cursor) -> Option<(Reading, PathBuf)> {
+fn find_by_inode(path: &Path, cursor: &FileCursor) -> Option<(Reading, PathBuf)> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -413,6 +494,7 @@ fn find_by_inode(path: &Path, cursor: &Cursor) -> Option<(Reading, PathBuf)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::MAX_LINE;
     use std::io::Write;
 
     fn append(path: &Path, text: &str) {
@@ -503,6 +585,67 @@ mod tests {
         assert_eq!(collect(&mut f), "one-late\ntwo\n");
     }
 
+    /// A burst written, copied and truncated before moat read any of it, into a file that was
+    /// empty when moat last looked (so its fingerprint identifies nothing): the burst is read
+    /// from the copy, once, then what follows in the truncated file.
+    #[test]
+    fn copytruncate_before_the_first_read_recovers_from_the_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("access.log");
+        append(&log, "");
+        // An older rotation that must not be taken for the copy.
+        let old = dir.path().join("access.log.2");
+        std::fs::write(&old, "old rotation\n".repeat(50)).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+            .unwrap();
+        std::fs::write(dir.path().join("other.log"), "unrelated\n".repeat(50)).unwrap();
+        let (mut f, _) = FileFollower::resume(&log, None, FollowFrom::End);
+        assert_eq!(collect(&mut f), "");
+        let burst: String = (0..1000).map(|i| format!("line {i}\n")).collect();
+        append(&log, &burst);
+        std::fs::copy(&log, dir.path().join("access.log.1")).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        append(&log, "after\n");
+        assert_eq!(collect(&mut f), format!("{burst}after\n"));
+
+        // A burst larger than one read's budget is read from the copy to its end.
+        std::fs::remove_file(dir.path().join("access.log.1")).unwrap();
+        let big: String = (0..200_000)
+            .map(|i| format!("burst line {i:08}\n"))
+            .collect();
+        assert!(big.len() > READ_BUDGET * 2);
+        append(&log, &big);
+        std::fs::copy(&log, dir.path().join("access.log.1")).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        append(&log, "later\n");
+        let got = collect(&mut f);
+        assert_eq!(got.len(), big.len() + "later\n".len());
+        assert!(got.ends_with("burst line 00199999\nlater\n"));
+
+        // A new file (delete and recreate) empty when opened, with the copies of earlier
+        // rotations beside it: its first lines are its own, not a copytruncate's.
+        std::thread::sleep(Duration::from_millis(50));
+        std::fs::remove_file(&log).unwrap();
+        append(&log, "");
+        assert_eq!(collect(&mut f), "");
+        append(&log, "fresh\n");
+        assert_eq!(collect(&mut f), "fresh\n");
+    }
+
     #[test]
     fn resumes_from_a_cursor_across_a_rotation_while_stopped() {
         let dir = tempfile::tempdir().unwrap();
@@ -527,23 +670,56 @@ mod tests {
     }
 
     #[test]
-    fn an_overlong_line_is_cut_and_the_rest_skipped() {
+    fn an_overlong_line_is_skipped_whole_and_counted() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("big.log");
         append(&log, "");
         let (mut f, _) = FileFollower::resume(&log, None, FollowFrom::Start);
+        // Just under the cap, then a line that is over it only once its last piece arrives
+        // (the piece that completed a held partial line used to slip through uncut), then
+        // one far over it.
+        let under = "u".repeat(MAX_LINE);
+        append(&log, &under);
+        assert_eq!(collect(&mut f), "");
+        append(&log, "\n");
+        assert_eq!(collect(&mut f).len(), MAX_LINE + 1);
+        append(&log, &"a".repeat(MAX_LINE - 10));
+        assert_eq!(collect(&mut f), "");
+        append(&log, &format!("{} 192.0.2.66\n", "b".repeat(100)));
         let long = "z".repeat(MAX_LINE + 10);
         append(&log, &long);
+        // A restart in the middle of the overlong line resumes at its start, not inside it.
+        assert_eq!(collect(&mut f), "");
+        let cur = f.cursor().unwrap();
+        drop(f);
+        let (mut f, _) = FileFollower::resume(&log, Some(&cur), FollowFrom::End);
         append(&log, &long);
         append(&log, "\nok\n");
-        let out = collect(&mut f);
-        let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(lines.len(), 2);
-        assert_eq!(lines[0].len(), MAX_LINE);
-        assert_eq!(lines[1], "ok");
+        assert_eq!(collect(&mut f), "ok\n");
+        // Counted since this follower started (the line before the restart was the other's).
+        assert_eq!(f.overlong(), 1);
         assert_eq!(
             f.cursor().unwrap().offset,
             std::fs::metadata(&log).unwrap().len()
         );
+    }
+
+    #[test]
+    fn only_regular_files_are_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("access.log");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // Neither the start nor a poll blocks on the FIFO (no writer ever opens it); the poll
+        // says what is wrong.
+        let (mut f, _) = FileFollower::resume(&fifo, None, FollowFrom::Start);
+        let err = f.poll(&mut |_, _| panic!("no lines")).unwrap_err();
+        assert!(err.to_string().contains("a FIFO"), "{err}");
+        let (mut f, _) = FileFollower::resume(Path::new("/dev/zero"), None, FollowFrom::Start);
+        let err = f.poll(&mut |_, _| panic!("no lines")).unwrap_err();
+        assert!(err.to_string().contains("a device"), "{err}");
+        // A missing file is simply not there yet.
+        let (mut f, _) =
+            FileFollower::resume(&dir.path().join("later.log"), None, FollowFrom::Start);
+        assert!(f.poll(&mut |_, _| panic!("no lines")).is_ok());
     }
 }

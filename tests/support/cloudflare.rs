@@ -1,7 +1,7 @@
 //! A stateful fake of the parts of Cloudflare's API v4 moat uses, on loopback, written from
 //! Cloudflare's documentation and the behaviour other clients met (shared/reference/
-//! cloudflare-api.md): the response envelope; Bearer tokens with permissions and the legacy
-//! global key; account IP lists with asynchronous bulk operations, cursor pagination and the
+//! cloudflare-api.md): the response envelope; Bearer tokens with permission groups, checked
+//! per endpoint as Cloudflare documents them, and the legacy global key; account IP lists with asynchronous bulk operations, cursor pagination and the
 //! 10,000-item account capacity; the zone's custom-rules entry point; IP Access Rules at
 //! zone, account and user level with filters, pagination and the duplicate error 10009; token
 //! verification; the rate limit (a sliding window per credential, then a lockout answered
@@ -65,6 +65,34 @@ pub enum Outage {
     Drop,
 }
 
+/// Cloudflare's permission groups as the dashboard names them (My Profile → API Tokens →
+/// Create Token), each with its level: `Edit` also grants `Read`. The fake checks each
+/// endpoint against the group Cloudflare documents for it (shared/reference/cloudflare-api.md
+/// §2.6, §3.4, §4), so a token with only the documented groups proves they are enough.
+pub const LISTS_EDIT: &str = "Account · Account Filter Lists · Edit";
+pub const LISTS_READ: &str = "Account · Account Filter Lists · Read";
+pub const WAF_EDIT: &str = "Zone · WAF · Edit";
+pub const WAF_READ: &str = "Zone · WAF · Read";
+pub const ZONE_FIREWALL_EDIT: &str = "Zone · Firewall Services · Edit";
+pub const ACCOUNT_FIREWALL_EDIT: &str = "Account · Account Firewall Access Rules · Edit";
+/// `GET /accounts/{id}`: the account's settings.
+pub const ACCOUNT_SETTINGS_READ: &str = "Account · Account Settings · Read";
+/// `GET /zones/{id}`: the zone's details.
+pub const ZONE_READ: &str = "Zone · Zone · Read";
+/// User-level access rules: the 2024 spec lists only the global key for them; a token never
+/// carries this.
+const USER_FIREWALL: &str = "User · Firewall Access Rules · Edit";
+/// What the global key may do: everything the user may.
+const EVERYTHING: &[&str] = &[
+    LISTS_EDIT,
+    WAF_EDIT,
+    ZONE_FIREWALL_EDIT,
+    ACCOUNT_FIREWALL_EDIT,
+    ACCOUNT_SETTINGS_READ,
+    ZONE_READ,
+    USER_FIREWALL,
+];
+
 #[derive(Clone, Debug)]
 pub struct Item {
     pub id: String,
@@ -102,8 +130,7 @@ pub struct State {
     pub options: Options,
     pub account: String,
     pub zone: String,
-    /// Bearer tokens and what each may do: "lists", "waf", "zone-firewall",
-    /// "account-firewall".
+    /// Bearer tokens and the permission groups each was given (`LISTS_EDIT`, ...).
     pub tokens: HashMap<String, HashSet<String>>,
     /// The legacy global key: (email, key).
     pub global: Option<(String, String)>,
@@ -256,7 +283,7 @@ impl Fake {
         Fake { url, state, server }
     }
 
-    /// Adds a token allowed to do `perms`.
+    /// Adds a token with the permission groups `perms` (`LISTS_EDIT`, ...).
     pub fn token(&self, token: &str, perms: &[&str]) {
         self.state.lock().unwrap().tokens.insert(
             token.to_string(),
@@ -350,19 +377,10 @@ fn authenticate(
         };
     }
     match (email, key, &st.global) {
-        (Some(e), Some(k), Some((ge, gk))) if &e == ge && &k == gk => {
-            let all = [
-                "lists",
-                "waf",
-                "zone-firewall",
-                "account-firewall",
-                "user-firewall",
-            ];
-            Ok((
-                format!("key:{e}"),
-                all.iter().map(|s| s.to_string()).collect(),
-            ))
-        }
+        (Some(e), Some(k), Some((ge, gk))) if &e == ge && &k == gk => Ok((
+            format!("key:{e}"),
+            EVERYTHING.iter().map(|s| s.to_string()).collect(),
+        )),
         (Some(_), Some(_), _) => Err(err(403, 9103, "Unknown X-Auth-Key or X-Auth-Email")),
         _ => {
             let mut e = err(400, 6003, "Invalid request headers");
@@ -433,8 +451,14 @@ fn rate_limit(st: &mut State, who: &str) -> Result<Vec<(String, String)>, Answer
     ])
 }
 
-fn need(perms: &HashSet<String>, p: &str) -> Result<(), Answer> {
-    if perms.contains(p) {
+/// Whether the token may call `method` on an endpoint that `edit` (an `... · Edit` group)
+/// governs: reads need the group's Read or Edit, writes its Edit. Cloudflare answers a
+/// missing permission as it answers a bad token.
+fn need(perms: &HashSet<String>, method: &str, edit: &str) -> Result<(), Answer> {
+    let group = edit.strip_suffix(" · Edit").unwrap_or(edit);
+    let allowed =
+        perms.contains(edit) || (method == "GET" && perms.contains(&format!("{group} · Read")));
+    if allowed {
         Ok(())
     } else {
         Err(err(403, 10000, "Authentication error"))
@@ -507,28 +531,34 @@ fn route(
                 Err(err(403, 10000, "Authentication error"))
             }
             (_, ["zones", z, ..]) if *z != zone => Err(err(403, 10000, "Authentication error")),
-            ("GET", ["zones", _]) => Ok(ok(
-                json!({"id": zone, "name": "example.com", "account": {"id": account}}),
-            )),
-            ("GET", ["accounts", _]) => Ok(ok(json!({"id": account, "name": "example"}))),
+            ("GET", ["zones", _]) => {
+                need(perms, method, ZONE_READ)?;
+                Ok(ok(
+                    json!({"id": zone, "name": "example.com", "account": {"id": account}}),
+                ))
+            }
+            ("GET", ["accounts", _]) => {
+                need(perms, method, ACCOUNT_SETTINGS_READ)?;
+                Ok(ok(json!({"id": account, "name": "example"})))
+            }
             (_, ["accounts", _, "rules", "lists", ..]) => {
-                need(perms, "lists")?;
+                need(perms, method, LISTS_EDIT)?;
                 lists(st, method, &segs[4..], q, body)
             }
             (_, ["zones", _, "rulesets", ..]) => {
-                need(perms, "waf")?;
+                need(perms, method, WAF_EDIT)?;
                 rulesets(st, method, &segs[3..], body)
             }
             (_, ["zones", _, "firewall", "access_rules", "rules", rest @ ..]) => {
-                need(perms, "zone-firewall")?;
+                need(perms, method, ZONE_FIREWALL_EDIT)?;
                 access_rules(st, method, rest, q, body, ("zone", &zone))
             }
             (_, ["accounts", _, "firewall", "access_rules", "rules", rest @ ..]) => {
-                need(perms, "account-firewall")?;
+                need(perms, method, ACCOUNT_FIREWALL_EDIT)?;
                 access_rules(st, method, rest, q, body, ("account", &account))
             }
             (_, ["user", "firewall", "access_rules", "rules", rest @ ..]) => {
-                need(perms, "user-firewall")?;
+                need(perms, method, USER_FIREWALL)?;
                 access_rules(st, method, rest, q, body, ("user", "user"))
             }
             _ => Err(err(404, 7003, "No route for the URI")),

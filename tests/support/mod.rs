@@ -171,7 +171,9 @@ impl Dockerd {
         let root = self.dir.path().join("image");
         std::fs::create_dir_all(root.join("bin")).unwrap();
         std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-        for applet in ["sh", "httpd", "nc", "echo", "sleep", "date", "cat", "seq"] {
+        for applet in [
+            "sh", "httpd", "nc", "echo", "sleep", "date", "cat", "seq", "head", "tr",
+        ] {
             std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
         }
         let mut tar = Command::new("tar")
@@ -468,19 +470,25 @@ impl Daemon {
     }
 
     pub fn start_with(dir: &Path, env: &[(&str, &str)]) -> Daemon {
+        let mut cmd = Command::new(MOAT);
+        cmd.args(["run", "-c"])
+            .arg(dir.join("moat.toml"))
+            .envs(env.iter().copied());
+        Daemon::start_command(dir, cmd)
+    }
+
+    /// Starts `cmd` (a `moat run` for `dir`, perhaps behind a wrapper such as `setpriv`) with
+    /// the daemon's log in `dir`, and waits until it answers.
+    pub fn start_command(dir: &Path, mut cmd: Command) -> Daemon {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.join("daemon.log"))
             .unwrap();
-        let child = Command::new(MOAT)
-            .args(["run", "-c"])
-            .arg(dir.join("moat.toml"))
-            .env(
-                "MOAT_LOG",
-                std::env::var("MOAT_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .envs(env.iter().copied())
+        if std::env::var_os("MOAT_LOG").is_none() && !cmd.get_envs().any(|(k, _)| k == "MOAT_LOG") {
+            cmd.env("MOAT_LOG", "info");
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -1,5 +1,5 @@
 //! A fail2ban filter in moat's pipeline: its results as moat's [`Verdict`], its clock from
-//! moat's [`TimeContext`].
+//! moat's [`LineContext`].
 //!
 //! fail2ban identifies a failure by whatever its regex captured; moat bans addresses only. A
 //! failure whose identifier is an address becomes a [`Verdict::Failure`] for that address;
@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use super::dates::Clock;
 use super::matcher::{Fail2banFilter, FailureId, Found, Matcher};
-use crate::detect::filter::{parse_host, Failure, Verdict};
-use crate::detect::time::{FoundFormat, TimeContext};
+use crate::detect::verdict::{parse_host, Failure, Verdict};
+use crate::detect::time::FoundFormat;
+use crate::detect::LineContext;
 
 /// A compiled fail2ban filter carried in a [`crate::detect::FilterSpec`].
 #[derive(Clone)]
@@ -27,7 +28,7 @@ impl fmt::Debug for Fail2banSpec {
 }
 
 /// fail2ban's clock for a line: the context's zone and reference instant.
-pub fn clock(ctx: &TimeContext) -> Clock {
+pub fn clock(ctx: &LineContext) -> Clock {
     Clock {
         zone: ctx.zone.clone(),
         now: ctx.reference,
@@ -60,7 +61,7 @@ pub fn verdict(found: &[Found]) -> Verdict {
 }
 
 /// One line through a matcher, as a verdict.
-pub fn check(matcher: &mut Matcher, line: &[u8], ctx: &TimeContext) -> Verdict {
+pub fn check(matcher: &mut Matcher, line: &[u8], ctx: &LineContext) -> Verdict {
     let text = String::from_utf8_lossy(line);
     verdict(&matcher.feed(&text, None, &clock(ctx)))
 }

@@ -16,13 +16,27 @@
 //! rules whose comment or notes start with `moat`) and converged to the ledger's active bans:
 //! a ban not yet placed (moat was stopped, Cloudflare was down) is placed, an unban not yet
 //! done is done, one that became moot is dropped. The ledger is the outbox; Cloudflare's state
-//! is compared with it, never trusted blindly. Nothing moat did not create is touched.
+//! is compared with it, never trusted blindly.
+//!
+//! Nothing moat did not create is touched: an entry whose comment or notes are not moat's
+//! (`parse_comment` is the one place that decides) is someone else's. A list item of theirs
+//! for an address moat bans is never overwritten (a POST would replace its comment) nor
+//! deleted at the unban; the ban is held by their item, and status counts such bans. What
+//! the list holds for the addresses a batch changes is looked up first, unless the list was
+//! read just before (a converge's changes).
+//!
+//! In list mode the same look checks that the list and its blocking rule are still there:
+//! without the rule the bans sit in the list and block nothing. A rule or list found deleted
+//! is put back (the list with every ban), logged as an error and counted in `repairs`.
 //!
 //! IPv6 targets go to Cloudflare as their /64 (configurable): a client rotating through its
 //! /64 is one entry. Ports do not exist at Cloudflare's edge; a ban covers the site.
 
 pub mod api;
+mod list;
 pub mod ranges;
+mod rules;
+pub mod settings;
 pub mod verify;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -30,47 +44,13 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use jiff::Timestamp;
-use serde_json::{json, Value};
 
-use super::{BanOrder, Change, Enforcer, Failed, Key, Target};
-use api::{encode, Api, CallError};
-
-/// Which API carries the bans.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    List,
-    AccessRules,
-}
-
-/// Which bans to keep when the list is full.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Keep {
-    /// The most recent bans.
-    Newest,
-    /// The bans that end last (forever first).
-    Longest,
-}
-
-/// The enforcer's settings, resolved from `[enforce.cloudflare]`.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    pub mode: Mode,
-    pub account_id: Option<String>,
-    pub zone_id: Option<String>,
-    /// The IP list's name (list mode).
-    pub list: String,
-    /// `block`, `challenge` or `managed_challenge`.
-    pub action: String,
-    /// Access rules' scope: `zone`, `account` or `user`.
-    pub scope: String,
-    /// Most list items moat places.
-    pub capacity: usize,
-    pub keep: Keep,
-    /// IPv6 targets longer than this go as this prefix.
-    pub ipv6_prefix: u8,
-    /// How often what Cloudflare holds is read back and converged.
-    pub reconcile_every: Duration,
-}
+use super::registry::Registered;
+use super::{BanOrder, Change, EnforceError, Enforcer, Failed, Key};
+use crate::vocab::Target;
+use api::{Api, CallError};
+pub use settings::CloudflareSettings;
+use settings::Mode;
 
 /// Items per list operation: 10,000 bans in two requests (Cloudflare documents no smaller
 /// limit per request; its account capacity is 10,000 items).
@@ -79,6 +59,15 @@ const BATCH: usize = 5_000;
 const PAGE: usize = 500;
 /// Rules per page when reading access rules.
 const RULES_PAGE: usize = 100;
+
+/// Who holds an address in the list, as moat found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Holder {
+    /// An item of moat's, by its id.
+    Moat(String),
+    /// An item moat did not create: never overwritten, never deleted.
+    Other,
+}
 
 /// One entry at Cloudflare: its id when known, and the bans it stands for.
 #[derive(Clone, Debug, Default)]
@@ -93,13 +82,29 @@ struct Remote {
 
 pub struct CloudflareEnforcer {
     api: Api,
-    pub(crate) s: Settings,
+    pub(crate) s: CloudflareSettings,
     /// List mode: the list's id once found or created, and the zone rule checked.
     list_id: Option<String>,
+    /// List mode: the list and its rule were in place since start, so finding one gone means
+    /// someone deleted it.
+    in_place: bool,
+    /// List mode: moat's rule is there but disabled (an admin's doing; moat leaves it so, and
+    /// says so in status).
+    rule_disabled: bool,
+    /// How many times the list or the rule was found deleted and restored.
+    repairs: u64,
     /// What moat holds at Cloudflare, by the address as Cloudflare writes it.
     remote: HashMap<String, Remote>,
     /// Whether `remote` was read from Cloudflare since start.
     known: bool,
+    /// List mode: the addresses the list holds by items moat did not create, as last seen.
+    foreign: HashSet<String>,
+    /// Bans held by an entry moat did not create (an admin's list item or access rule), by
+    /// address: moat places nothing of its own for them and deletes nothing at their unban.
+    held_by_others: HashMap<String, BTreeSet<Key>>,
+    /// List mode: the list was read for the changes about to be applied (a converge's), so
+    /// what it holds for them is known without asking again.
+    list_fresh: bool,
     last_reconcile: Option<Instant>,
     reconciles: u64,
     /// Bans that could not be placed (full list, a target Cloudflare cannot take).
@@ -158,10 +163,12 @@ struct Carried {
     until: Option<Timestamp>,
 }
 
+/// The one place that reads the comments and notes moat writes: `None` for an entry that is
+/// not moat's.
 fn parse_comment(c: &str) -> Option<Carried> {
     let mut f = c.strip_prefix("moat ")?.split_whitespace();
     let _jail = f.next()?;
-    let target = super::parse_target(f.next()?).ok()?;
+    let target = crate::vocab::parse_target(f.next()?).ok()?;
     let (mut started, mut until) = (None, None);
     while let (Some(k), Some(v)) = (f.next(), f.next()) {
         match k {
@@ -190,19 +197,40 @@ fn fail_all(indexes: impl IntoIterator<Item = usize>, e: &CallError) -> Vec<Fail
         .into_iter()
         .map(|index| Failed {
             index,
-            error: e.to_string(),
+            error: e.clone().into(),
         })
         .collect()
 }
 
+impl From<CallError> for EnforceError {
+    /// A rate limit says when to try again; anything else may pass later (a token fixed, a
+    /// list emptied, Cloudflare back).
+    fn from(e: CallError) -> EnforceError {
+        let retry = match &e {
+            CallError::Limited(d) => super::RetryHint::After(*d),
+            _ => super::RetryHint::Later,
+        };
+        EnforceError {
+            message: e.to_string(),
+            retry,
+        }
+    }
+}
+
 impl CloudflareEnforcer {
-    pub fn new(api: Api, s: Settings) -> CloudflareEnforcer {
+    pub fn new(api: Api, s: CloudflareSettings) -> CloudflareEnforcer {
         CloudflareEnforcer {
             api,
             s,
             list_id: None,
+            in_place: false,
+            rule_disabled: false,
+            repairs: 0,
             remote: HashMap::new(),
             known: false,
+            foreign: HashSet::new(),
+            held_by_others: HashMap::new(),
+            list_fresh: false,
             last_reconcile: None,
             reconciles: 0,
             refused: HashSet::new(),
@@ -222,184 +250,23 @@ impl CloudflareEnforcer {
         self.s.zone_id.as_deref().unwrap_or_default()
     }
 
-    /// List mode: finds or creates the list, and the zone rule that blocks it.
-    pub(crate) fn ensure_list(&mut self) -> Result<String, CallError> {
-        if let Some(id) = &self.list_id {
-            return Ok(id.clone());
-        }
-        let path = format!("/accounts/{}/rules/lists", self.account());
-        let lists = self.api.result("GET", &path, None)?;
-        let found = lists
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|l| l["name"] == self.s.list.as_str())
-            .and_then(|l| l["id"].as_str().map(String::from));
-        let id = match found {
-            Some(id) => id,
-            None => {
-                let body = json!({"name": self.s.list, "kind": "ip",
-                                  "description": "Bans placed by moat; items are managed by moat"});
-                let l = self.api.result("POST", &path, Some(&body))?;
-                tracing::info!(list = %self.s.list, "created the Cloudflare IP list");
-                l["id"].as_str().unwrap_or_default().to_string()
-            }
-        };
-        self.ensure_rule()?;
-        self.list_id = Some(id.clone());
-        Ok(id)
-    }
-
-    /// The custom rule `ip.src in $LIST` in the zone's entry point ruleset; other rules stay.
-    fn ensure_rule(&mut self) -> Result<(), CallError> {
-        let expression = format!("ip.src in ${}", self.s.list);
-        let rule = json!({"description": "moat: block the clients moat banned",
-                          "expression": expression, "action": self.s.action, "enabled": true});
-        let entry = format!(
-            "/zones/{}/rulesets/phases/http_request_firewall_custom/entrypoint",
-            self.zone()
-        );
-        match self.api.result("GET", &entry, None) {
-            Ok(rs) => {
-                let has = rs["rules"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|r| r["expression"] == expression.as_str());
-                if !has {
-                    let id = rs["id"].as_str().unwrap_or_default().to_string();
-                    let path = format!("/zones/{}/rulesets/{id}/rules", self.zone());
-                    self.api.result("POST", &path, Some(&rule))?;
-                    tracing::info!("added the blocking rule to the zone's custom rules");
-                }
-                Ok(())
-            }
-            Err(CallError::Api { status: 404, .. }) => {
-                self.api
-                    .result("PUT", &entry, Some(&json!({"rules": [rule]})))?;
-                tracing::info!("created the zone's custom rules with the blocking rule");
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Waits for a list operation to finish: `Ok(None)` completed, `Ok(Some(error))` failed.
-    fn poll(&mut self, op: &str) -> Result<Option<String>, CallError> {
-        let path = format!(
-            "/accounts/{}/rules/lists/bulk_operations/{op}",
-            self.account()
-        );
-        let mut delay = Duration::from_millis(100);
-        let deadline = Instant::now() + Duration::from_secs(300);
-        loop {
-            let r = self.api.result("GET", &path, None)?;
-            match r["status"].as_str() {
-                Some("completed") => return Ok(None),
-                Some("failed") => {
-                    return Ok(Some(r["error"].as_str().unwrap_or("failed").to_string()))
-                }
-                _ if Instant::now() > deadline => {
-                    return Err(CallError::Unavailable(format!(
-                        "list operation {op} did not finish within 5 minutes"
-                    )))
-                }
-                _ => {
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-    }
-
-    /// Reads every item of moat's list: address → (id, comment).
-    fn read_list(&mut self, list: &str) -> Result<Vec<(String, String, String)>, CallError> {
-        let mut out = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let mut path = format!(
-                "/accounts/{}/rules/lists/{list}/items?per_page={PAGE}",
-                self.account()
-            );
-            if let Some(c) = &cursor {
-                path.push_str(&format!("&cursor={}", encode(c)));
-            }
-            let v = self.api.call("GET", &path, None)?;
-            for i in v["result"].as_array().into_iter().flatten() {
-                out.push((
-                    i["ip"].as_str().unwrap_or_default().to_string(),
-                    i["id"].as_str().unwrap_or_default().to_string(),
-                    i["comment"].as_str().unwrap_or_default().to_string(),
-                ));
-            }
-            cursor = v["result_info"]["cursors"]["after"]
-                .as_str()
-                .map(String::from);
-            if cursor.is_none() {
-                return Ok(out);
-            }
-        }
-    }
-
-    pub(crate) fn rules_path(&self) -> String {
-        match self.s.scope.as_str() {
-            "account" => format!("/accounts/{}/firewall/access_rules/rules", self.account()),
-            "user" => "/user/firewall/access_rules/rules".to_string(),
-            _ => format!("/zones/{}/firewall/access_rules/rules", self.zone()),
-        }
-    }
-
-    /// Reads moat's access rules (notes starting with "moat"): address → (id, notes).
-    fn read_rules(
-        &mut self,
-        value: Option<&str>,
-    ) -> Result<Vec<(String, String, String)>, CallError> {
-        let mut out = Vec::new();
-        let mut page = 1;
-        loop {
-            let mut path = format!(
-                "{}?notes=moat&per_page={RULES_PAGE}&page={page}",
-                self.rules_path()
-            );
-            if let Some(v) = value {
-                path.push_str(&format!("&configuration.value={}", encode(v)));
-            }
-            let v = self.api.call("GET", &path, None)?;
-            for r in v["result"].as_array().into_iter().flatten() {
-                let notes = r["notes"].as_str().unwrap_or_default();
-                if notes.starts_with("moat ") {
-                    out.push((
-                        r["configuration"]["value"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_string(),
-                        r["id"].as_str().unwrap_or_default().to_string(),
-                        notes.to_string(),
-                    ));
-                }
-            }
-            let pages = v["result_info"]["total_pages"].as_u64().unwrap_or(1) as usize;
-            if page >= pages {
-                return Ok(out);
-            }
-            page += 1;
-        }
-    }
-
     /// Reads what moat holds at Cloudflare into `remote`, keeping the bans known to stand for
     /// each entry (a comment names one; moat may have placed more on the same /64).
     fn refresh(&mut self) -> Result<(), CallError> {
         let entries = match self.s.mode {
             Mode::List => {
                 let list = self.ensure_list()?;
-                self.read_list(&list)?
+                self.read_list(&list, None)
+                    .inspect_err(|e| self.note_list_error(e))?
             }
             Mode::AccessRules => self.read_rules(None)?,
         };
         let mut fresh: HashMap<String, Remote> = HashMap::new();
+        let mut foreign = HashSet::new();
         for (addr, id, comment) in entries {
             let Some(carried) = parse_comment(&comment) else {
-                continue; // not moat's
+                foreign.insert(addr); // not moat's
+                continue;
             };
             let mut r = self.remote.remove(&addr).unwrap_or_default();
             if r.keys.is_empty() {
@@ -411,398 +278,18 @@ impl CloudflareEnforcer {
             fresh.insert(addr, r);
         }
         self.remote = fresh;
+        // A ban stays held by someone else's item while the item is there. Access rules
+        // are not read whole (only moat's notes): their bans are looked for again at the
+        // converge, which bans again what is not held.
+        match self.s.mode {
+            Mode::List => self.held_by_others.retain(|a, _| foreign.contains(a)),
+            Mode::AccessRules => self.held_by_others.clear(),
+        }
+        self.foreign = foreign;
+        self.list_fresh = self.s.mode == Mode::List;
         self.known = true;
         self.last_reconcile = Some(Instant::now());
         Ok(())
-    }
-
-    /// Picks which new bans fit in the list, evicting held ones when `keep` prefers the new;
-    /// returns the addresses to evict and the new bans left out. A ban refused before ranks
-    /// as the oldest, so that placing it again never pushes out one that took its place.
-    fn make_room(
-        &self,
-        new: &mut Vec<(String, BanOrder)>,
-        leaving: &HashSet<String>,
-    ) -> (Vec<String>, Vec<(String, BanOrder)>) {
-        let cap = self.s.capacity;
-        let staying = self.remote.len() - leaving.len().min(self.remote.len());
-        if staying + new.len() <= cap {
-            return (Vec::new(), Vec::new());
-        }
-        // Everyone competing for a place: (held?, address, until, when the ban began).
-        let mut all: Vec<(bool, String, Option<Timestamp>, Timestamp)> = self
-            .remote
-            .iter()
-            .filter(|(a, _)| !leaving.contains(*a))
-            .map(|(a, r)| {
-                (
-                    true,
-                    a.clone(),
-                    r.until,
-                    r.started.unwrap_or(Timestamp::UNIX_EPOCH),
-                )
-            })
-            .chain(new.iter().map(|(a, b)| {
-                let began = if self.refused.contains(&b.key()) {
-                    Timestamp::UNIX_EPOCH
-                } else {
-                    b.started
-                };
-                (false, a.clone(), b.until, began)
-            }))
-            .collect();
-        match self.s.keep {
-            Keep::Newest => all.sort_by_key(|a| std::cmp::Reverse(a.3)),
-            // Forever first, then the latest end.
-            Keep::Longest => all.sort_by(|a, b| match (a.2, b.2) {
-                (None, None) => std::cmp::Ordering::Equal,
-                (None, _) => std::cmp::Ordering::Less,
-                (_, None) => std::cmp::Ordering::Greater,
-                (Some(x), Some(y)) => y.cmp(&x),
-            }),
-        }
-        let losers = &all[cap.min(all.len())..];
-        let evict: Vec<String> = losers.iter().filter(|l| l.0).map(|l| l.1.clone()).collect();
-        let out: HashSet<&String> = losers.iter().filter(|l| !l.0).map(|l| &l.1).collect();
-        let (kept, left): (Vec<_>, Vec<_>) = std::mem::take(new)
-            .into_iter()
-            .partition(|(a, _)| !out.contains(a));
-        *new = kept;
-        (evict, left)
-    }
-
-    fn apply_list(&mut self, batch: &[Change]) -> Vec<Failed> {
-        let list = match self.ensure_list() {
-            Ok(l) => l,
-            Err(e) => return fail_all(0..batch.len(), &e),
-        };
-        if !self.known {
-            if let Err(e) = self.refresh() {
-                return fail_all(0..batch.len(), &e);
-            }
-        }
-        let mut failed = Vec::new();
-        // In batch order: new addresses to add, addresses no ban stands for any more.
-        let mut adds: Vec<(String, BanOrder)> = Vec::new();
-        let mut add_index: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut gone: Vec<(String, Vec<usize>)> = Vec::new();
-        for (i, c) in batch.iter().enumerate() {
-            let addr = match remote_of(&c.target(), self.s.ipv6_prefix, Mode::List) {
-                Ok(a) => a,
-                Err(why) => {
-                    if let Change::Ban(b) = c {
-                        tracing::warn!("not sent to Cloudflare: {why}");
-                        self.refused.insert(b.key());
-                    }
-                    continue;
-                }
-            };
-            match c {
-                Change::Ban(b) => {
-                    if let Some(pos) = gone.iter().position(|(a, _)| a == &addr) {
-                        gone.remove(pos); // banned again before it went
-                    }
-                    if let Some(r) = self.remote.get_mut(&addr) {
-                        r.keys.insert(b.key());
-                        r.until = later(r.until, b.until);
-                        r.started = Some(r.started.map_or(b.started, |s| s.max(b.started)));
-                    } else if let Some(pos) = adds.iter().position(|(a, _)| a == &addr) {
-                        adds[pos].1.until = later(adds[pos].1.until, b.until);
-                        add_index.entry(addr).or_default().push(i);
-                    } else {
-                        adds.push((addr.clone(), b.clone()));
-                        add_index.entry(addr).or_default().push(i);
-                    }
-                }
-                Change::Unban(k) => {
-                    self.refused.remove(k);
-                    if let Some(r) = self.remote.get_mut(&addr) {
-                        r.keys.remove(k);
-                        if r.keys.is_empty() && !gone.iter().any(|(a, _)| a == &addr) {
-                            gone.push((addr, vec![i]));
-                        }
-                    } else if let Some(pos) =
-                        adds.iter().position(|(a, b)| a == &addr && &b.key() == k)
-                    {
-                        adds.remove(pos); // lifted before it was placed
-                    }
-                }
-            }
-        }
-        let leaving: HashSet<String> = gone.iter().map(|(a, _)| a.clone()).collect();
-        let (evict, left_out) = self.make_room(&mut adds, &leaving);
-        if !left_out.is_empty() {
-            self.refused.extend(left_out.iter().map(|(_, b)| b.key()));
-            tracing::warn!(
-                left_out = left_out.len(),
-                capacity = self.s.capacity,
-                "Cloudflare list is full: bans not placed (keep = {:?})",
-                self.s.keep
-            );
-        }
-        if !evict.is_empty() {
-            for a in &evict {
-                if let Some(r) = self.remote.get(a) {
-                    self.refused.extend(r.keys.iter().cloned());
-                }
-            }
-            tracing::warn!(
-                evicted = ?evict,
-                capacity = self.s.capacity,
-                "Cloudflare list is full: these bans make room for ones that matter more (keep = {:?})",
-                self.s.keep
-            );
-        }
-        for a in evict {
-            gone.push((a, Vec::new()));
-        }
-        if !gone.is_empty() {
-            if let Err(e) = self.delete_items(&list, &gone) {
-                let idx: Vec<usize> = gone.iter().flat_map(|g| g.1.clone()).collect();
-                failed.extend(fail_all(idx, &e));
-            }
-        }
-        // The bans that matter most first: when the account turns out to be full, they are
-        // the ones placed.
-        match self.s.keep {
-            Keep::Newest => adds.reverse(),
-            Keep::Longest => adds.sort_by(|x, y| match (x.1.until, y.1.until) {
-                (None, None) => std::cmp::Ordering::Equal,
-                (None, _) => std::cmp::Ordering::Less,
-                (_, None) => std::cmp::Ordering::Greater,
-                (Some(p), Some(q)) => q.cmp(&p),
-            }),
-        }
-        for chunk in adds.chunks(BATCH) {
-            let refused = match self.place(&list, chunk) {
-                Ok(r) => r,
-                Err(e) => {
-                    let idx = chunk
-                        .iter()
-                        .flat_map(|(a, _)| add_index.get(a).cloned().unwrap_or_default());
-                    failed.extend(fail_all(idx, &e));
-                    continue;
-                }
-            };
-            for (i, error) in refused {
-                let (addr, b) = &chunk[i];
-                self.refused.insert(b.key());
-                failed.extend(
-                    add_index
-                        .get(addr)
-                        .into_iter()
-                        .flatten()
-                        .map(|&index| Failed {
-                            index,
-                            error: format!("Cloudflare: {error}"),
-                        }),
-                );
-            }
-        }
-        failed
-    }
-
-    /// Adds `chunk` to the list in one operation. When Cloudflare refuses it for being full
-    /// (the account's capacity is shared by all its lists), halves it and places what fits,
-    /// first half first. Returns the positions Cloudflare refused, with its message.
-    fn place(
-        &mut self,
-        list: &str,
-        chunk: &[(String, BanOrder)],
-    ) -> Result<Vec<(usize, String)>, CallError> {
-        let items: Vec<Value> = chunk
-            .iter()
-            .map(|(a, b)| json!({"ip": a, "comment": comment_of(b)}))
-            .collect();
-        let path = format!("/accounts/{}/rules/lists/{list}/items", self.account());
-        let v = self.api.result("POST", &path, Some(&Value::Array(items)))?;
-        let op = v["operation_id"].as_str().unwrap_or_default().to_string();
-        match self.poll(&op)? {
-            None => {
-                for (a, b) in chunk {
-                    let r = self.remote.entry(a.clone()).or_default();
-                    r.keys.insert(b.key());
-                    r.until = b.until;
-                    r.started = Some(r.started.map_or(b.started, |s| s.max(b.started)));
-                    self.refused.remove(&b.key());
-                }
-                Ok(Vec::new())
-            }
-            Some(error) if error.contains("maximum number") && chunk.len() > 1 => {
-                let mid = chunk.len() / 2;
-                let first = self.place(list, &chunk[..mid])?;
-                if first.len() == mid {
-                    // Not even the first half fitted: the second will not either.
-                    let mut all = first;
-                    all.extend((mid..chunk.len()).map(|i| (i, error.clone())));
-                    return Ok(all);
-                }
-                let second = self.place(list, &chunk[mid..])?;
-                Ok(first
-                    .into_iter()
-                    .chain(second.into_iter().map(|(i, e)| (i + mid, e)))
-                    .collect())
-            }
-            Some(error) => {
-                tracing::error!(bans = chunk.len(), %error, "Cloudflare refused a list operation");
-                Ok((0..chunk.len()).map(|i| (i, error.clone())).collect())
-            }
-        }
-    }
-
-    /// Deletes the items of `gone` (addresses no ban stands for any more), finding ids not
-    /// known yet; addresses Cloudflare does not hold are moot.
-    fn delete_items(&mut self, list: &str, gone: &[(String, Vec<usize>)]) -> Result<(), CallError> {
-        let unknown = gone
-            .iter()
-            .filter(|(a, _)| self.remote.get(a).is_none_or(|r| r.id.is_none()))
-            .count();
-        if unknown > 0 {
-            // Ids of items placed since the last read: read the list again.
-            let keep: HashMap<String, Remote> = gone
-                .iter()
-                .filter_map(|(a, _)| self.remote.get(a).map(|r| (a.clone(), r.clone())))
-                .collect();
-            self.refresh()?;
-            for (a, r) in keep {
-                self.remote.entry(a).or_insert(r);
-            }
-        }
-        let ids: Vec<Value> = gone
-            .iter()
-            .filter_map(|(a, _)| self.remote.get(a).and_then(|r| r.id.clone()))
-            .map(|id| json!({"id": id}))
-            .collect();
-        for chunk in ids.chunks(BATCH) {
-            let path = format!("/accounts/{}/rules/lists/{list}/items", self.account());
-            let v = self
-                .api
-                .result("DELETE", &path, Some(&json!({"items": chunk})))?;
-            let op = v["operation_id"].as_str().unwrap_or_default().to_string();
-            if let Some(error) = self.poll(&op)? {
-                return Err(CallError::Api {
-                    status: 200,
-                    code: 0,
-                    message: error,
-                });
-            }
-        }
-        for (a, _) in gone {
-            self.remote.remove(a);
-        }
-        Ok(())
-    }
-
-    fn apply_rules(&mut self, batch: &[Change]) -> Vec<Failed> {
-        if !self.known {
-            if let Err(e) = self.refresh() {
-                return fail_all(0..batch.len(), &e);
-            }
-        }
-        let mut failed = Vec::new();
-        for (i, c) in batch.iter().enumerate() {
-            let r = match c {
-                Change::Ban(b) => self.ban_rule(b),
-                Change::Unban(k) => self.unban_rule(k),
-            };
-            if let Err(e) = r {
-                failed.push(Failed {
-                    index: i,
-                    error: e.to_string(),
-                });
-            }
-        }
-        failed
-    }
-
-    fn ban_rule(&mut self, b: &BanOrder) -> Result<(), CallError> {
-        let addr = match remote_of(&b.target, self.s.ipv6_prefix, Mode::AccessRules) {
-            Ok(a) => a,
-            Err(why) => {
-                tracing::warn!("not sent to Cloudflare: {why}");
-                self.refused.insert(b.key());
-                return Ok(());
-            }
-        };
-        if let Some(r) = self.remote.get_mut(&addr) {
-            r.keys.insert(b.key());
-            return Ok(());
-        }
-        let target = match addr.parse::<IpNet>() {
-            Ok(_) => "ip_range",
-            Err(_) if addr.contains(':') => "ip6",
-            Err(_) => "ip",
-        };
-        let body = json!({"mode": self.s.action,
-                          "configuration": {"target": target, "value": addr},
-                          "notes": comment_of(b)});
-        let path = self.rules_path();
-        let id = match self.api.result("POST", &path, Some(&body)) {
-            Ok(v) => v["id"].as_str().map(String::from),
-            Err(e) if e.code() == Some(10009) => {
-                // Already there: adopt moat's rule; another's rule blocks it already (and is
-                // never deleted by moat).
-                let found = self.read_rules(Some(&addr))?;
-                found
-                    .into_iter()
-                    .find(|(a, ..)| a == &addr)
-                    .map(|(_, id, _)| id)
-            }
-            Err(e) => return Err(e),
-        };
-        let r = self.remote.entry(addr).or_default();
-        r.id = id;
-        r.keys.insert(b.key());
-        r.until = b.until;
-        r.started = Some(b.started);
-        self.refused.remove(&b.key());
-        Ok(())
-    }
-
-    fn unban_rule(&mut self, k: &Key) -> Result<(), CallError> {
-        self.refused.remove(k);
-        let Ok(addr) = remote_of(&k.target, self.s.ipv6_prefix, Mode::AccessRules) else {
-            return Ok(());
-        };
-        let Some(r) = self.remote.get_mut(&addr) else {
-            return Ok(()); // never placed: moot
-        };
-        r.keys.remove(k);
-        if !r.keys.is_empty() {
-            return Ok(());
-        }
-        let Some(id) = r.id.clone() else {
-            // Adopted from another's rule, or unknown: leave it.
-            self.remote.remove(&addr);
-            return Ok(());
-        };
-        let path = format!("{}/{id}", self.rules_path());
-        // The rule must still be moat's rule for this address before it goes.
-        let check = if self.s.scope == "user" {
-            self.read_rules(Some(&addr))
-                .map(|rules| rules.iter().any(|(a, rid, _)| a == &addr && rid == &id))
-        } else {
-            match self.api.result("GET", &path, None) {
-                Ok(v) => Ok(v["configuration"]["value"] == addr.as_str()),
-                Err(CallError::Api { status: 404, .. }) => Ok(false),
-                Err(e) => Err(e),
-            }
-        };
-        if !check? {
-            tracing::warn!(%addr, %id, "the access rule no longer holds this address: not deleted");
-            self.remote.remove(&addr);
-            return Ok(());
-        }
-        match self.api.result("DELETE", &path, None) {
-            Ok(_) | Err(CallError::Api { status: 404, .. }) => {
-                self.remote.remove(&addr);
-                Ok(())
-            }
-            Err(e) => {
-                self.remote.get_mut(&addr).map(|r| r.keys.insert(k.clone()));
-                Err(e)
-            }
-        }
     }
 }
 
@@ -827,7 +314,7 @@ fn read_secret(path: &std::path::Path) -> Result<String, String> {
 }
 
 /// The credentials `[enforce.cloudflare]` names.
-pub fn auth_of(t: &crate::config::daemon::CloudflareTable) -> Result<api::Auth, String> {
+pub fn auth_of(t: &CloudflareSettings) -> Result<api::Auth, String> {
     if let Some(path) = &t.token_file {
         return Ok(api::Auth::Token(read_secret(path)?));
     }
@@ -852,59 +339,54 @@ pub fn auth_of(t: &crate::config::daemon::CloudflareTable) -> Result<api::Auth, 
 }
 
 /// The enforcer `[enforce.cloudflare]` describes.
-pub fn from_config(
-    t: &crate::config::daemon::CloudflareTable,
-) -> Result<CloudflareEnforcer, String> {
-    use crate::config::daemon::{
-        CloudflareAction, CloudflareKeep, CloudflareMode, CloudflareScope,
-    };
+pub fn from_settings(t: &CloudflareSettings) -> Result<CloudflareEnforcer, String> {
     let auth = auth_of(t)?;
-    let budget = api::Budget::new(
-        t.requests_per_second.unwrap_or(4.0),
-        t.budget.unwrap_or(1200),
-        Duration::from_secs(300),
-    );
-    let api = Api::new(
-        t.api
-            .as_deref()
-            .unwrap_or("https://api.cloudflare.com/client/v4"),
-        auth,
-        budget,
-    );
-    let mode = match t.mode.unwrap_or(CloudflareMode::List) {
-        CloudflareMode::List => Mode::List,
-        CloudflareMode::AccessRules => Mode::AccessRules,
-    };
-    Ok(CloudflareEnforcer::new(
-        api,
-        Settings {
-            mode,
-            account_id: t.account_id.clone(),
-            zone_id: t.zone_id.clone(),
-            list: t.list.clone().unwrap_or_else(|| "moat_block".into()),
-            action: t.action.unwrap_or(CloudflareAction::Block).as_str().into(),
-            scope: match t.scope.unwrap_or(CloudflareScope::Zone) {
-                CloudflareScope::Zone => "zone",
-                CloudflareScope::Account => "account",
-                CloudflareScope::User => "user",
-            }
-            .into(),
-            capacity: t.capacity.unwrap_or(10_000),
-            keep: match t.keep.unwrap_or(CloudflareKeep::Newest) {
-                CloudflareKeep::Newest => Keep::Newest,
-                CloudflareKeep::Longest => Keep::Longest,
-            },
-            ipv6_prefix: t.ipv6_prefix.unwrap_or(64),
-            reconcile_every: t
-                .reconcile
-                .map_or(Duration::from_secs(600), |d| d.0.unsigned_abs()),
-        },
-    ))
+    let budget = api::Budget::new(t.requests_per_second, t.budget, Duration::from_secs(300));
+    let api = Api::new(&t.api, auth, budget);
+    Ok(CloudflareEnforcer::new(api, t.clone()))
+}
+
+impl CloudflareEnforcer {
+    /// What status shows of how it works.
+    pub fn detail(&self) -> String {
+        format!(
+            "{} mode, {} requests/s at most, {} per 5 minutes",
+            self.s.mode.as_str(),
+            self.s.requests_per_second,
+            self.s.budget
+        )
+    }
+}
+
+impl super::registry::Registered for CloudflareEnforcer {
+    type Settings = CloudflareSettings;
+    const NAME: &'static str = "cloudflare";
+    const KIND: super::Kind = super::Kind::Edge;
+    const REQUIRES_TABLE: Option<&'static str> =
+        Some("add [enforce.cloudflare] with token_file, account_id and zone_id");
+
+    fn check(settings: &CloudflareSettings) -> Result<(), String> {
+        settings.check()
+    }
+
+    /// A remote change is never given up on.
+    fn retry(_: Option<&CloudflareSettings>) -> super::Retry {
+        super::Retry::FOREVER
+    }
+
+    fn build(
+        settings: Option<&CloudflareSettings>,
+    ) -> Result<(Self, Option<String>), EnforceError> {
+        let s = settings.ok_or_else(|| EnforceError::never("no [enforce.cloudflare] table"))?;
+        let cf = from_settings(s).map_err(EnforceError::never)?;
+        let detail = cf.detail();
+        Ok((cf, Some(detail)))
+    }
 }
 
 impl Enforcer for CloudflareEnforcer {
     fn name(&self) -> &'static str {
-        "cloudflare"
+        Self::NAME
     }
 
     fn apply(&mut self, batch: &[Change]) -> Vec<Failed> {
@@ -914,8 +396,24 @@ impl Enforcer for CloudflareEnforcer {
         }
     }
 
-    fn held(&mut self) -> Result<HashSet<Key>, String> {
-        self.refresh().map_err(|e| e.to_string())?;
+    /// The changes from a fresh read; they are applied right away, on what that read found.
+    fn converge(&mut self, wanted: &[BanOrder]) -> Result<Vec<Change>, EnforceError> {
+        let held = self.held()?;
+        let wanted_keys: HashSet<Key> = wanted.iter().map(BanOrder::key).collect();
+        for keys in self.held_by_others.values_mut() {
+            keys.retain(|k| wanted_keys.contains(k));
+        }
+        self.held_by_others.retain(|_, keys| !keys.is_empty());
+        let changes = super::reconcile(wanted, &held);
+        // Without changes there is no apply now, and the next batch must look for itself.
+        self.list_fresh &= !changes.is_empty();
+        Ok(changes)
+    }
+
+    /// Bans held by moat's own entries (not those held by someone else's: a converge offers
+    /// those again, and they are placed when that entry is gone).
+    fn held(&mut self) -> Result<HashSet<Key>, EnforceError> {
+        self.refresh()?;
         Ok(self
             .remote
             .values()
@@ -929,22 +427,28 @@ impl Enforcer for CloudflareEnforcer {
         true
     }
 
-    fn intact(&mut self) -> Result<bool, String> {
+    fn intact(&mut self) -> Result<bool, EnforceError> {
         let due = self
             .last_reconcile
-            .is_none_or(|t| t.elapsed() >= self.s.reconcile_every);
-        if due {
-            self.reconciles += 1;
-            // Converging reads Cloudflare's state afresh; whether that works or not, the next
-            // look is a period away (retries of failed changes go on meanwhile).
-            self.known = false;
-            self.last_reconcile = Some(Instant::now());
+            .is_none_or(|t| t.elapsed() >= self.s.reconcile_every());
+        if !due {
+            return Ok(true);
         }
-        Ok(!due)
+        self.reconciles += 1;
+        // Converging reads Cloudflare's state afresh; whether that works or not, the next
+        // look is a period away (retries of failed changes go on meanwhile).
+        self.known = false;
+        self.last_reconcile = Some(Instant::now());
+        if self.s.mode == Mode::List {
+            // The list and its rule are what make the bans block, and either can be deleted
+            // behind moat's back.
+            self.check_list_and_rule()?;
+        }
+        Ok(false)
     }
 
     fn repairs(&self) -> u64 {
-        0
+        self.repairs
     }
 
     fn remark(&self) -> Option<String> {
@@ -953,6 +457,19 @@ impl Enforcer for CloudflareEnforcer {
             self.api.counters.requests,
             self.remote.len()
         );
+        let by_others: usize = self.held_by_others.values().map(BTreeSet::len).sum();
+        if by_others > 0 {
+            let entry = match self.s.mode {
+                Mode::List => "an item",
+                Mode::AccessRules => "a rule",
+            };
+            r.push_str(&format!(
+                "; {by_others} bans held by {entry} moat did not create (left as it is)"
+            ));
+        }
+        if self.rule_disabled {
+            r.push_str("; the blocking rule is DISABLED at Cloudflare: the bans block nothing");
+        }
         if !self.refused.is_empty() {
             r.push_str(&format!(
                 "; {} bans NOT placed (capacity {}, keep {:?}, or refused: see the log)",

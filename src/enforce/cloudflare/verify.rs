@@ -1,11 +1,12 @@
 //! `moat cloudflare verify`: whether the configured credential, account and zone work, and
 //! whether the credential may do what the configured mode needs, in plain words.
 //!
-//! Reads only: a read a permission allows shows the permission is there (Cloudflare grants
-//! Read with Edit); that moat may also write shows at the first ban, or with `--write`, which
-//! creates the list and the rule moat would create anyway.
-
-use serde_json::Value;
+//! Reads only, and only the endpoints the daemon itself uses: a read a permission allows
+//! shows the permission is there (Cloudflare grants Read with Edit), and the same read shows
+//! that the account or zone is one the token may use. Nothing else is asked for (the
+//! account's or zone's details need permissions moat never uses, so a token with exactly
+//! the documented ones would fail). That moat may also write shows at the first ban, or with
+//! `--write`, which creates the list and the rule moat would create anyway.
 
 use super::api::{Api, Auth, CallError};
 use super::{CloudflareEnforcer, Mode};
@@ -19,11 +20,19 @@ pub struct Check {
     pub detail: String,
 }
 
-fn explain(e: &CallError, permission: &str) -> String {
+/// The permission groups, as the dashboard names them (docs/cloudflare.md lists them per mode).
+const LISTS: &str = "Account · Account Filter Lists · Edit";
+const WAF: &str = "Zone · WAF · Edit";
+const ZONE_FIREWALL: &str = "Zone · Firewall Services · Edit";
+const ACCOUNT_FIREWALL: &str = "Account · Account Firewall Access Rules · Edit";
+
+/// A failed check in words; `on` names what the request was about (`account_id ...`), since
+/// Cloudflare refuses a wrong id as it refuses a missing permission.
+fn explain(e: &CallError, permission: &str, on: &str) -> String {
     match e {
         CallError::Api { status: 403, .. } | CallError::Api { code: 10000, .. } => format!(
             "refused: the token lacks \"{permission}\" (add it to the token in the dashboard: \
-             My Profile → API Tokens)"
+             My Profile → API Tokens), or {on} is not one the token may use"
         ),
         CallError::Api {
             status: 400,
@@ -70,27 +79,14 @@ pub fn verify(cf: &mut CloudflareEnforcer, auth: &Auth, write: bool) -> Vec<Chec
             )),
         ),
     }
-    let (account, zone) = (cf.s.account_id.clone(), cf.s.zone_id.clone());
-    let name = |v: &Value| v["name"].as_str().unwrap_or("?").to_string();
-    if let Some(a) = &account {
-        check(
-            "account",
-            api.result("GET", &format!("/accounts/{a}"), None)
-                .map(|v| format!("{a} ({})", name(&v)))
-                .map_err(|e| explain(&e, "Account Settings Read")),
-        );
-    }
-    if let Some(z) = &zone {
-        check(
-            "zone",
-            api.result("GET", &format!("/zones/{z}"), None)
-                .map(|v| format!("{z} ({})", name(&v)))
-                .map_err(|e| explain(&e, "Zone Read")),
-        );
-    }
+    let account = format!(
+        "account_id {}",
+        cf.s.account_id.as_deref().unwrap_or_default()
+    );
+    let zone = format!("zone_id {}", cf.s.zone_id.as_deref().unwrap_or_default());
     match cf.s.mode {
         Mode::List => {
-            let a = account.unwrap_or_default();
+            let a = cf.s.account_id.clone().unwrap_or_default();
             check(
                 "IP lists",
                 api.result("GET", &format!("/accounts/{a}/rules/lists"), None)
@@ -103,43 +99,45 @@ pub fn verify(cf: &mut CloudflareEnforcer, auth: &Auth, write: bool) -> Vec<Chec
                             .find(|l| l["name"] == cf.s.list.as_str());
                         match ours {
                             Some(l) => format!(
-                                "{n} list(s); {} holds {} item(s)",
+                                "{n} list(s) in account {a}; {} holds {} item(s)",
                                 cf.s.list, l["num_items"]
                             ),
-                            None => format!("{n} list(s); {} will be created", cf.s.list),
+                            None => {
+                                format!("{n} list(s) in account {a}; {} will be created", cf.s.list)
+                            }
                         }
                     })
-                    .map_err(|e| explain(&e, "Account Filter Lists Edit")),
+                    .map_err(|e| explain(&e, LISTS, &account)),
             );
-            let z = zone.unwrap_or_default();
+            let z = cf.s.zone_id.clone().unwrap_or_default();
             let entry =
                 format!("/zones/{z}/rulesets/phases/http_request_firewall_custom/entrypoint");
             check(
                 "custom rules",
                 match api.result("GET", &entry, None) {
                     Ok(v) => Ok(format!(
-                        "{} rule(s) in the zone's custom rules",
+                        "{} rule(s) in zone {z}'s custom rules",
                         v["rules"].as_array().map_or(0, Vec::len)
                     )),
-                    Err(CallError::Api { status: 404, .. }) => {
-                        Ok("none yet; moat will create the phase's rules".into())
-                    }
-                    Err(e) => Err(explain(&e, "Zone WAF Edit")),
+                    Err(CallError::Api { status: 404, .. }) => Ok(format!(
+                        "none yet in zone {z}; moat will create the phase's rules"
+                    )),
+                    Err(e) => Err(explain(&e, WAF, &zone)),
                 },
             );
         }
         Mode::AccessRules => {
             let path = format!("{rules_path}?per_page=1");
-            let permission = match cf.s.scope.as_str() {
-                "account" => "Account Firewall Access Rules Edit",
-                "user" => "the global API key (user-level rules)",
-                _ => "Zone Firewall Services Edit",
+            let (permission, on) = match cf.s.scope.as_str() {
+                "account" => (ACCOUNT_FIREWALL, account.as_str()),
+                "user" => ("the global API key (user-level rules)", "the user"),
+                _ => (ZONE_FIREWALL, zone.as_str()),
             };
             check(
                 "IP Access Rules",
                 api.result("GET", &path, None)
                     .map(|_| format!("readable at {} level", cf.s.scope))
-                    .map_err(|e| explain(&e, permission)),
+                    .map_err(|e| explain(&e, permission, on)),
             );
         }
     }
@@ -150,8 +148,13 @@ pub fn verify(cf: &mut CloudflareEnforcer, auth: &Auth, write: bool) -> Vec<Chec
         out.push(Check {
             what: "write".into(),
             ok: r.is_ok(),
-            detail: r
-                .unwrap_or_else(|e| explain(&e, "Account Filter Lists Edit and Zone WAF Edit")),
+            detail: r.unwrap_or_else(|e| {
+                explain(
+                    &e,
+                    &format!("{LISTS}\" and \"{WAF}"),
+                    "account_id or zone_id",
+                )
+            }),
         });
     }
     out

@@ -8,6 +8,9 @@
 use std::fmt;
 use std::sync::Arc;
 
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+
 /// A canonical port scope: sorted, merged TCP and UDP ranges.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Ports(Arc<Scope>);
@@ -158,6 +161,45 @@ impl fmt::Display for Ports {
             .map(|(p, r)| format!("{}/{p}", ranges_text(r, ",", "-")))
             .collect();
         write!(f, "{}", parts.join(", "))
+    }
+}
+
+/// `ports`: a list of ports, ranges and protocols (`[22, "8000-8100", "53/udp"]`), or one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortsValue(pub Ports);
+
+impl<'de> Deserialize<'de> for PortsValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Entry {
+            Number(i64),
+            Text(String),
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(Entry),
+            Many(Vec<Entry>),
+        }
+        let entries = match OneOrMany::deserialize(d).map_err(|_| {
+            de::Error::custom(
+                "expected a port or a list of ports; hint: ports = [22, \"8000-8100\", \"53/udp\"]",
+            )
+        })? {
+            OneOrMany::One(e) => vec![e],
+            OneOrMany::Many(v) => v,
+        };
+        let texts: Vec<String> = entries
+            .into_iter()
+            .map(|e| match e {
+                Entry::Number(n) => n.to_string(),
+                Entry::Text(t) => t,
+            })
+            .collect();
+        Ports::parse(texts.iter().map(String::as_str))
+            .map(PortsValue)
+            .map_err(de::Error::custom)
     }
 }
 

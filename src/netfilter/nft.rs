@@ -16,8 +16,6 @@
 //! `MOAT_NFT=program` forces the program (for comparisons).
 
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 /// `NFT_CTX_OUTPUT_JSON` in `<nftables/libnftables.h>`.
 const OUTPUT_JSON: c_uint = 1 << 4;
@@ -173,6 +171,14 @@ impl Nft {
         }
     }
 
+    /// Whether nftables works here (a listing of the ruleset succeeds); how scripts reach it.
+    pub fn probe() -> Result<String, String> {
+        let mut nft = Nft::open();
+        nft.list_json("list ruleset", true)
+            .map(|_| nft.describe())
+            .map_err(|e| format!("nft list ruleset failed: {e}"))
+    }
+
     /// Runs a listing command (`list table inet moat`) and returns its JSON text; `terse`
     /// leaves out set elements.
     pub fn list_json(&mut self, command: &str, terse: bool) -> Result<String, String> {
@@ -194,29 +200,12 @@ impl Nft {
 
 /// Runs `nft ARGS -f -` with `script` on its input; its output, or its first error line.
 fn program(args: &[&str], script: &str) -> Result<String, String> {
-    let mut child = Command::new("nft")
-        .args(args)
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run nft: {e}"))?;
-    let mut stdin = child.stdin.take().expect("piped");
-    // Written from another thread: a large script and a large listing would otherwise block
-    // each other on full pipes.
-    let script = script.to_string();
-    let writer = std::thread::spawn(move || stdin.write_all(script.as_bytes()));
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("waiting for nft: {e}"))?;
-    let written = writer.join().unwrap_or(Ok(()));
-    if out.status.success() {
-        written.map_err(|e| format!("writing to nft: {e}"))?;
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(first_line(&String::from_utf8_lossy(&out.stderr)))
-    }
+    let mut all = args.to_vec();
+    all.extend(["-f", "-"]);
+    super::run("nft", &all, Some(script)).map_err(|e| match e {
+        super::NetfilterError::Failed { message, .. } => first_line(&message),
+        other => other.to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //!
 //! There is no shell anywhere: the template is split into arguments when the configuration is
 //! read, and a placeholder is replaced by a value moat produced itself — `{ip}` is a parsed
-//! address or network printed back, `{jail}` a configured name, `{until}` a time moat computed,
+//! address or network printed back, `{jail}` a configured name, `{until}` a time moat computed
+//! (RFC 3339 in UTC to the second, `2026-03-28T23:24:12Z`, or `forever`),
 //! `{failures}` a number, `{ports}` the jail's ports (`22, 80-443`; empty for every port).
 //! Nothing from a log line reaches the command. The program runs with a
 //! minimal environment, no standard input, and a timeout after which it is killed.
@@ -14,8 +15,14 @@ use std::time::Duration;
 
 use wait_timeout::ChildExt;
 
-use super::{Change, Enforcer, Failed, Key, Target};
-use crate::config::daemon::ArgvTemplate;
+pub mod settings;
+mod shell;
+
+use super::registry::Registered;
+use super::{Change, EnforceError, Enforcer, Failed, Key, Kind, Retry};
+use crate::vocab::time::utc;
+use crate::vocab::Target;
+pub use settings::{ArgvTemplate, ExecSettings};
 
 pub struct ExecEnforcer {
     ban: Vec<String>,
@@ -82,7 +89,9 @@ pub fn expand(template: &[String], change: &Change) -> Vec<String> {
     let (jail, until, failures) = match change {
         Change::Ban(b) => (
             b.jail.clone(),
-            b.until.map_or("forever".to_string(), |t| t.to_string()),
+            // To the second: the engine keeps the end to the nanosecond and the ledger to the
+            // millisecond, and the same ban applied again after a restart must read the same.
+            b.until.map_or("forever".to_string(), utc),
             b.failures.to_string(),
         ),
         Change::Unban(_) => (String::new(), String::new(), String::new()),
@@ -104,7 +113,7 @@ pub fn expand(template: &[String], change: &Change) -> Vec<String> {
 
 impl Enforcer for ExecEnforcer {
     fn name(&self) -> &'static str {
-        "exec"
+        Self::NAME
     }
 
     fn apply(&mut self, batch: &[Change]) -> Vec<Failed> {
@@ -126,16 +135,43 @@ impl Enforcer for ExecEnforcer {
                         self.held.remove(k);
                     }
                 },
-                Err(error) => failed.push(Failed { index, error }),
+                Err(error) => failed.push(Failed {
+                    index,
+                    error: EnforceError::later(error),
+                }),
             }
         }
         failed
     }
 
     /// What this process applied: a command cannot be asked what it holds, so after a restart
-    /// every active ban is applied again (as fail2ban re-runs `actionban` for restored bans).
-    fn held(&mut self) -> Result<HashSet<Key>, String> {
+    /// every active ban is applied again (as fail2ban re-runs `actionban` for restored bans),
+    /// and the bans that ended while moat was stopped are lifted (the engine sends them as
+    /// unbans).
+    fn held(&mut self) -> Result<HashSet<Key>, EnforceError> {
         Ok(self.held.clone())
+    }
+}
+
+impl Registered for ExecEnforcer {
+    type Settings = ExecSettings;
+    const NAME: &'static str = "exec";
+    /// A command may block somewhere else; like the kernel it sees the addresses the logs
+    /// show, so it does not take the bans of jails behind Cloudflare.
+    const KIND: Kind = Kind::Host;
+    const REQUIRES_TABLE: Option<&'static str> =
+        Some("add [enforce.exec] with ban = [\"/path/to/program\", \"{ip}\"]");
+
+    fn retry(settings: Option<&ExecSettings>) -> Retry {
+        Retry::times(settings.map_or(3, |s| s.retries).saturating_add(1))
+    }
+
+    fn build(settings: Option<&ExecSettings>) -> Result<(Self, Option<String>), EnforceError> {
+        let s = settings.ok_or_else(|| EnforceError::never("no [enforce.exec] table"))?;
+        Ok((
+            ExecEnforcer::new(&s.ban, s.unban.as_ref(), s.timeout.0.unsigned_abs()),
+            None,
+        ))
     }
 }
 
@@ -171,10 +207,18 @@ mod tests {
             expand(&t, &ban("2001:db8::/64")),
             ["/bin/echo", "2001:db8::/64", "jail=ssh", "forever", "3", ""]
         );
+        // To the second, however precisely the end is known.
+        for until in ["2026-03-28T23:24:12.987654321Z", "2026-03-28T23:24:12.987Z"] {
+            let Change::Ban(mut b) = ban("192.0.2.7/32") else {
+                unreachable!()
+            };
+            b.until = Some(until.parse().unwrap());
+            assert_eq!(expand(&t, &Change::Ban(b))[3], "2026-03-28T23:24:12Z");
+        }
         let Change::Ban(mut on_22) = ban("192.0.2.7/32") else {
             unreachable!()
         };
-        on_22.ports = Some(crate::enforce::Ports::parse(["22", "53/udp"]).unwrap());
+        on_22.ports = Some(crate::vocab::Ports::parse(["22", "53/udp"]).unwrap());
         assert_eq!(
             expand(&t, &Change::Unban(on_22.key()))[1..],
             ["192.0.2.7", "jail=", "", "", "22/tcp, 22,53/udp"]
@@ -194,15 +238,19 @@ mod tests {
         let slow = ArgvTemplate(vec!["/bin/sleep".into(), "5".into()]);
         let mut e = ExecEnforcer::new(&slow, None, Duration::from_millis(100));
         let failed = e.apply(&[ban("192.0.2.8/32")]);
-        assert!(failed[0].error.contains("killed"), "{failed:?}");
+        assert!(failed[0].error.message.contains("killed"), "{failed:?}");
 
         let bad = ArgvTemplate(vec!["/bin/false".into()]);
         let mut e = ExecEnforcer::new(&bad, None, Duration::from_secs(5));
-        assert!(e.apply(&[ban("192.0.2.9/32")])[0].error.contains("exited"));
+        assert!(e.apply(&[ban("192.0.2.9/32")])[0]
+            .error
+            .message
+            .contains("exited"));
         let missing = ArgvTemplate(vec!["/nonexistent/prog".into()]);
         let mut e = ExecEnforcer::new(&missing, None, Duration::from_secs(5));
         assert!(e.apply(&[ban("192.0.2.9/32")])[0]
             .error
+            .message
             .contains("cannot run"));
     }
 }

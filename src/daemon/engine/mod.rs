@@ -1,0 +1,404 @@
+//! The engine: the one thread that owns the jails and the ban book.
+//!
+//! Sources send it blocks of lines; the [jails] run them through the pipeline, the [book]
+//! records each ban and says what the enforcers must change, and the engine hands those
+//! changes on. Control requests ([requests]) and reloads ([reload]) arrive on the same
+//! channel, so they see a consistent state without locks. Every [`Tick`](EngineMsg::Tick) it
+//! ends expired bans, retries ledger writes that failed, checks that the ledger's file is
+//! still there, and checkpoints the windows with the sources' cursors.
+//!
+//! It is a plain thread, not an async task: everything it does is CPU work or a short SQLite
+//! write, and it keeps the detection path free of an executor. It reads the clock once per
+//! message and passes the time down: nothing below it reads a clock.
+
+pub mod book;
+pub mod jails;
+pub mod reload;
+pub mod requests;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use jiff::{SignedDuration, Timestamp};
+use tokio::sync::{mpsc, oneshot};
+
+use super::enforcers::Enforcers;
+use super::metrics::{JailLabel, Metrics};
+use super::protocol::{Reply, Request};
+use super::{Shared, Warning};
+use crate::config::Config;
+use crate::detect::Proxies;
+use crate::enforce::safety::{self, Protected};
+use crate::enforce::{Change, Key};
+use crate::ledger::{DecisionStore, EndReason, NewBan, Origin, Progress};
+use crate::vocab::{Cursor, Target};
+use book::{BanBook, Placed, Slot};
+use jails::{Decided, JailRuntime, Jails};
+
+/// The jail name of bans made by hand without `--jail`.
+pub const MANUAL_JAIL: &str = "manual";
+
+pub enum EngineMsg {
+    /// Complete lines from `source` (as configured), read from `file`; `cursor` is where the
+    /// file is read up to after them.
+    Lines {
+        source: String,
+        file: String,
+        block: Vec<u8>,
+        cursor: Option<Cursor>,
+        /// When the source read the block.
+        read_at: Instant,
+    },
+    Tick,
+    Control(Request, oneshot::Sender<Reply>),
+    /// A new configuration, already validated; the reply says what changed.
+    Reload(Box<Config>, oneshot::Sender<Result<String, String>>),
+    /// The trusted proxies' ranges as Cloudflare now publishes them: believed in headers,
+    /// never banned.
+    Proxies(Proxies),
+    /// Final checkpoint, then the thread ends.
+    Stop,
+}
+
+pub struct Engine {
+    jails: Jails,
+    book: BanBook,
+    progress: Box<dyn Progress>,
+    enforcers: Enforcers,
+    shared: Arc<Shared>,
+    cursors: HashMap<String, Cursor>,
+    dirty: bool,
+    last_checkpoint: Instant,
+    checkpoint_every: std::time::Duration,
+    default_bantime: SignedDuration,
+    metrics: Arc<Metrics>,
+    /// What is never banned (the host's own addresses, refreshed every few ticks; the
+    /// trusted proxies).
+    protected: Protected,
+    /// Bans refused by the safety rules, per jail.
+    refused: HashMap<String, u64>,
+    ticks: u64,
+    /// `[enforce] lift_on_stop`: the ledger keeps the bans, the enforcers drop them at stop.
+    lift_on_stop: bool,
+}
+
+impl Engine {
+    /// Builds the engine from the configuration and the ledger's state, and brings every
+    /// enforcer to the active bans in one batch.
+    pub fn start(
+        config: &Config,
+        decisions: Box<dyn DecisionStore>,
+        progress: Box<dyn Progress>,
+        enforcers: Enforcers,
+        shared: Arc<Shared>,
+        metrics: Arc<Metrics>,
+    ) -> Engine {
+        let protected = Protected::here();
+        let runtimes: Vec<JailRuntime> = config
+            .jails
+            .iter()
+            .map(|j| JailRuntime::new(j.clone(), Some(progress.as_ref()), &metrics))
+            .collect();
+        let cursors = progress.cursors().unwrap_or_else(|e| {
+            tracing::error!("cannot read the saved cursors, sources start afresh: {e}");
+            HashMap::new()
+        });
+        let mut engine = Engine {
+            jails: Jails::new(runtimes, &metrics, &protected.proxies),
+            book: BanBook::new(decisions),
+            progress,
+            enforcers,
+            shared,
+            cursors,
+            dirty: false,
+            last_checkpoint: Instant::now(),
+            checkpoint_every: config
+                .daemon
+                .checkpoint
+                .map_or(std::time::Duration::from_secs(2), |d| d.0.unsigned_abs()),
+            default_bantime: config
+                .defaults
+                .bantime
+                .map_or(SignedDuration::from_hours(1), |d| d.0),
+            metrics,
+            protected,
+            refused: HashMap::new(),
+            ticks: 0,
+            lift_on_stop: config.enforce.lift_on_stop.unwrap_or(false),
+        };
+        engine.load_active(Timestamp::now());
+        engine
+    }
+
+    /// The cursors saved at the last checkpoint, for the sources to resume from.
+    pub fn saved_cursors(&self) -> HashMap<String, Cursor> {
+        self.cursors.clone()
+    }
+
+    /// Reads the active bans, closes those that ended while moat was stopped, holds the rest
+    /// in their jails' windows and sends them to every enforcer as one reconciliation.
+    fn load_active(&mut self, now: Timestamp) {
+        let started = Instant::now();
+        let jails = &self.jails;
+        let loaded = self.book.load(now, |j| jails.ports_of(j));
+        if let Some(e) = loaded.error {
+            tracing::error!("cannot read the active bans: {e}");
+            self.shared.warn(
+                Warning::ActiveBans,
+                format!("cannot read the active bans: {e}"),
+            );
+        }
+        if loaded.expired > 0 {
+            tracing::info!(
+                count = loaded.expired,
+                "closed bans that ended while moat was stopped"
+            );
+        }
+        let holds: Vec<NewBan> = self.book.iter().map(|(_, a)| a.ban.clone()).collect();
+        for ban in &holds {
+            self.jails.hold(ban);
+        }
+        let wanted = self.book.wanted();
+        tracing::info!(
+            active = wanted.len(),
+            took = ?started.elapsed(),
+            "re-applying active bans to every enforcer"
+        );
+        self.enforcers.reconcile(wanted);
+        // An enforcer that lists what it holds lifts the ended bans in the reconciliation; one
+        // that cannot (`exec`) learns of them only from an unban.
+        self.enforcers.lift_ended(&loaded.ended_keys);
+        self.metrics.active_bans.set(self.book.len() as i64);
+    }
+
+    /// Runs until [`EngineMsg::Stop`] or until every sender is gone.
+    pub fn run(mut self, mut rx: mpsc::Receiver<EngineMsg>) {
+        while let Some(msg) = rx.blocking_recv() {
+            let now = Timestamp::now();
+            match msg {
+                EngineMsg::Lines {
+                    source,
+                    file,
+                    block,
+                    cursor,
+                    read_at,
+                } => {
+                    for d in self.jails.lines(&source, &file, &block, now) {
+                        self.ban_decided(d, now, Some(read_at));
+                    }
+                    self.dirty = true;
+                    if let Some(c) = cursor {
+                        // A file seen for the first time is saved at once: a crash before
+                        // the next checkpoint must not make a restart start it afresh.
+                        let new = self.cursors.insert(file, c).is_none();
+                        if new {
+                            self.checkpoint(now);
+                        }
+                    }
+                }
+                EngineMsg::Tick => self.tick(now),
+                EngineMsg::Control(req, reply) => {
+                    let _ = reply.send(self.control(req, now));
+                }
+                EngineMsg::Reload(config, reply) => {
+                    let _ = reply.send(Ok(self.reload(&config, now)));
+                }
+                EngineMsg::Proxies(proxies) => {
+                    self.jails.set_proxies(&proxies);
+                    self.protected.proxies = proxies;
+                }
+                EngineMsg::Stop => break,
+            }
+        }
+        self.checkpoint(Timestamp::now());
+        if self.lift_on_stop {
+            let mut keys: Vec<Key> = self.book.iter().map(|(_, a)| a.key()).collect();
+            keys.sort();
+            keys.dedup();
+            tracing::info!(
+                count = keys.len(),
+                "lifting every ban from the enforcers (lift_on_stop)"
+            );
+            self.enforcers
+                .apply(keys.into_iter().map(Change::Unban).collect());
+        }
+        self.enforcers.stop();
+    }
+
+    /// A jail's window filled: the safety rules, escalation, then the ban.
+    fn ban_decided(&mut self, d: Decided, now: Timestamp, read_at: Option<Instant>) {
+        let Decided {
+            jail: j,
+            decision,
+            samples,
+        } = d;
+        let target = decision.key.net();
+        let name = self.jails.config(j).name.clone();
+        if let Some(why) = self.protected.refuse(&target, false) {
+            self.jails.stage_mut(j).window.lift(&decision.key);
+            *self.refused.entry(name.clone()).or_default() += 1;
+            self.metrics
+                .refused
+                .get_or_create(&JailLabel { jail: name.clone() })
+                .inc();
+            tracing::warn!(ip = %Target(target), jail = %name, failures = decision.failures, "ban refused: {why}");
+            return;
+        }
+        let mut until = decision.until;
+        if let Some(esc) = &self.jails.config(j).escalation {
+            let base = self.jails.config(j).params.bantime;
+            let (bantime, earlier) = self.book.escalated(esc, &name, target, base, decision.at);
+            until = decision.at.checked_add(bantime).unwrap_or(Timestamp::MAX);
+            if earlier > 0 {
+                tracing::info!(ip = %Target(target), jail = %name, earlier, bantime = %bantime_text(bantime), "repeat offender: escalated ban");
+            }
+        }
+        self.jails.count_ban(j);
+        if until != decision.until {
+            self.jails.stage_mut(j).window.hold(decision.key, until);
+        }
+        let ban = NewBan {
+            jail: name,
+            target,
+            started: decision.at,
+            until: (until != Timestamp::MAX).then_some(until),
+            failures: decision.failures,
+            origin: Origin::Jail,
+            reason: format!("{} failures", decision.failures),
+        };
+        self.place(ban, samples, now, read_at);
+    }
+
+    /// Records a ban and sends it to the enforcers.
+    fn place(
+        &mut self,
+        ban: NewBan,
+        samples: Vec<Vec<u8>>,
+        now: Timestamp,
+        read_at: Option<Instant>,
+    ) {
+        let ports = self.jails.ports_of(&ban.jail);
+        let (target, jail, failures) = (ban.target, ban.jail.clone(), ban.failures);
+        let until = ban.until.map_or("forever".into(), |u| u.to_string());
+        let (placed, error) = self.book.place(ban, samples, ports, now);
+        if let Some(e) = error {
+            tracing::error!(ip = %Target(target), "cannot record the ban (enforcing it anyway, will retry): {e}");
+            self.shared
+                .warn(Warning::LedgerWrite, format!("ledger write failed: {e}"));
+        }
+        match placed {
+            Placed::InForce(change) => {
+                tracing::info!(ip = %Target(target), %jail, failures, %until, "ban");
+                self.enforcers.apply_read_at(vec![change], read_at);
+            }
+            Placed::Replayed => {
+                tracing::debug!(ip = %Target(target), %jail, "ban already recorded");
+            }
+            Placed::AlreadyOver => {}
+        }
+        self.metrics.active_bans.set(self.book.len() as i64);
+    }
+
+    fn tick(&mut self, now: Timestamp) {
+        self.ticks += 1;
+        // The host's addresses change (DHCP, a new interface); look again every 10 s.
+        if self.ticks.is_multiple_of(10) {
+            self.protected.own = safety::own_addresses();
+        }
+        // Kernel rulesets can be flushed behind moat's back: check every 2 s.
+        if self.ticks.is_multiple_of(2) && self.enforcers.any_drifting() {
+            self.enforcers.check_drifting(self.book.wanted());
+        }
+        // So can the state directory: writes would go to a deleted file, and the next start
+        // would find no bans (and lift them from the kernel).
+        if self.ticks.is_multiple_of(2) && self.book.store().is_gone() {
+            self.recreate_ledger(now);
+        }
+        // Retry ledger writes that failed (read-only or full state directory).
+        if self.book.has_unsaved() && self.book.retry_unsaved() {
+            self.shared.clear(Warning::LedgerWrite);
+        }
+        let due = self.book.due(now);
+        if !due.is_empty() {
+            self.end(&due, now, EndReason::Expired);
+        }
+        if self.dirty && self.last_checkpoint.elapsed() >= self.checkpoint_every {
+            self.checkpoint(now);
+        }
+    }
+
+    /// Ends active bans, telling the enforcers to lift targets no other active ban holds.
+    fn end(&mut self, slots: &[Slot], now: Timestamp, reason: EndReason) -> Vec<NewBan> {
+        let ended = self.book.end(slots, now, reason);
+        if reason.clears_window() {
+            for a in &ended.bans {
+                self.jails.lift(&a.ban);
+            }
+        }
+        if !ended.lifts.is_empty() {
+            self.enforcers.apply(ended.lifts);
+        }
+        self.metrics.active_bans.set(self.book.len() as i64);
+        self.dirty = true;
+        ended.bans.into_iter().map(|a| a.ban).collect()
+    }
+
+    /// The ledger's file was deleted or replaced while moat ran: a new one is created in its
+    /// place holding the active bans, the cursors and the windows, and an admin is told.
+    fn recreate_ledger(&mut self, now: Timestamp) {
+        let location = self.book.store().location();
+        match self.book.recreate_store() {
+            Ok(written) => {
+                self.checkpoint(now);
+                let msg = format!(
+                    "the ledger {location} was deleted or replaced while moat ran; a new one was \
+                     created with the {written} active bans, the cursors and the windows (the \
+                     history of past bans and the evidence lines are lost)"
+                );
+                tracing::error!("{msg}");
+                self.shared.warn(Warning::LedgerGone, msg);
+            }
+            Err(e) => {
+                let msg = format!(
+                    "the ledger {location} was deleted while moat ran and cannot be created \
+                     again ({e}); decisions are written to the deleted file and lost at the \
+                     next start: restore the state directory"
+                );
+                tracing::error!("{msg}");
+                self.shared.warn(Warning::LedgerGone, msg);
+            }
+        }
+    }
+
+    fn checkpoint(&mut self, now: Timestamp) {
+        let cursors: Vec<(String, Cursor)> = self
+            .cursors
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        match self
+            .progress
+            .checkpoint(&cursors, &self.jails.checkpoints(), now)
+        {
+            Ok(()) => {
+                self.dirty = false;
+                self.shared.clear(Warning::Checkpoint);
+            }
+            Err(e) => {
+                tracing::error!("checkpoint failed (will retry): {e}");
+                self.shared
+                    .warn(Warning::Checkpoint, format!("checkpoint failed: {e}"));
+            }
+        }
+        self.last_checkpoint = Instant::now();
+    }
+}
+
+fn bantime_text(d: SignedDuration) -> String {
+    if d == SignedDuration::MAX {
+        "forever".into()
+    } else {
+        format!("{}s", d.as_secs())
+    }
+}

@@ -1,0 +1,232 @@
+//! `[enforce.cloudflare]`: the account, the zone, the credential, and how bans are carried,
+//! with every default in one place. Checked as the configuration is read.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::vocab::time::Duration;
+
+/// Cloudflare's API, where no other base is configured.
+pub const API: &str = "https://api.cloudflare.com/client/v4";
+
+/// `[enforce.cloudflare]` as written, defaults filled in.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CloudflareSettings {
+    /// Which API carries the bans.
+    #[serde(default)]
+    pub mode: Mode,
+    /// A file holding the API token (readable by its owner only).
+    pub token_file: Option<PathBuf>,
+    /// An environment variable holding the API token.
+    pub token_env: Option<String>,
+    /// The legacy global API key: the account's email and a file holding the key.
+    pub email: Option<String>,
+    pub key_file: Option<PathBuf>,
+    pub account_id: Option<String>,
+    pub zone_id: Option<String>,
+    /// The IP list's name (list mode): lowercase letters, digits, `_`, at most 50.
+    #[serde(default = "default_list")]
+    pub list: String,
+    #[serde(default)]
+    pub action: Action,
+    /// Access rules at `zone`, `account` or `user` level.
+    #[serde(default)]
+    pub scope: Scope,
+    /// Most list items moat places.
+    #[serde(default = "default_capacity")]
+    pub capacity: usize,
+    /// Which bans to keep when the list is full.
+    #[serde(default)]
+    pub keep: Keep,
+    /// IPv6 targets longer than this go to Cloudflare as this prefix.
+    #[serde(default = "default_ipv6_prefix")]
+    pub ipv6_prefix: u8,
+    /// The API's base URL.
+    #[serde(default = "default_api")]
+    pub api: String,
+    #[serde(default = "default_requests_per_second")]
+    pub requests_per_second: f64,
+    /// Requests per five minutes (Cloudflare's limit is 1,200 per user).
+    #[serde(default = "default_budget")]
+    pub budget: usize,
+    /// How often what moat holds at Cloudflare is read back and converged.
+    #[serde(default = "default_reconcile")]
+    pub reconcile: Duration,
+}
+
+fn default_list() -> String {
+    "moat_block".into()
+}
+fn default_capacity() -> usize {
+    10_000
+}
+fn default_ipv6_prefix() -> u8 {
+    64
+}
+fn default_api() -> String {
+    API.into()
+}
+fn default_requests_per_second() -> f64 {
+    4.0
+}
+fn default_budget() -> usize {
+    1200
+}
+fn default_reconcile() -> Duration {
+    Duration(jiff::SignedDuration::from_mins(10))
+}
+
+/// Which API carries the bans.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// An account IP list, blocked by one custom rule of the zone.
+    #[default]
+    List,
+    /// One IP Access Rule per ban.
+    AccessRules,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::List => "list",
+            Mode::AccessRules => "access-rules",
+        }
+    }
+}
+
+/// What Cloudflare does with a banned client's requests.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    #[default]
+    Block,
+    Challenge,
+    ManagedChallenge,
+}
+
+impl Action {
+    /// As Cloudflare's API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Block => "block",
+            Action::Challenge => "challenge",
+            Action::ManagedChallenge => "managed_challenge",
+        }
+    }
+}
+
+/// Where access rules live.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    #[default]
+    Zone,
+    Account,
+    User,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Zone => "zone",
+            Scope::Account => "account",
+            Scope::User => "user",
+        }
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which bans to keep when the list is full.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Keep {
+    /// The most recent bans.
+    #[default]
+    Newest,
+    /// The bans that end last (forever first).
+    Longest,
+}
+
+impl CloudflareSettings {
+    /// What is missing or contradictory, in words.
+    pub fn check(&self) -> Result<(), String> {
+        let credentials = [
+            self.token_file.is_some(),
+            self.token_env.is_some(),
+            self.email.is_some() || self.key_file.is_some(),
+        ]
+        .iter()
+        .filter(|x| **x)
+        .count();
+        if credentials != 1 {
+            return Err(
+                "[enforce.cloudflare] needs exactly one credential: token_file, \
+                        token_env, or email with key_file (the legacy global key); hint: \
+                        token_file = \"/etc/moat/cloudflare.token\""
+                    .into(),
+            );
+        }
+        if self.email.is_some() != self.key_file.is_some() {
+            return Err("[enforce.cloudflare] the global key needs both email and key_file".into());
+        }
+        let need_account = self.mode == Mode::List || self.scope == Scope::Account;
+        let need_zone = self.mode == Mode::List || self.scope == Scope::Zone;
+        if need_account && self.account_id.is_none() {
+            return Err(
+                "[enforce.cloudflare] needs account_id (the IP list belongs to the \
+                        account); hint: it is on the zone's overview page in the dashboard"
+                    .into(),
+            );
+        }
+        if need_zone && self.zone_id.is_none() {
+            return Err(
+                "[enforce.cloudflare] needs zone_id (the zone whose custom rule or \
+                        access rules block); hint: it is on the zone's overview page"
+                    .into(),
+            );
+        }
+        let name = &self.list;
+        let list_ok = !name.is_empty()
+            && name.len() <= 50
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !list_ok {
+            return Err(format!(
+                "[enforce.cloudflare] list {name:?}: Cloudflare list names are lowercase \
+                 letters, digits and _, at most 50; hint: \"moat_block\""
+            ));
+        }
+        if !(12..=128).contains(&self.ipv6_prefix) {
+            return Err(format!(
+                "[enforce.cloudflare] ipv6_prefix {}: between 12 and 128",
+                self.ipv6_prefix
+            ));
+        }
+        if self.mode == Mode::List && self.action == Action::Challenge {
+            return Err(
+                "[enforce.cloudflare] a custom rule has no `challenge` action; hint: \
+                        managed_challenge"
+                    .into(),
+            );
+        }
+        if !(self.requests_per_second > 0.0 && self.requests_per_second <= 50.0) {
+            return Err("[enforce.cloudflare] requests_per_second: between 0 and 50".into());
+        }
+        Ok(())
+    }
+
+    /// How often the converge runs.
+    pub fn reconcile_every(&self) -> std::time::Duration {
+        self.reconcile.0.unsigned_abs()
+    }
+}

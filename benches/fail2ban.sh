@@ -4,8 +4,8 @@
 #   benches/fail2ban.sh [--quick]
 #
 # What it does, in one run:
-#   1. `cargo build --release --bins` (skip with SKIP_BUILD=1), then writes two deterministic
-#      logs with moat-genlog (1,000,000 lines each; 200,000 with --quick): an nginx "combined"
+#   1. `cargo build --release --bins --example moat-genlog` (skip with SKIP_BUILD=1), then
+#      writes two deterministic logs with moat-genlog (1,000,000 lines each; 200,000 with --quick): an nginx "combined"
 #      access log (`--seed 42`: scanners probing /wp-login.php, /.env, ... answered 404) and an
 #      OpenSSH auth.log (`--format sshd --seed 42`: a quarter failures from guessing bots).
 #   2. For each pair (access log, nginx-botsearch) and (auth.log, sshd), with the same filter
@@ -59,13 +59,13 @@ note() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'fail2ban.sh: %s\n' "$*" >&2; exit 1; }
 
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then
-    note "cargo build --release --bins"
-    cargo build --release --bins
+    note "cargo build --release --bins --example moat-genlog"
+    cargo build --release --bins --example moat-genlog
 fi
 MOAT=${MOAT_BIN:-$ROOT/target/release/moat}
-GENLOG=${GENLOG_BIN:-$ROOT/target/release/moat-genlog}
+GENLOG=${GENLOG_BIN:-$ROOT/target/release/examples/moat-genlog}
 F2BREGEX=${FAIL2BAN_REGEX:-$(command -v fail2ban-regex || true)}
-[[ -x $MOAT && -x $GENLOG ]] || die "no release binaries in target/release"
+[[ -x $MOAT && -x $GENLOG ]] || die "no release binaries ($MOAT, $GENLOG)"
 [[ -n $F2BREGEX ]] || die "fail2ban-regex not found (apt-get install fail2ban)"
 for f in sshd nginx-botsearch; do
     [[ -f $F2BDIR/filter.d/$f.conf ]] || die "no $F2BDIR/filter.d/$f.conf"

@@ -1,4 +1,5 @@
-//! `moat-genlog`: writes a deterministic, realistic nginx "combined" access log for benchmarks.
+//! `moat-genlog`: writes a deterministic, realistic nginx "combined" access log for benchmarks,
+//! or with `--format sshd` an OpenSSH auth.log.
 //!
 //! Mixed traffic from a few thousand clients (IPv4 and IPv6, documentation ranges only): page
 //! and asset requests, API calls, scanners probing `/wp-login.php` and `/.env`, successful
@@ -7,7 +8,12 @@
 //! generator carries its own small PRNG (splitmix64) instead of `rand`, whose generators are
 //! not promised to produce the same stream across versions.
 //!
-//! Usage: `moat-genlog [--lines N] [--seed S] [--fail-percent P] > access.log`
+//! The auth.log (`--format sshd`) is rsyslog's: `Mar 28 10:00:00 host sshd[1234]: ...`. About
+//! a quarter of the lines are failures (wrong passwords and unknown users from guessing bots,
+//! a few people mistyping), the rest what a busy host logs besides: accepted keys, sessions
+//! opened and closed, disconnects, and other programs (CRON, sudo, systemd-logind).
+//!
+//! Usage: `moat-genlog [--format nginx|sshd] [--lines N] [--seed S] [--fail-percent P] > LOG`
 
 use std::io::{self, BufWriter, Write};
 
@@ -108,9 +114,14 @@ fn bot(rng: &mut SplitMix) -> String {
 fn main() -> io::Result<()> {
     let mut lines: u64 = 1_000_000;
     let mut seed: u64 = 42;
-    let mut fail_percent: u64 = 3;
+    let mut fail_percent: Option<u64> = None;
+    let mut format = String::from("nginx");
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
+        if a == "--format" {
+            format = args.next().expect("--format needs nginx or sshd");
+            continue;
+        }
         let mut val = || -> u64 {
             args.next()
                 .and_then(|v| v.parse().ok())
@@ -119,14 +130,80 @@ fn main() -> io::Result<()> {
         match a.as_str() {
             "--lines" => lines = val(),
             "--seed" => seed = val(),
-            "--fail-percent" => fail_percent = val(),
-            other => panic!("unknown argument {other}; usage: moat-genlog [--lines N] [--seed S] [--fail-percent P]"),
+            "--fail-percent" => fail_percent = Some(val()),
+            other => panic!("unknown argument {other}; usage: moat-genlog [--format nginx|sshd] [--lines N] [--seed S] [--fail-percent P]"),
         }
     }
     let out = io::stdout();
     let mut out = BufWriter::with_capacity(1 << 20, out.lock());
-    generate(lines, seed, fail_percent, &mut out)?;
+    match format.as_str() {
+        "nginx" => generate(lines, seed, fail_percent.unwrap_or(3), &mut out)?,
+        "sshd" => generate_sshd(lines, seed, fail_percent.unwrap_or(25), &mut out)?,
+        other => panic!("unknown format {other}: nginx or sshd"),
+    }
     out.flush()
+}
+
+const USERS: &[&str] = &[
+    "root", "admin", "test", "user", "oracle", "postgres", "ubuntu", "git", "pi", "ftpuser",
+    "guest", "deploy", "www-data", "support", "minecraft",
+];
+
+/// Writes `lines` lines of an OpenSSH auth.log for `seed` to `out`.
+pub fn generate_sshd(lines: u64, seed: u64, fail_percent: u64, out: &mut impl Write) -> io::Result<()> {
+    let mut rng = SplitMix(seed);
+    // 28 Mar 00:00:00, advancing 0-60 ms per line, as the access log.
+    let mut ms: u64 = 0;
+    for _ in 0..lines {
+        ms += rng.below(60);
+        let secs = ms / 1000;
+        let (h, m, s) = (secs / 3600 % 24, secs / 60 % 60, secs % 60);
+        let day = 28 + secs / 86_400;
+        let time = format!("{} {day:2} {h:02}:{m:02}:{s:02}", MONTHS[2]);
+        let pid = 1000 + rng.below(60_000);
+        let port = 1024 + rng.below(64_000);
+        let roll = rng.below(1000);
+        let line = if roll < fail_percent * 10 {
+            let (ip, user) = if rng.below(10) > 0 {
+                (bot(&mut rng), *rng.pick(USERS))
+            } else {
+                let id = rng.below(4000);
+                (client(&mut rng, id), "deploy")
+            };
+            match rng.below(4) {
+                0 => format!("sshd[{pid}]: Invalid user {user} from {ip} port {port}"),
+                1 => format!(
+                    "sshd[{pid}]: Failed password for invalid user {user} from {ip} port {port} ssh2"
+                ),
+                2 => format!("sshd[{pid}]: Failed password for {user} from {ip} port {port} ssh2"),
+                _ => format!(
+                    "sshd[{pid}]: Connection closed by authenticating user {user} {ip} port {port} [preauth]"
+                ),
+            }
+        } else {
+            let id = rng.below(4000);
+            let ip = client(&mut rng, id);
+            match rng.below(8) {
+                0 => format!(
+                    "sshd[{pid}]: Accepted publickey for deploy from {ip} port {port} ssh2: ED25519 SHA256:{:016x}",
+                    rng.next()
+                ),
+                1 => format!(
+                    "sshd[{pid}]: pam_unix(sshd:session): session opened for user deploy(uid=1000) by (uid=0)"
+                ),
+                2 => format!("sshd[{pid}]: Received disconnect from {ip} port {port}:11: disconnected by user"),
+                3 => format!("sshd[{pid}]: Disconnected from user deploy {ip} port {port}"),
+                4 => format!("sshd[{pid}]: pam_unix(sshd:session): session closed for user deploy"),
+                5 => format!("CRON[{pid}]: pam_unix(cron:session): session opened for user root(uid=0) by (uid=0)"),
+                6 => format!(
+                    "sudo[{pid}]:   deploy : TTY=pts/0 ; PWD=/home/deploy ; USER=root ; COMMAND=/usr/bin/docker ps"
+                ),
+                _ => format!("systemd-logind[{pid}]: New session {} of user deploy.", rng.below(9000)),
+            }
+        };
+        writeln!(out, "{time} host {line}")?;
+    }
+    Ok(())
 }
 
 /// Writes `lines` lines of the log for `seed` to `out` (the test suite calls this directly).

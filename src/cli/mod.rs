@@ -8,11 +8,13 @@ mod cloudflare;
 mod control;
 mod filters;
 mod generate;
+mod import;
 mod init;
 mod manpage;
 mod ports;
 mod run;
 mod scan;
+mod scan_lines;
 mod warnings;
 
 use std::path::PathBuf;
@@ -48,6 +50,11 @@ enum Command {
     Filters {
         #[command(subcommand)]
         command: filters::FiltersCommand,
+    },
+    /// Convert another tool's configuration to moat's (written to standard output).
+    Import {
+        #[command(subcommand)]
+        command: import::ImportCommand,
     },
     /// Look at this host and write a working configuration for it (or print it: --dry-run).
     Init(init::InitArgs),
@@ -164,6 +171,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Scan(args) => scan::run(*args),
         Command::Filters { command } => filters::run(command),
+        Command::Import { command } => import::run(command),
         Command::Ports { command } => ports::run(command),
         Command::Cloudflare { command } => cloudflare::run(command),
         Command::Init(args) => init::run(args),

@@ -14,7 +14,7 @@ use clap::Args;
 
 use crate::config::value::{
     parse_duration, Duration, FilterName, MaxRetry, PatternText, PrefixLen, TimeFormatText, Zone,
-    ZoneSpec,
+    ZoneSpec, FAIL2BAN_PREFIX,
 };
 use crate::config::{self, Config, JailConfig, JailTable};
 use crate::detect::{library, pattern::Pattern};
@@ -33,6 +33,14 @@ pub struct ScanArgs {
     /// Scan with this built-in filter instead of the configured jails.
     #[arg(long, conflicts_with = "regex")]
     filter: Option<String>,
+    /// Scan with one of fail2ban's filters: a name in fail2ban's filter.d, or a file, with
+    /// options as in jail.local (`sshd[mode=aggressive]`); see docs/fail2ban.md.
+    #[arg(long, value_name = "NAME-OR-PATH[OPTS]", conflicts_with_all = ["filter", "regex"])]
+    fail2ban_filter: Option<String>,
+    /// fail2ban's configuration directory for --fail2ban-filter NAME (default: the
+    /// configuration's fail2ban_dir, else /etc/fail2ban).
+    #[arg(long, value_name = "DIR")]
+    fail2ban_dir: Option<PathBuf>,
     /// Scan with these failregexes (with <HOST>) instead of the configured jails.
     #[arg(long, value_name = "RE")]
     regex: Vec<String>,
@@ -60,6 +68,10 @@ pub struct ScanArgs {
     /// Print the report as JSON (see docs/cli.md).
     #[arg(long)]
     json: bool,
+    /// Print one JSON object per failure, line by line, instead of a report (one filter;
+    /// see docs/cli.md).
+    #[arg(long, conflicts_with = "json")]
+    json_lines: bool,
     /// Also print up to N lines that no jail matched.
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "20")]
     show_missed: Option<usize>,
@@ -83,6 +95,16 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
         if let Input::File(path) = input {
             std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
         }
+    }
+    if args.json_lines {
+        let [jail] = jails.as_slice() else {
+            bail!(
+                "--json-lines prints one filter's failures; choose one with --fail2ban-filter, \
+                 --filter, --regex or --jail"
+            );
+        };
+        super::scan_lines::print(jail, &inputs, jiff::Timestamp::now())?;
+        return Ok(ExitCode::SUCCESS);
     }
     let total: u64 = inputs
         .iter()
@@ -147,6 +169,10 @@ fn overrides(args: &ScanArgs) -> anyhow::Result<JailTable> {
         }
         t.filter = Some(FilterName(name.clone()));
     }
+    if let Some(spec) = &args.fail2ban_filter {
+        t.filter = Some(FilterName(format!("{FAIL2BAN_PREFIX}{spec}")));
+    }
+    t.fail2ban_dir = args.fail2ban_dir.clone();
     let patterns = |v: &[String], what: &str| -> anyhow::Result<Option<Vec<PatternText>>> {
         if v.is_empty() {
             return Ok(None);
@@ -219,22 +245,35 @@ fn build_jails(args: &ScanArgs) -> anyhow::Result<Vec<JailConfig>> {
         None => Config::default(),
     };
     let cli = overrides(args)?;
-    let adhoc = args.filter.is_some() || !args.regex.is_empty();
+    let adhoc = args.filter.is_some() || !args.regex.is_empty() || args.fail2ban_filter.is_some();
     if adhoc {
         if !args.jails.is_empty() {
             bail!(
-                "--jail selects configured jails; it cannot be combined with --filter or --regex"
+                "--jail selects configured jails; it cannot be combined with --filter, \
+                 --fail2ban-filter or --regex"
             );
         }
-        let name = args.filter.clone().unwrap_or_else(|| "scan".into());
+        let name = match &args.fail2ban_filter {
+            Some(spec) => spec
+                .split('[')
+                .next()
+                .and_then(|n| n.rsplit('/').next())
+                .map(|n| {
+                    n.trim_end_matches(".conf")
+                        .trim_end_matches(".local")
+                        .to_string()
+                })
+                .unwrap_or_else(|| "fail2ban".into()),
+            None => args.filter.clone().unwrap_or_else(|| "scan".into()),
+        };
         let merged = config::merge(&config.defaults, &cli);
         let jail = config::resolve(&name, &merged).map_err(anyhow::Error::msg)?;
         return Ok(vec![jail]);
     }
     if args.config.is_none() {
         bail!(
-            "nothing to match with: give --filter NAME (see `moat filters list`), --regex RE, \
-             or --config FILE"
+            "nothing to match with: give --filter NAME (see `moat filters list`), \
+             --fail2ban-filter NAME, --regex RE, or --config FILE"
         );
     }
     if config.jails.is_empty() {

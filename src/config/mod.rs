@@ -6,6 +6,8 @@
 //! line and the column, quotes the line, and gives a hint. `docs/config.md` documents each key.
 
 pub mod daemon;
+pub mod fail2ban;
+pub mod fail2ban_import;
 pub mod value;
 
 use std::collections::BTreeMap;
@@ -54,6 +56,11 @@ pub struct JailTable {
     pub escalate: Option<EscalateTable>,
     pub ports: Option<PortsValue>,
     pub behind: Option<Behind>,
+    /// Where `filter = "fail2ban:NAME"` finds fail2ban's configuration (`/etc/fail2ban`).
+    pub fail2ban_dir: Option<PathBuf>,
+    /// fail2ban jail options a fail2ban filter sees (`failregex`, `ignoreregex`, `maxlines`,
+    /// ... written in jail.local): they replace the filter's own, as in fail2ban.
+    pub fail2ban_options: Option<BTreeMap<String, String>>,
 }
 
 /// `behind`: what the host sits behind.
@@ -387,7 +394,9 @@ pub fn merge(defaults: &JailTable, jail: &JailTable) -> JailTable {
         max_clients,
         escalate,
         ports,
-        behind
+        behind,
+        fail2ban_dir,
+        fail2ban_options
     )
 }
 
@@ -406,6 +415,41 @@ fn overlay_daemon(base: DaemonTable, over: DaemonTable) -> DaemonTable {
 /// Turns a merged table into a runnable jail, compiling its filter once to prove it works.
 pub fn resolve(name: &str, t: &JailTable) -> Result<JailConfig, String> {
     let (mut filter, label) = match &t.filter {
+        Some(name @ FilterName(n)) if name.fail2ban().is_some() => {
+            let spec = name.fail2ban().expect("checked");
+            let dir = t
+                .fail2ban_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(fail2ban::DEFAULT_DIR));
+            let inline = t.failregex.is_some()
+                || t.ignoreregex.is_some()
+                || t.prefregex.is_some()
+                || t.time.is_some()
+                || t.json.is_some()
+                || t.unwrap.is_some();
+            if inline {
+                return Err(format!(
+                    "filter {n:?} comes from fail2ban's filter.d; failregex, ignoreregex, \
+                     prefregex, time, json and unwrap cannot be added in the jail; hint: put \
+                     them in {}/filter.d/NAME.local as fail2ban would",
+                    dir.display()
+                ));
+            }
+            let jail_options: Vec<(String, String)> = t
+                .fail2ban_options
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let compiled = fail2ban::compile_filter(&dir, spec, &jail_options)?;
+            (
+                FilterSpec {
+                    fail2ban: Some(compiled),
+                    ..FilterSpec::default()
+                },
+                n.clone(),
+            )
+        }
         Some(FilterName(n)) => (
             library::get(n).cloned().expect("validated filter name"),
             n.clone(),
@@ -436,7 +480,10 @@ pub fn resolve(name: &str, t: &JailTable) -> Result<JailConfig, String> {
         filter.unwrap = Some(u.clone());
     }
     filter.samples.clear();
-    if filter.failregex.is_empty() && filter.json.is_none() {
+    if t.fail2ban_options.is_some() && filter.fail2ban.is_none() {
+        return Err("fail2ban_options apply to a filter = \"fail2ban:NAME\" only".into());
+    }
+    if filter.failregex.is_empty() && filter.json.is_none() && filter.fail2ban.is_none() {
         return Err(
             "no filter: set `filter` to a built-in name (see `moat filters list`) or \
                     write `failregex`"

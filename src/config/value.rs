@@ -22,9 +22,19 @@ impl<'de> Deserialize<'de> for PatternText {
     }
 }
 
-/// The name of a built-in filter.
+/// The name of a built-in filter, or `fail2ban:NAME[opts]` for one of fail2ban's.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FilterName(pub String);
+
+/// The prefix naming a filter of fail2ban's `filter.d`.
+pub const FAIL2BAN_PREFIX: &str = "fail2ban:";
+
+impl FilterName {
+    /// `NAME[opts]` (or a path) when this names a fail2ban filter.
+    pub fn fail2ban(&self) -> Option<&str> {
+        self.0.strip_prefix(FAIL2BAN_PREFIX)
+    }
+}
 
 impl<'de> Deserialize<'de> for FilterName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -32,10 +42,19 @@ impl<'de> Deserialize<'de> for FilterName {
         if library::get(&s).is_some() {
             return Ok(FilterName(s));
         }
+        if let Some(spec) = s.strip_prefix(FAIL2BAN_PREFIX) {
+            // The files are read when the jail is resolved (they live in fail2ban_dir).
+            crate::detect::fail2ban::reader::split_options(spec).map_err(|e| {
+                de::Error::custom(format!(
+                    "{e}; hint: \"fail2ban:sshd\" or \"fail2ban:sshd[mode=aggressive]\""
+                ))
+            })?;
+            return Ok(FilterName(s));
+        }
         let hint = match library::closest(&s) {
             Some(c) => format!("hint: did you mean {c:?}? `moat filters list` shows them all"),
-            None => "hint: `moat filters list` shows the built-in filters; or write failregex \
-                     in the jail"
+            None => "hint: `moat filters list` shows the built-in filters; \"fail2ban:NAME\" \
+                     reads one of fail2ban's filter.d; or write failregex in the jail"
                 .into(),
         };
         Err(de::Error::custom(format!("unknown filter {s:?}; {hint}")))

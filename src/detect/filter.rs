@@ -53,6 +53,10 @@ pub struct FilterSpec {
     /// `moat filters test NAME`.
     #[serde(default)]
     pub samples: Vec<Sample>,
+    /// A filter read from fail2ban's `filter.d` (`filter = "fail2ban:sshd"`), compiled when
+    /// the configuration was read; never written in TOML.
+    #[serde(skip)]
+    pub fail2ban: Option<super::fail2ban::adapter::Fail2banSpec>,
 }
 
 /// Where the application's own line is, when each log line is a JSON object wrapping it, as
@@ -101,6 +105,8 @@ enum Kind {
         ignoreregex: Vec<Pattern>,
     },
     Json(JsonFilter),
+    /// A fail2ban filter and its state (multi-line buffer, date detector, connection ids).
+    Fail2ban(Box<super::fail2ban::Matcher>),
 }
 
 /// A filter definition that cannot be compiled; `what` names the offending entry.
@@ -119,6 +125,13 @@ fn at(what: impl Into<String>) -> impl FnOnce(PatternError) -> FilterError {
 
 impl Filter {
     pub fn compile(spec: &FilterSpec) -> Result<Filter, FilterError> {
+        if let Some(f2b) = &spec.fail2ban {
+            return Ok(Filter {
+                kind: Kind::Fail2ban(Box::new(f2b.0.matcher())),
+                time_format: TimeFormat::Auto,
+                unwrap: None,
+            });
+        }
         let time_format = match &spec.time {
             None => TimeFormat::Auto,
             Some(t) => TimeFormat::from_name(t).map_err(|m| FilterError {
@@ -237,6 +250,9 @@ impl Filter {
                     .collect()
             }
             Kind::Json(j) => j.required_literal().map(|l| vec![l]),
+            // Only when skipping lines cannot change a result: not with multi-line buffers,
+            // nor with date patterns whose cut could join a literal together.
+            Kind::Fail2ban(m) => m.filter().skim_literals().map(<[Vec<u8>]>::to_vec),
         }
     }
 
@@ -253,11 +269,33 @@ impl Filter {
         match &self.kind {
             Kind::Regex { failregex, .. } => failregex.iter().map(|p| p.source.clone()).collect(),
             Kind::Json(j) => vec![j.describe()],
+            Kind::Fail2ban(m) => m
+                .filter()
+                .definition
+                .failregex
+                .iter()
+                .map(|r| r.text.clone())
+                .collect(),
         }
     }
 
-    /// Decides what `line` is. Pure: the context supplies zone and reference time.
+    /// Decides what `line` is, as the next line of a stream: a fail2ban filter remembers
+    /// what earlier lines said (multi-line failures, the last date); other filters do not,
+    /// and this is [`Filter::check`].
+    pub fn check_mut(&mut self, line: &[u8], ctx: &LineContext) -> Verdict {
+        match &mut self.kind {
+            Kind::Fail2ban(m) => super::fail2ban::adapter::check(m, line, ctx),
+            _ => self.check(line, ctx),
+        }
+    }
+
+    /// Decides what `line` is. Pure: the context supplies zone and reference time. A
+    /// fail2ban filter judges the line as the first of a stream (see [`Filter::check_mut`]).
     pub fn check(&self, line: &[u8], ctx: &LineContext) -> Verdict {
+        if let Kind::Fail2ban(m) = &self.kind {
+            let mut fresh = m.filter().matcher();
+            return super::fail2ban::adapter::check(&mut fresh, line, ctx);
+        }
         let Some((field, time_field)) = &self.unwrap else {
             return self.check_text(line, ctx, None);
         };
@@ -279,6 +317,7 @@ impl Filter {
     /// `fallback_time` is text to read the time from when the line has none (the wrapper's).
     fn check_text(&self, line: &[u8], ctx: &LineContext, fallback_time: Option<&[u8]>) -> Verdict {
         match &self.kind {
+            Kind::Fail2ban(_) => unreachable!("checked in Filter::check"),
             Kind::Json(j) => j.check(line, &self.time_format, ctx),
             Kind::Regex {
                 prefregex,

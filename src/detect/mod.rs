@@ -8,10 +8,12 @@
 //!   `regex` engine unless a pattern needs look-around;
 //! - [`json`] matches JSON-lines logs by field;
 //! - [`time`] reads the timestamp of matching lines;
+//! - [`fail2ban`] reads fail2ban's own `filter.d` files and runs them as fail2ban does;
 //! - [`library`] is the built-in filter library; [`lint`] finds patterns that let attacker text
 //!   choose the client.
 
 pub mod context;
+pub mod fail2ban;
 pub mod filter;
 pub mod json;
 pub mod library;

@@ -20,8 +20,14 @@ enum Search {
     /// No filter has a literal: nothing to search.
     Nothing,
     One(memmem::Finder<'static>),
+    /// A few literals: one `memmem` search each beats an automaton (whose prefilter only
+    /// looks for the literals' first bytes, which are common) several times over.
+    Few(Vec<memmem::Finder<'static>>),
     Many(AhoCorasick),
 }
+
+/// Up to this many literals are searched one by one.
+const FEW: usize = 4;
 
 /// Candidate selection for a fixed list of filters (indices into that list).
 #[derive(Debug)]
@@ -58,6 +64,12 @@ impl Prefilter {
         let search = match literals.len() {
             0 => Search::Nothing,
             1 => Search::One(memmem::Finder::new(&literals[0]).into_owned()),
+            n if n <= FEW => Search::Few(
+                literals
+                    .iter()
+                    .map(|l| memmem::Finder::new(l).into_owned())
+                    .collect(),
+            ),
             _ => Search::Many(
                 AhoCorasick::builder()
                     .match_kind(MatchKind::Standard)
@@ -91,10 +103,27 @@ impl Prefilter {
         mut each: impl FnMut(&[u8], &[usize]),
     ) {
         let mut pos = 0;
+        // For `Few`: each literal's next occurrence at or after `pos` (usize::MAX: none left),
+        // searched again only once `pos` has passed it.
+        let mut next: Vec<usize> = match &self.search {
+            Search::Few(finders) => finders
+                .iter()
+                .map(|f| f.find(block).unwrap_or(usize::MAX))
+                .collect(),
+            _ => Vec::new(),
+        };
         while pos < block.len() {
             let hit = match &self.search {
                 Search::Nothing => None,
                 Search::One(finder) => finder.find(&block[pos..]).map(|i| pos + i),
+                Search::Few(finders) => {
+                    for (n, f) in next.iter_mut().zip(finders) {
+                        if *n != usize::MAX && *n < pos {
+                            *n = f.find(&block[pos..]).map_or(usize::MAX, |i| pos + i);
+                        }
+                    }
+                    next.iter().copied().min().filter(|&n| n != usize::MAX)
+                }
                 Search::Many(ac) => ac
                     .find(aho_corasick::Input::new(block).range(pos..))
                     .map(|m| m.start()),
@@ -122,6 +151,13 @@ impl Prefilter {
             Search::One(finder) => {
                 if finder.find(line).is_some() {
                     out.extend_from_slice(&self.owners[0]);
+                }
+            }
+            Search::Few(finders) => {
+                for (k, f) in finders.iter().enumerate() {
+                    if f.find(line).is_some() {
+                        out.extend_from_slice(&self.owners[k]);
+                    }
                 }
             }
             Search::Many(ac) => {
@@ -187,6 +223,34 @@ mod tests {
             });
             assert_eq!(seen, per_line);
             assert!(!seen.is_empty());
+        }
+    }
+
+    #[test]
+    fn many_literals_take_the_automaton_and_agree_with_few() {
+        let lits = ["alpha", "bravo", "charlie", "delta", "echo"];
+        let filters: Vec<Filter> = lits
+            .iter()
+            .map(|l| filter(&format!("^<HOST> .*{l}")))
+            .collect();
+        let block = b"1 x\n2 bravo\n3 echo delta\n4 none\n5 charlie\n";
+        for n in [2, 3, 5] {
+            let refs: Vec<&Filter> = filters[..n].iter().collect();
+            let p = Prefilter::new(&refs);
+            assert_eq!(matches!(p.search, Search::Few(_)), n <= FEW);
+            let mut seen = Vec::new();
+            p.for_each_candidate_line(block, &mut Vec::new(), |line, c| {
+                seen.push((line.to_vec(), c.to_vec()))
+            });
+            let mut per_line = Vec::new();
+            crate::source::split_lines(block, &mut |l| {
+                let mut c = Vec::new();
+                p.candidates(l.bytes, &mut c);
+                if !c.is_empty() {
+                    per_line.push((l.bytes.to_vec(), c));
+                }
+            });
+            assert_eq!(seen, per_line, "{n} literals");
         }
     }
 

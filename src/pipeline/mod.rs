@@ -122,7 +122,7 @@ impl JailStage {
     /// matched (whatever became of the match).
     fn observe(&mut self, j: usize, line: &[u8], timing: Timing, sink: &mut impl Sink) -> bool {
         let st = &mut self.stats;
-        let f = match self.filter.check(line, &self.ctx) {
+        let f = match self.filter.check_mut(line, &self.ctx) {
             Verdict::Miss => return false,
             Verdict::TooLong => {
                 st.too_long += 1;

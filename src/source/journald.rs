@@ -40,6 +40,14 @@ impl JournalSelect {
             matches: Vec::new(),
         };
         for word in spec.split_whitespace() {
+            // journalctl's disjunction between groups of matches (fail2ban's journalmatch
+            // writes `_SYSTEMD_UNIT=sshd.service + _COMM=sshd`).
+            if word == "+" {
+                if sel.matches.last().is_some_and(|m| m != "+") {
+                    sel.matches.push(word.to_string());
+                }
+                continue;
+            }
             match word.split_once('=') {
                 Some((field, _)) => {
                     let ok = !field.is_empty()
@@ -56,6 +64,9 @@ impl JournalSelect {
                 }
                 None => sel.units.push(word.to_string()),
             }
+        }
+        if sel.matches.last().is_some_and(|m| m == "+") {
+            sel.matches.pop();
         }
         if sel.units.is_empty() && sel.matches.is_empty() {
             return Some(Err(
@@ -403,6 +414,12 @@ mod tests {
         assert!(JournalSelect::parse("/var/log/x").is_none());
         assert!(JournalSelect::parse("journald:").unwrap().is_err());
         assert!(JournalSelect::parse("journald:comm=x").unwrap().is_err());
+        // fail2ban's journalmatch: `+` between groups (journalctl's OR), passed on as is.
+        let s = JournalSelect::parse("journald:_SYSTEMD_UNIT=sshd.service + _COMM=sshd +")
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.matches, ["_SYSTEMD_UNIT=sshd.service", "+", "_COMM=sshd"]);
+        assert!(JournalSelect::parse("journald:+").unwrap().is_err());
     }
 
     #[test]

@@ -145,12 +145,30 @@ fn main() -> io::Result<()> {
 }
 
 const USERS: &[&str] = &[
-    "root", "admin", "test", "user", "oracle", "postgres", "ubuntu", "git", "pi", "ftpuser",
-    "guest", "deploy", "www-data", "support", "minecraft",
+    "root",
+    "admin",
+    "test",
+    "user",
+    "oracle",
+    "postgres",
+    "ubuntu",
+    "git",
+    "pi",
+    "ftpuser",
+    "guest",
+    "deploy",
+    "www-data",
+    "support",
+    "minecraft",
 ];
 
 /// Writes `lines` lines of an OpenSSH auth.log for `seed` to `out`.
-pub fn generate_sshd(lines: u64, seed: u64, fail_percent: u64, out: &mut impl Write) -> io::Result<()> {
+pub fn generate_sshd(
+    lines: u64,
+    seed: u64,
+    fail_percent: u64,
+    out: &mut impl Write,
+) -> io::Result<()> {
     let mut rng = SplitMix(seed);
     // 28 Mar 00:00:00, advancing 0-60 ms per line, as the access log.
     let mut ms: u64 = 0;

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use super::dates::Clock;
 use super::matcher::{Fail2banFilter, FailureId, Found, Matcher};
-use crate::detect::verdict::{parse_host, Failure, Verdict};
 use crate::detect::time::FoundFormat;
+use crate::detect::verdict::{parse_host, Failure, Verdict};
 use crate::detect::LineContext;
 
 /// A compiled fail2ban filter carried in a [`crate::detect::FilterSpec`].

@@ -11,11 +11,11 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{eventually, ns_run, reaches, tcp_server, Dockerd, Netns};
+use support::{eventually, have, ns_run, reaches, tcp_server, text, Dockerd, Netns};
 
 const TEST: &str = "moat_runs_on_every_swarm_node_and_bans_in_each_nodes_kernel";
 /// The cached base image: Debian bookworm (minbase) with moat's kernel tools.
@@ -24,22 +24,6 @@ const BASE_TAR: &str = concat!(
     "/moat-debian-bookworm-base-v1.tar"
 );
 const BASE_PACKAGES: &str = "nftables,iptables,ipset";
-
-fn have(program: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// The machine's Debian mirror, from its apt sources (the first that carries bookworm).
 fn mirror() -> String {

@@ -23,10 +23,20 @@ pub fn is_root() -> bool {
     nix::unistd::Uid::effective().is_root()
 }
 
-fn have(program: &str) -> bool {
+/// Whether `program` is on PATH (or is a path to a file).
+pub fn have(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
         || Path::new(program).is_file()
+}
+
+/// A finished command's standard output then its standard error, as text.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// A Docker engine (Debian's docker.io) started inside its own network namespace, with its

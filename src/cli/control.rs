@@ -5,13 +5,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Args;
+use clap::{Args, Subcommand};
 use comfy_table::{presets, ContentArrangement, Table};
 use jiff::{SignedDuration, Timestamp};
 
 use crate::config::Config;
 use crate::daemon::control::request;
-use crate::daemon::protocol::{ActiveBan, Bans, Reply, Request, Status};
+use crate::daemon::protocol::{ActiveBan, BanDetail, Bans, Reply, Request, Status};
 use crate::vocab::terminal::{cell, visible};
 use crate::vocab::time::{human_duration, utc};
 use crate::vocab::Target;
@@ -51,6 +51,24 @@ fn loose_socket(config: &std::path::Path) -> Option<PathBuf> {
         Some(dir) if socket.is_relative() => dir.join(socket),
         _ => socket,
     })
+}
+
+/// `moat bans ...`.
+#[derive(Subcommand, Debug)]
+pub enum BansCommand {
+    /// One ban in full: its evidence lines, its jail's rule, the earlier bans of the target
+    /// and its escalation, which enforcers hold it and since when.
+    Show {
+        /// The banned address or network.
+        target: String,
+        /// The ban in this jail, when the target is banned in several.
+        #[arg(long)]
+        jail: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
 }
 
 fn call(socket: &SocketArgs, req: Request) -> anyhow::Result<serde_json::Value> {
@@ -394,4 +412,121 @@ pub fn reload(socket: &SocketArgs) -> anyhow::Result<ExitCode> {
     let value = call(socket, Request::Reload)?;
     println!("Reloaded: {}", visible(value.as_str().unwrap_or_default()));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `moat bans show TARGET`.
+pub fn show(
+    socket: &SocketArgs,
+    target: &str,
+    jail: Option<String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    crate::vocab::parse_target(target).map_err(|e| anyhow::anyhow!(e))?;
+    let value = call(
+        socket,
+        Request::Show {
+            target: target.to_string(),
+            jail,
+        },
+    )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let d: BanDetail = serde_json::from_value(value)?;
+    print!("{}", show_text(&d, Timestamp::now()));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `moat bans show` prints for people: every text from a log made visible.
+fn show_text(d: &BanDetail, now: Timestamp) -> String {
+    use std::fmt::Write;
+    let b = &d.ban;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Ban of {} in jail {} (origin {})",
+        Target(b.target),
+        visible(&b.jail),
+        visible(&d.origin)
+    );
+    let _ = writeln!(
+        out,
+        "|- Since:       {} (UTC)\n|- Until:       {} ({})",
+        utc(b.started),
+        until_text(b.until),
+        remaining(b.until, now)
+    );
+    let _ = writeln!(out, "|- Failures:    {}", b.failures);
+    if !b.reason.is_empty() {
+        let _ = writeln!(out, "|- Reason:      {}", visible(&b.reason));
+    }
+    match &d.rule {
+        Some(r) => {
+            let _ = writeln!(
+                out,
+                "|- Rule:        filter {}: {} failures within {} -> ban for {}{}",
+                visible(&r.filter),
+                r.maxretry,
+                human_duration(SignedDuration::from_secs(r.findtime_secs)),
+                r.bantime_secs.map_or("ever".into(), |s| human_duration(
+                    SignedDuration::from_secs(s)
+                )),
+                if r.escalates { " (escalates)" } else { "" }
+            );
+        }
+        None => {
+            let _ = writeln!(out, "|- Rule:        none (a ban by hand)");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "|- Escalation:  {}",
+        match d.escalation {
+            0 => "none (no earlier ban counted)".to_string(),
+            n => format!(
+                "level {n} ({n} earlier ban{} counted)",
+                if n == 1 { "" } else { "s" }
+            ),
+        }
+    );
+    if d.enforcers.is_empty() {
+        let _ = writeln!(out, "|- Enforcers:   none holds it");
+    } else {
+        let _ = writeln!(out, "|- Enforcers:");
+        for h in &d.enforcers {
+            let _ = writeln!(
+                out,
+                "|    {} since {} (UTC){}",
+                visible(&h.enforcer),
+                utc(h.since),
+                if h.pending { ", changes pending" } else { "" }
+            );
+        }
+    }
+    if d.evidence.is_empty() {
+        let _ = writeln!(out, "|- Evidence:    no lines kept");
+    } else {
+        let _ = writeln!(out, "|- Evidence ({} lines):", d.evidence.len());
+        for l in &d.evidence {
+            let _ = writeln!(out, "|    {}", visible(l));
+        }
+    }
+    if d.history.is_empty() {
+        let _ = writeln!(out, "`- Earlier bans: none");
+    } else {
+        let _ = writeln!(out, "`- Earlier bans (newest first):");
+        for r in &d.history {
+            let _ = writeln!(
+                out,
+                "     {} {} until {} ({}), {} failures",
+                utc(r.started),
+                visible(&r.jail),
+                until_text(r.until),
+                r.end_reason.map_or("active", |e| e.as_str()),
+                r.failures
+            );
+        }
+    }
+    out
 }

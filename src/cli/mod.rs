@@ -16,6 +16,7 @@ mod run;
 mod scan;
 mod scan_lines;
 mod warnings;
+mod web;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -79,8 +80,10 @@ enum Command {
         #[command(flatten)]
         socket: control::SocketArgs,
     },
-    /// List the active bans (and past ones with --history).
+    /// List the active bans (and past ones with --history); `bans show TARGET` for one ban.
     Bans {
+        #[command(subcommand)]
+        command: Option<control::BansCommand>,
         /// Also show up to N past bans, newest first.
         #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "50")]
         history: Option<u32>,
@@ -135,6 +138,11 @@ enum Command {
         #[command(subcommand)]
         command: ports::PortsCommand,
     },
+    /// The web dashboard: its token.
+    Web {
+        #[command(subcommand)]
+        command: web::WebCommand,
+    },
     /// Make the running daemon read its configuration again (like SIGHUP).
     Reload {
         #[command(flatten)]
@@ -179,10 +187,22 @@ pub fn main() -> ExitCode {
         Command::Run { config } => run::run(&config),
         Command::Status { jail, json, socket } => control::status(&socket, jail, json),
         Command::Bans {
+            command:
+                Some(control::BansCommand::Show {
+                    target,
+                    jail,
+                    json,
+                    socket,
+                }),
+            ..
+        } => control::show(&socket, &target, jail, json),
+        Command::Bans {
+            command: None,
             history,
             json,
             socket,
         } => control::bans(&socket, history, json),
+        Command::Web { command } => web::run(command),
         Command::Ban {
             target,
             jail,

@@ -405,3 +405,32 @@ maxretry = 3
     }
     d.stop();
 }
+
+#[test]
+fn a_non_loopback_dashboard_needs_the_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    std::fs::write(dir.join("logs/access.log"), "").unwrap();
+    let port = free_port();
+    // 192.0.2.1 is never this host's: the dashboard must refuse before it tries to bind.
+    write_config(
+        dir,
+        &format!(
+            "web = \"192.0.2.1:{port}\"\n\n[enforce]\nuse = [\"log\"]\n\n[jails.portainer]\n\
+             filter = \"portainer\"\nsources = [\"logs/access.log\"]\n"
+        ),
+    );
+    let d = Daemon::start(dir);
+    let status = d.json(&["status", "--json"]);
+    let warnings = status["warnings"].to_string();
+    assert!(
+        warnings.contains("a non-loopback address needs the token"),
+        "{warnings}\n{}",
+        d.log()
+    );
+    assert!(d
+        .log()
+        .contains("the web dashboard is not served on 192.0.2.1"));
+    d.stop();
+}

@@ -681,8 +681,8 @@ fn kill_9_at_random_moments_loses_and_doubles_nothing() {
         .iter()
         .map(|b| {
             (
-                format!("{}/32", b["ip"].as_str().unwrap()),
-                b["at"].as_str().unwrap().parse().unwrap(),
+                b["target"].as_str().unwrap().to_string(),
+                b["started"].as_str().unwrap().parse().unwrap(),
             )
         })
         .collect();
@@ -1493,7 +1493,7 @@ fn long_journal_entries_are_matched() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["bans"][0]["ip"], "203.0.113.63", "{v:#}");
+    assert_eq!(v["bans"][0]["target"], "203.0.113.63/32", "{v:#}");
 }
 
 /// The state directory deleted while moat runs: moat notices, creates the ledger again with

@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 mod support;
@@ -116,6 +117,54 @@ escalate = { factor = 2 }
         !text.contains('\x1b'),
         "an escape from the log reached the terminal"
     );
+
+    // Tables fit an 80-column terminal; --plain is one tab-separated table for scripts.
+    d.moat(&[
+        "ban",
+        "198.51.100.0/24",
+        "--for",
+        "1d",
+        "--reason",
+        "a long reason about a scanner from this network, which goes on and on and on",
+    ]);
+    for args in [
+        &["bans", "--history"][..],
+        &["bans"],
+        &["status"],
+        &["status", "portainer"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_moat"))
+            .args(args)
+            .arg("-c")
+            .arg(d.config())
+            .env("COLUMNS", "80")
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            out.status.success() && text.contains('┌'),
+            "{args:?}: {text}"
+        );
+        for line in text.lines().filter(|l| l.starts_with(['┌', '│', '╞', '└'])) {
+            assert!(
+                line.chars().count() <= 80,
+                "{args:?}: wider than 80:\n{text}"
+            );
+        }
+    }
+    let out = d.moat(&["bans", "--plain"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(lines[0][0], "target", "{text}");
+    assert_eq!(lines.len(), 3, "a header and two bans: {text}");
+    assert!(lines.iter().all(|l| l.len() == lines[0].len()), "{text}");
+    assert!(lines
+        .iter()
+        .any(|l| l[0] == "198.51.100.0/24" && l[6].contains("on and on")));
+    let out = d.moat(&["status", "--plain"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("jail\tfilter\t"), "{text}");
+    assert!(text.contains("\n\nenforcer\tapplied\t"), "{text}");
 
     // Not banned: an error that says so.
     let out = d.moat(&["bans", "show", "198.51.100.1"]);

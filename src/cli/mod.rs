@@ -77,6 +77,10 @@ enum Command {
         jail: Option<String>,
         #[arg(long)]
         json: bool,
+        /// Tab-separated tables for scripts (the jails, a blank line, the enforcers; with a
+        /// jail, its bans).
+        #[arg(long, conflicts_with = "json")]
+        plain: bool,
         #[command(flatten)]
         socket: control::SocketArgs,
     },
@@ -89,6 +93,9 @@ enum Command {
         history: Option<u32>,
         #[arg(long)]
         json: bool,
+        /// A tab-separated table for scripts (the active bans, or the history with --history).
+        #[arg(long, conflicts_with = "json")]
+        plain: bool,
         #[command(flatten)]
         socket: control::SocketArgs,
     },
@@ -185,7 +192,12 @@ pub fn main() -> ExitCode {
         Command::Init(args) => init::run(args),
         Command::CheckConfig { config } => check_config::run(&config),
         Command::Run { config } => run::run(&config),
-        Command::Status { jail, json, socket } => control::status(&socket, jail, json),
+        Command::Status {
+            jail,
+            json,
+            plain,
+            socket,
+        } => control::status(&socket, jail, json, plain),
         Command::Bans {
             command:
                 Some(control::BansCommand::Show {
@@ -200,8 +212,9 @@ pub fn main() -> ExitCode {
             command: None,
             history,
             json,
+            plain,
             socket,
-        } => control::bans(&socket, history, json),
+        } => control::bans(&socket, history, json, plain),
         Command::Web { command } => web::run(command),
         Command::Ban {
             target,

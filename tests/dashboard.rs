@@ -395,7 +395,25 @@ maxretry = 3
     assert_eq!(seen["unbanned"], true);
     let active = active_targets(&d);
     assert!(!active.contains(&new_target.to_string()), "{active:?}");
-    assert_eq!(active.len(), 2);
+    // Banned for a time from the page: in force, in jail manual, for 2 h.
+    assert_eq!(active.len(), 3, "{active:?}");
+    let hand = d.json(&["bans", "show", "192.0.2.55", "--json"]);
+    assert_eq!(hand["jail"], "manual");
+    assert_eq!(hand["origin"], "manual");
+    assert_eq!(hand["reason"], "<i>by hand</i>");
+    let secs = |k: &str| {
+        hand[k]
+            .as_str()
+            .unwrap()
+            .parse::<jiff::Timestamp>()
+            .unwrap()
+            .as_second()
+    };
+    assert_eq!(secs("until") - secs("started"), 7200);
+    assert!(seen["hand_ban_text"]
+        .as_str()
+        .unwrap()
+        .contains("<i>by hand</i>"));
     assert!(d.log().contains("dashboard: a browser logged in"));
     // Phone width: nothing wider than the screen.
     assert!(seen["narrow_overflow"].as_i64().unwrap() <= 0, "{seen:#}");

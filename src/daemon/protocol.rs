@@ -44,6 +44,7 @@ pub enum Request {
     /// One ban in full: its evidence, its jail's rule, the target's earlier bans, which
     /// enforcers hold it (`moat bans show`).
     Show {
+        /// The banned address or network.
         target: String,
         /// The ban in this jail, when the target is banned in several.
         #[serde(default)]

@@ -88,6 +88,14 @@ async function main() {
     await page.waitForSelector(`#bans details[data-target="${target}"]`, { state: "detached", timeout: 10000 });
     out.unbanned = true;
 
+    // Ban for a time from the page.
+    await page.fill("#ban-target", "192.0.2.55");
+    await page.fill("#ban-duration", "2h");
+    await page.fill("#ban-reason", "<i>by hand</i>");
+    await page.click("#ban-form button[type=submit]");
+    await page.waitForSelector('#bans details[data-target="192.0.2.55/32"]', { timeout: 10000 });
+    out.hand_ban_text = await page.textContent('#bans details[data-target="192.0.2.55/32"]');
+
     await page.setViewportSize({ width: 390, height: 844 });
     await page.waitForTimeout(300);
     out.narrow_overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);

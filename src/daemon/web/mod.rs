@@ -23,7 +23,7 @@ pub mod auth;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -56,7 +56,13 @@ pub struct Web {
     /// Whether the server listens on loopback only (reading needs no session then).
     loopback: bool,
     streams: AtomicUsize,
+    /// The last dashboard answer, with when it was asked and the change count then: many
+    /// open pages refreshing on the same event or tick cost the engine one request.
+    cache: tokio::sync::Mutex<Option<(Instant, u64, serde_json::Value)>>,
 }
+
+/// How long a dashboard answer is reused when nothing changed.
+const CACHE_FOR: Duration = Duration::from_secs(1);
 
 impl Web {
     /// A dashboard over `engine`, told of changes by `changes`, opened with the token in
@@ -73,6 +79,7 @@ impl Web {
             auth,
             loopback,
             streams: AtomicUsize::new(0),
+            cache: tokio::sync::Mutex::new(None),
         }
     }
 }
@@ -217,6 +224,23 @@ impl Web {
     }
 }
 
+impl Web {
+    /// The engine's dashboard, or the last one when it is under a second old and no ban
+    /// started or ended since.
+    async fn dashboard(&self) -> Result<serde_json::Value, Response> {
+        let mut cache = self.cache.lock().await;
+        let version = *self.changes.borrow();
+        if let Some((at, v, value)) = cache.as_ref() {
+            if *v == version && at.elapsed() < CACHE_FOR {
+                return Ok(value.clone());
+            }
+        }
+        let value = self.ask(Request::Dashboard).await?;
+        *cache = Some((Instant::now(), version, value.clone()));
+        Ok(value)
+    }
+}
+
 /// The page, with the session's CSRF token in a meta tag when there is a session.
 async fn page(State(web): State<Shared>, h: HeaderMap) -> Response {
     let csrf = web.session(&h).unwrap_or_default();
@@ -236,7 +260,7 @@ async fn state(State(web): State<Shared>, h: HeaderMap) -> Response {
     if let Err(r) = web.may_read(&h) {
         return r;
     }
-    match web.ask(Request::Dashboard).await {
+    match web.dashboard().await {
         Ok(mut v) => {
             v["can_act"] = serde_json::Value::Bool(web.session(&h).is_some());
             Json(v).into_response()

@@ -22,6 +22,8 @@ pub const COOKIE: &str = "moat_session";
 pub const CSRF_HEADER: &str = "x-moat-csrf";
 /// Sessions kept at once; the oldest is forgotten first.
 const MAX_SESSIONS: usize = 64;
+/// How long a session lasts (the cookie's `Max-Age` says the same to the browser).
+pub const SESSION_SECS: u64 = 12 * 3600;
 
 /// Whether two secrets are equal, in time that does not depend on where they differ.
 pub fn same_secret(a: &str, b: &str) -> bool {
@@ -109,6 +111,7 @@ pub fn ensure_token(path: &Path) -> Result<String, TokenError> {
 struct Session {
     id: String,
     csrf: String,
+    opened: std::time::Instant,
 }
 
 /// The token file and the sessions it opened.
@@ -141,6 +144,7 @@ impl Auth {
         let session = Session {
             id: random_hex(32).map_err(|e| e.to_string())?,
             csrf: random_hex(32).map_err(|e| e.to_string())?,
+            opened: std::time::Instant::now(),
         };
         let mut s = self.sessions.lock().unwrap();
         if s.len() == MAX_SESSIONS {
@@ -153,9 +157,9 @@ impl Auth {
     /// The CSRF token of the session whose id is `cookie`, when it is one.
     pub fn session(&self, cookie: Option<&str>) -> Option<String> {
         let cookie = cookie?;
-        self.sessions
-            .lock()
-            .unwrap()
+        let mut sessions = self.sessions.lock().unwrap();
+        sessions.retain(|s| s.opened.elapsed().as_secs() < SESSION_SECS);
+        sessions
             .iter()
             .find(|s| same_secret(&s.id, cookie))
             .map(|s| s.csrf.clone())

@@ -374,8 +374,9 @@ async fn login(State(web): State<Shared>, h: HeaderMap, body: axum::body::Bytes)
         Ok((id, _)) => {
             tracing::info!("dashboard: a browser logged in");
             let cookie = format!(
-                "{}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200",
-                auth::COOKIE
+                "{}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+                auth::COOKIE,
+                auth::SESSION_SECS
             );
             (StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)], "").into_response()
         }

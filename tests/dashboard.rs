@@ -45,7 +45,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// One HTTP/1.1 request; the status, the head and the body.
+/// One HTTP/1.1 request to 127.0.0.1; the status, the head and the body.
 fn http(
     port: u16,
     method: &str,
@@ -53,14 +53,31 @@ fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    http_at(
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        method,
+        path,
+        headers,
+        body,
+    )
+}
+
+/// One HTTP/1.1 request to `addr`.
+fn http_at(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-        req.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
+        req.push_str(&format!("Host: {addr}\r\n"));
     }
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
@@ -450,5 +467,93 @@ fn a_non_loopback_dashboard_needs_the_token() {
     assert!(d
         .log()
         .contains("the web dashboard is not served on 192.0.2.1"));
+    d.stop();
+}
+
+#[test]
+fn off_loopback_every_request_needs_the_token_and_metrics_are_served_as_configured() {
+    let test = "off_loopback_every_request_needs_the_token_and_metrics_are_served_as_configured";
+    if !support::is_root() {
+        return support::skip(test, "needs root for a network namespace");
+    }
+    let ns = support::Netns::new(&["web"]);
+    let name = ns.0[0].clone();
+    support::ns_run(&name, "ip addr add 192.0.2.1/32 dev lo");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    std::fs::write(dir.join("logs/access.log"), "").unwrap();
+    write_config(
+        dir,
+        "web = \"192.0.2.1:9718\"\nmetrics = \"192.0.2.1:9717\"\n\n[enforce]\nuse = [\"log\"]\n\n\
+         [jails.portainer]\nfilter = \"portainer\"\nsources = [\"logs/access.log\"]\n",
+    );
+    let token = Command::new(env!("CARGO_BIN_EXE_moat"))
+        .args(["web", "token", "-c"])
+        .arg(dir.join("moat.toml"))
+        .output()
+        .unwrap();
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
+    let mut cmd = Command::new("ip");
+    cmd.args([
+        "netns",
+        "exec",
+        &name,
+        env!("CARGO_BIN_EXE_moat"),
+        "run",
+        "-c",
+    ])
+    .arg(dir.join("moat.toml"));
+    let d = Daemon::start_command(dir, cmd);
+    d.moat(&["ban", "198.51.100.9", "--for", "1h"]);
+    let log = d.log();
+    assert!(
+        log.contains("serving the web dashboard on a non-loopback address")
+            && log.contains("every request needs the token"),
+        "{log}"
+    );
+    assert!(
+        log.contains("serving metrics on a non-loopback address"),
+        "{log}"
+    );
+    let seen = support::in_netns(&name, move || {
+        let web: std::net::SocketAddr = "192.0.2.1:9718".parse().unwrap();
+        let origin = "http://192.0.2.1:9718";
+        let page = http_at(web, "GET", "/", &[], "").0;
+        let state = http_at(web, "GET", "/api/state", &[], "").0;
+        let events = http_at(web, "GET", "/api/events", &[], "").0;
+        let show = http_at(web, "GET", "/api/ban?target=198.51.100.9", &[], "").0;
+        let (login, head, _) = http_at(
+            web,
+            "POST",
+            "/api/login",
+            &[("Origin", origin)],
+            &format!(r#"{{"token":"{token}"}}"#),
+        );
+        let cookie = header(&head, "set-cookie")
+            .and_then(|c| c.split(';').next())
+            .unwrap_or_default()
+            .to_string();
+        let (with, _, body) = http_at(web, "GET", "/api/state", &[("Cookie", &cookie)], "");
+        let metrics = http_at(
+            "192.0.2.1:9717".parse().unwrap(),
+            "GET",
+            "/metrics",
+            &[],
+            "",
+        );
+        (page, state, events, show, login, with, body, metrics)
+    });
+    let (page, state, events, show, login, with, body, metrics) = seen;
+    assert_eq!(page, 200, "the page and its login form");
+    assert_eq!(state, 401, "no state without the token");
+    assert_eq!(events, 401, "no events without the token");
+    assert_eq!(show, 401, "no ban without the token");
+    assert_eq!(login, 204);
+    assert_eq!(with, 200);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["active"], 1, "{v:#}");
+    assert_eq!(metrics.0, 200);
+    assert!(metrics.2.contains("moat_active_bans 1"), "{}", metrics.2);
     d.stop();
 }

@@ -68,7 +68,8 @@ function secs(n) {
 
 function table(id, head, rows) {
   const t = document.getElementById(id);
-  const tr = el("tr", {}, ...head.map(h => el("th", {}, h)));
+  const numeric = head.map((_, i) => rows.length > 0 && rows.every(r => typeof r[i] === "number"));
+  const tr = el("tr", {}, ...head.map((h, i) => el("th", numeric[i] ? { class: "num" } : {}, h)));
   const body = rows.map(r => el("tr", {}, ...r.map(c =>
     c instanceof Node ? el("td", {}, c) : el("td", typeof c === "number" ? { class: "num" } : {}, c))));
   if (!rows.length) body.push(el("tr", {}, el("td", { colspan: head.length, class: "muted" }, "none")));
@@ -94,7 +95,9 @@ async function post(path, body) {
 
 // The timeline: one line of failures per jail, bars of bans (all jails) underneath.
 function drawTimeline(tl) {
-  const W = 1000, H = 220, L = 36, B = 22, T = 8;
+  // Drawn at the box's own width, so that labels keep their size on a phone.
+  const W = Math.max(300, document.getElementById("timeline").clientWidth || 1000);
+  const H = W < 640 ? 180 : 220, L = 36, B = 22, T = 8;
   const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img", "aria-label": "failures and bans over time" });
   const n = tl.jails.length ? tl.jails[0].failures.length : 0;
   const legend = [];
@@ -135,7 +138,7 @@ function drawTimeline(tl) {
   for (const f of [0, 0.5, 1]) {
     const i = Math.round(f * (n - 1));
     const t = new Date(start + (i + 1) * tl.bucket_secs * 1000);
-    const label = svg("text", { x: Math.min(x(i), W - 70), y: H - 6 });
+    const label = svg("text", { x: Math.min(Math.max(x(i) - 15, L), W - 45), y: H - 6 });
     label.textContent = span === "day" ? t.toISOString().slice(11, 16) + "Z" : t.toISOString().slice(5, 10);
     root.append(label);
   }
@@ -286,6 +289,11 @@ function connect() {
 }
 
 document.getElementById("search").addEventListener("input", applySearch);
+let resizing = null;
+window.addEventListener("resize", () => {
+  clearTimeout(resizing);
+  resizing = setTimeout(() => { if (last) drawTimeline(span === "day" ? last.day : last.week); }, 150);
+});
 for (const [id, which] of [["span-day", "day"], ["span-week", "week"]]) {
   document.getElementById(id).addEventListener("click", () => {
     span = which;

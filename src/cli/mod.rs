@@ -85,6 +85,9 @@ enum Command {
         socket: control::SocketArgs,
     },
     /// List the active bans (and past ones with --history); `bans show TARGET` for one ban.
+    // `moat bans -c FILE show X` would read the socket from the wrong place: options go after
+    // `show`.
+    #[command(args_conflicts_with_subcommands = true)]
     Bans {
         #[command(subcommand)]
         command: Option<control::BansCommand>,

@@ -216,7 +216,7 @@ matches = sum(j["matched"] for j in r["jails"])
 events = sum(j["bans"] for j in r["jails"])
 if events != len(r["bans"]):
     sys.exit("the JSON report lists fewer bans than it counts")
-clients = len({(b["jail"], b["ip"]) for b in r["bans"]})
+clients = len({(b["jail"], b["target"]) for b in r["bans"]})
 print(matches, clients, events)' "$1")
     local clients events
     read -r MATCHES clients events <<<"$out"
@@ -329,7 +329,7 @@ for list in "${s1[*]}" "${s20[*]}"; do
         CHECKS+=("WARNING: total matches differ within a scenario: ${ms[*]}")
 done
 # Clients banned: moat's distinct banned clients vs fail2ban-rs's "would ban".
-moat_cl() { python3 -c 'import json,sys; print(len({(b["jail"],b["ip"]) for b in json.load(open(sys.argv[1]))["bans"]}))' "$1"; }
+moat_cl() { python3 -c 'import json,sys; print(len({(b["jail"],b["target"]) for b in json.load(open(sys.argv[1]))["bans"]}))' "$1"; }
 f2brs_cl() { awk '/^  Would ban:/ { n += $3 } END { print n + 0 }' "$1"; }
 for s in 1 20; do
     a=$(moat_cl "$WORK/moat-$s.json") b=$(f2brs_cl "$WORK/f2brs-$s.out")

@@ -296,7 +296,7 @@ fn stock_jail_conf_with_a_jail_local_imports_and_bans_as_fail2ban_would() {
         .map(|b| {
             (
                 b["jail"].as_str().unwrap().into(),
-                b["ip"].as_str().unwrap().into(),
+                b["target"].as_str().unwrap().trim_end_matches("/32").into(),
             )
         })
         .collect();

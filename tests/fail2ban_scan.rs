@@ -184,8 +184,8 @@ fn a_configured_jail_bans_with_a_fail2ban_filter() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let bans = v["bans"].as_array().unwrap();
     assert_eq!(bans.len(), 1, "{v}");
-    assert_eq!(bans[0]["ip"], "198.51.100.7");
-    assert_eq!(bans[0]["at"], "2026-03-28T10:00:04Z");
+    assert_eq!(bans[0]["target"], "198.51.100.7/32");
+    assert_eq!(bans[0]["started"], "2026-03-28T10:00:04Z");
 }
 
 #[test]

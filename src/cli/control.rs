@@ -5,13 +5,14 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Args;
-use comfy_table::{presets, ContentArrangement, Table};
+use clap::{Args, Subcommand};
+use comfy_table::{presets, ColumnConstraint, ContentArrangement, Table};
+
 use jiff::{SignedDuration, Timestamp};
 
 use crate::config::Config;
 use crate::daemon::control::request;
-use crate::daemon::protocol::{ActiveBan, Bans, Reply, Request, Status};
+use crate::daemon::protocol::{ActiveBan, BanDetail, Bans, Reply, Request, Status};
 use crate::vocab::terminal::{cell, visible};
 use crate::vocab::time::{human_duration, utc};
 use crate::vocab::Target;
@@ -53,6 +54,24 @@ fn loose_socket(config: &std::path::Path) -> Option<PathBuf> {
     })
 }
 
+/// `moat bans ...`.
+#[derive(Subcommand, Debug)]
+pub enum BansCommand {
+    /// One ban in full: its evidence lines, its jail's rule, the earlier bans of the target
+    /// and its escalation, which enforcers hold it and since when.
+    Show {
+        /// The banned address or network.
+        target: String,
+        /// The ban in this jail, when the target is banned in several.
+        #[arg(long)]
+        jail: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+}
+
 fn call(socket: &SocketArgs, req: Request) -> anyhow::Result<serde_json::Value> {
     match request(&socket.path(), &req)? {
         Reply::Ok { result, .. } => Ok(result),
@@ -80,26 +99,113 @@ fn remaining(until: Option<Timestamp>, now: Timestamp) -> String {
     }
 }
 
-fn table() -> Table {
-    let mut t = Table::new();
-    t.load_preset(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Disabled);
-    t
+/// A table as people read it (fitted to the terminal) or as scripts read it (`--plain`).
+struct Grid {
+    header: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+    /// Columns never wrapped (addresses, times): the others give way.
+    whole: Vec<usize>,
+    /// Columns left out when the terminal is narrower than [`WIDE`] (what another column
+    /// says too).
+    optional: Vec<usize>,
 }
 
-fn ban_table(bans: &[ActiveBan], now: Timestamp) -> Table {
-    let mut t = table();
-    t.set_header([
-        "client",
+/// Below this many columns a table drops its optional columns.
+const WIDE: u16 = 120;
+
+impl Grid {
+    fn new(header: impl IntoIterator<Item = &'static str>) -> Grid {
+        Grid {
+            header: header.into_iter().collect(),
+            rows: Vec::new(),
+            whole: Vec::new(),
+            optional: Vec::new(),
+        }
+    }
+
+    /// Never wraps these columns.
+    fn whole(mut self, columns: &[usize]) -> Grid {
+        self.whole = columns.to_vec();
+        self
+    }
+
+    /// Leaves these columns out on a narrow terminal.
+    fn optional(mut self, columns: &[usize]) -> Grid {
+        self.optional = columns.to_vec();
+        self
+    }
+
+    fn row(&mut self, cells: impl IntoIterator<Item = String>) {
+        self.rows.push(cells.into_iter().collect());
+    }
+
+    /// Fitted to the terminal's width (or `COLUMNS` when standard output is not a terminal):
+    /// long cells wrap rather than the table overflowing.
+    fn table(&self) -> Table {
+        let mut t = Table::new();
+        t.load_preset(presets::UTF8_FULL_CONDENSED)
+            .set_content_arrangement(ContentArrangement::Dynamic);
+        if !t.is_tty() {
+            if let Some(w) = std::env::var("COLUMNS")
+                .ok()
+                .and_then(|c| c.trim().parse::<u16>().ok())
+            {
+                t.set_width(w.max(40));
+            }
+        }
+        t.set_header(self.header.clone());
+        for r in &self.rows {
+            t.add_row(r.clone());
+        }
+        let narrow = t.width().is_some_and(|w| w < WIDE);
+        for (i, column) in t.column_iter_mut().enumerate() {
+            if narrow && self.optional.contains(&i) {
+                column.set_constraint(ColumnConstraint::Hidden);
+            } else if self.whole.contains(&i) {
+                column.set_constraint(ColumnConstraint::ContentWidth);
+            }
+        }
+        t
+    }
+
+    /// Tab-separated, a header line first; a tab in a cell is written `\t`, several values
+    /// in one cell are separated by spaces. Cells are already terminal-safe.
+    fn tsv(&self) -> String {
+        let field = |c: &str| c.replace('\t', "\\t").replace('\n', " ");
+        let mut out = self.header.join("\t");
+        out.push('\n');
+        for r in &self.rows {
+            out.push_str(&r.iter().map(|c| field(c)).collect::<Vec<_>>().join("\t"));
+            out.push('\n');
+        }
+        out
+    }
+
+    fn show(&self, plain: bool) -> String {
+        if plain {
+            self.tsv()
+        } else {
+            format!("{}\n", self.table())
+        }
+    }
+}
+
+fn ban_grid(bans: &[ActiveBan], now: Timestamp) -> Grid {
+    // On 80 columns: target, jail, start, time left, failures, reason (the end is the start
+    // plus what is left).
+    let mut t = Grid::new([
+        "target",
         "jail",
-        "since (UTC)",
+        "started (UTC)",
         "until (UTC)",
         "left",
         "failures",
         "reason",
-    ]);
+    ])
+    .whole(&[0, 1, 2, 4, 5])
+    .optional(&[3]);
     for b in bans {
-        t.add_row([
+        t.row([
             Target(b.target).to_string(),
             cell(&b.jail),
             utc(b.started),
@@ -112,7 +218,12 @@ fn ban_table(bans: &[ActiveBan], now: Timestamp) -> Table {
     t
 }
 
-pub fn status(socket: &SocketArgs, jail: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
+pub fn status(
+    socket: &SocketArgs,
+    jail: Option<String>,
+    json: bool,
+    plain: bool,
+) -> anyhow::Result<ExitCode> {
     let value = call(socket, Request::Status { jail: jail.clone() })?;
     if json {
         println!("{}", serde_json::to_string_pretty(&value)?);
@@ -124,6 +235,10 @@ pub fn status(socket: &SocketArgs, jail: Option<String>, json: bool) -> anyhow::
         let Some(j) = s.jails.iter().find(|j| j.name == name) else {
             anyhow::bail!("no jail named {name:?}");
         };
+        if plain {
+            print!("{}", ban_grid(&j.banned, now).tsv());
+            return Ok(ExitCode::SUCCESS);
+        }
         println!("Jail {}", visible(&j.name));
         println!("|- Filter:            {}", visible(&j.filter));
         if j.maxretry > 0 {
@@ -187,8 +302,13 @@ pub fn status(socket: &SocketArgs, jail: Option<String>, json: bool) -> anyhow::
                 .join(" ")
         );
         if !j.banned.is_empty() {
-            println!("{}", ban_table(&j.banned, now));
+            print!("{}", ban_grid(&j.banned, now).show(false));
         }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (jails, enforcers) = overview(&s);
+    if plain {
+        print!("{}\n{}", jails.tsv(), enforcers.tsv());
         return Ok(ExitCode::SUCCESS);
     }
     println!(
@@ -207,8 +327,40 @@ pub fn status(socket: &SocketArgs, jail: Option<String>, json: bool) -> anyhow::
     for w in &s.warnings {
         println!("warning: {}", visible(w));
     }
-    let mut t = table();
-    t.set_header([
+    print!("{}{}", jails.show(false), enforcers.show(false));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The ledger's newest bans.
+fn history_grid(b: &Bans) -> Grid {
+    let mut t = Grid::new([
+        "target",
+        "jail",
+        "started (UTC)",
+        "until (UTC)",
+        "ended (UTC)",
+        "how",
+        "failures",
+    ])
+    .whole(&[0, 1, 2, 5, 6])
+    .optional(&[3]);
+    for r in &b.history {
+        t.row([
+            Target(r.target).to_string(),
+            cell(&r.jail),
+            utc(r.started),
+            until_text(r.until),
+            r.ended.map_or("-".into(), utc),
+            r.end_reason.map_or("active".into(), |e| e.as_str().into()),
+            r.failures.to_string(),
+        ]);
+    }
+    t
+}
+
+/// The jails and the enforcers of a status.
+fn overview(s: &Status) -> (Grid, Grid) {
+    let mut t = Grid::new([
         "jail",
         "filter",
         "failing",
@@ -218,7 +370,7 @@ pub fn status(socket: &SocketArgs, jail: Option<String>, json: bool) -> anyhow::
         "sources",
     ]);
     for j in &s.jails {
-        t.add_row([
+        t.row([
             cell(&j.name),
             cell(&j.filter),
             j.currently_failing.to_string(),
@@ -232,9 +384,8 @@ pub fn status(socket: &SocketArgs, jail: Option<String>, json: bool) -> anyhow::
                 .join("\n"),
         ]);
     }
-    println!("{t}");
-    let mut t = table();
-    t.set_header([
+    let jails = t;
+    let mut t = Grid::new([
         "enforcer",
         "applied",
         "failed",
@@ -260,7 +411,7 @@ pub fn status(socket: &SocketArgs, jail: Option<String>, json: bool) -> anyhow::
         if let Some(r) = &e.remark {
             name = format!("{name}\n{}", visible(r));
         }
-        t.add_row([
+        t.row([
             name,
             e.applied.to_string(),
             e.failed.to_string(),
@@ -270,11 +421,15 @@ pub fn status(socket: &SocketArgs, jail: Option<String>, json: bool) -> anyhow::
             last,
         ]);
     }
-    println!("{t}");
-    Ok(ExitCode::SUCCESS)
+    (jails, t)
 }
 
-pub fn bans(socket: &SocketArgs, history: Option<u32>, json: bool) -> anyhow::Result<ExitCode> {
+pub fn bans(
+    socket: &SocketArgs,
+    history: Option<u32>,
+    json: bool,
+    plain: bool,
+) -> anyhow::Result<ExitCode> {
     let value = call(socket, Request::Bans { history })?;
     if json {
         println!("{}", serde_json::to_string_pretty(&value)?);
@@ -282,6 +437,14 @@ pub fn bans(socket: &SocketArgs, history: Option<u32>, json: bool) -> anyhow::Re
     }
     let b: Bans = serde_json::from_value(value)?;
     let now = Timestamp::now();
+    if plain {
+        // Scripts get one table: the active bans, or with --history the history.
+        match history {
+            Some(_) => print!("{}", history_grid(&b).tsv()),
+            None => print!("{}", ban_grid(&b.active, now).tsv()),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if b.active.is_empty() {
         println!("No active bans.");
     } else {
@@ -290,31 +453,10 @@ pub fn bans(socket: &SocketArgs, history: Option<u32>, json: bool) -> anyhow::Re
             b.active.len(),
             if b.active.len() == 1 { "" } else { "s" }
         );
-        println!("{}", ban_table(&b.active, now));
+        print!("{}", ban_grid(&b.active, now).show(false));
     }
     if history.is_some() {
-        let mut t = table();
-        t.set_header([
-            "client",
-            "jail",
-            "since (UTC)",
-            "until (UTC)",
-            "ended (UTC)",
-            "how",
-            "failures",
-        ]);
-        for r in &b.history {
-            t.add_row([
-                Target(r.target).to_string(),
-                cell(&r.jail),
-                utc(r.started),
-                until_text(r.until),
-                r.ended.map_or("-".into(), utc),
-                r.end_reason.map_or("active".into(), |e| e.as_str().into()),
-                r.failures.to_string(),
-            ]);
-        }
-        println!("History (newest first):\n{t}");
+        print!("History (newest first):\n{}", history_grid(&b).show(false));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -394,4 +536,121 @@ pub fn reload(socket: &SocketArgs) -> anyhow::Result<ExitCode> {
     let value = call(socket, Request::Reload)?;
     println!("Reloaded: {}", visible(value.as_str().unwrap_or_default()));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `moat bans show TARGET`.
+pub fn show(
+    socket: &SocketArgs,
+    target: &str,
+    jail: Option<String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    crate::vocab::parse_target(target).map_err(|e| anyhow::anyhow!(e))?;
+    let value = call(
+        socket,
+        Request::Show {
+            target: target.to_string(),
+            jail,
+        },
+    )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let d: BanDetail = serde_json::from_value(value)?;
+    print!("{}", show_text(&d, Timestamp::now()));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `moat bans show` prints for people: every text from a log made visible.
+fn show_text(d: &BanDetail, now: Timestamp) -> String {
+    use std::fmt::Write;
+    let b = &d.ban;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Ban of {} in jail {} (origin {})",
+        Target(b.target),
+        visible(&b.jail),
+        visible(&d.origin)
+    );
+    let _ = writeln!(
+        out,
+        "|- Since:       {} (UTC)\n|- Until:       {} ({})",
+        utc(b.started),
+        until_text(b.until),
+        remaining(b.until, now)
+    );
+    let _ = writeln!(out, "|- Failures:    {}", b.failures);
+    if !b.reason.is_empty() {
+        let _ = writeln!(out, "|- Reason:      {}", visible(&b.reason));
+    }
+    match &d.rule {
+        Some(r) => {
+            let _ = writeln!(
+                out,
+                "|- Rule:        filter {}: {} failures within {} -> ban for {}{}",
+                visible(&r.filter),
+                r.maxretry,
+                human_duration(SignedDuration::from_secs(r.findtime_secs)),
+                r.bantime_secs.map_or("ever".into(), |s| human_duration(
+                    SignedDuration::from_secs(s)
+                )),
+                if r.escalates { " (escalates)" } else { "" }
+            );
+        }
+        None => {
+            let _ = writeln!(out, "|- Rule:        none (a ban by hand)");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "|- Escalation:  {}",
+        match d.escalation {
+            0 => "none (no earlier ban counted)".to_string(),
+            n => format!(
+                "level {n} ({n} earlier ban{} counted)",
+                if n == 1 { "" } else { "s" }
+            ),
+        }
+    );
+    if d.enforcers.is_empty() {
+        let _ = writeln!(out, "|- Enforcers:   none holds it");
+    } else {
+        let _ = writeln!(out, "|- Enforcers:");
+        for h in &d.enforcers {
+            let _ = writeln!(
+                out,
+                "|    {} since {} (UTC){}",
+                visible(&h.enforcer),
+                utc(h.since),
+                if h.pending { ", changes pending" } else { "" }
+            );
+        }
+    }
+    if d.evidence.is_empty() {
+        let _ = writeln!(out, "|- Evidence:    no lines kept");
+    } else {
+        let _ = writeln!(out, "|- Evidence ({} lines):", d.evidence.len());
+        for l in &d.evidence {
+            let _ = writeln!(out, "|    {}", visible(l));
+        }
+    }
+    if d.history.is_empty() {
+        let _ = writeln!(out, "`- Earlier bans: none");
+    } else {
+        let _ = writeln!(out, "`- Earlier bans (newest first):");
+        for r in &d.history {
+            let _ = writeln!(
+                out,
+                "     {} {} until {} ({}), {} failures",
+                utc(r.started),
+                visible(&r.jail),
+                until_text(r.until),
+                r.end_reason.map_or("active", |e| e.as_str()),
+                r.failures
+            );
+        }
+    }
+    out
 }

@@ -16,6 +16,7 @@ mod run;
 mod scan;
 mod scan_lines;
 mod warnings;
+mod web;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -76,16 +77,28 @@ enum Command {
         jail: Option<String>,
         #[arg(long)]
         json: bool,
+        /// Tab-separated tables for scripts (the jails, a blank line, the enforcers; with a
+        /// jail, its bans).
+        #[arg(long, conflicts_with = "json")]
+        plain: bool,
         #[command(flatten)]
         socket: control::SocketArgs,
     },
-    /// List the active bans (and past ones with --history).
+    /// List the active bans (and past ones with --history); `bans show TARGET` for one ban.
+    // `moat bans -c FILE show X` would read the socket from the wrong place: options go after
+    // `show`.
+    #[command(args_conflicts_with_subcommands = true)]
     Bans {
+        #[command(subcommand)]
+        command: Option<control::BansCommand>,
         /// Also show up to N past bans, newest first.
         #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "50")]
         history: Option<u32>,
         #[arg(long)]
         json: bool,
+        /// A tab-separated table for scripts (the active bans, or the history with --history).
+        #[arg(long, conflicts_with = "json")]
+        plain: bool,
         #[command(flatten)]
         socket: control::SocketArgs,
     },
@@ -135,6 +148,11 @@ enum Command {
         #[command(subcommand)]
         command: ports::PortsCommand,
     },
+    /// The web dashboard: its token.
+    Web {
+        #[command(subcommand)]
+        command: web::WebCommand,
+    },
     /// Make the running daemon read its configuration again (like SIGHUP).
     Reload {
         #[command(flatten)]
@@ -177,12 +195,30 @@ pub fn main() -> ExitCode {
         Command::Init(args) => init::run(args),
         Command::CheckConfig { config } => check_config::run(&config),
         Command::Run { config } => run::run(&config),
-        Command::Status { jail, json, socket } => control::status(&socket, jail, json),
+        Command::Status {
+            jail,
+            json,
+            plain,
+            socket,
+        } => control::status(&socket, jail, json, plain),
         Command::Bans {
+            command:
+                Some(control::BansCommand::Show {
+                    target,
+                    jail,
+                    json,
+                    socket,
+                }),
+            ..
+        } => control::show(&socket, &target, jail, json),
+        Command::Bans {
+            command: None,
             history,
             json,
+            plain,
             socket,
-        } => control::bans(&socket, history, json),
+        } => control::bans(&socket, history, json, plain),
+        Command::Web { command } => web::run(command),
         Command::Ban {
             target,
             jail,

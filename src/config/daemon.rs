@@ -26,30 +26,40 @@ pub struct DaemonTable {
     pub socket: Option<PathBuf>,
     pub socket_group: Option<String>,
     pub follow_from: Option<FollowFrom>,
-    pub metrics: Option<LoopbackAddr>,
+    /// Where Prometheus metrics are served; a non-loopback address is allowed when written
+    /// here (a Prometheus container on a Docker bridge cannot reach loopback) and logged.
+    pub metrics: Option<ListenAddr>,
     pub checkpoint: Option<Duration>,
+    /// Where the web dashboard is served (off when absent); a non-loopback address needs the
+    /// token file.
+    pub web: Option<ListenAddr>,
+    /// The dashboard's token file (default `<state_dir>/web.token`, made by `moat web token`).
+    pub web_token_file: Option<PathBuf>,
 }
 
-/// A socket address on loopback: metrics describe the host's defences and are not for the
-/// internet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LoopbackAddr(pub SocketAddr);
+/// The dashboard's token file when none is configured, in the state directory.
+pub const WEB_TOKEN_FILE: &str = "web.token";
 
-impl<'de> Deserialize<'de> for LoopbackAddr {
+/// An address and port to listen on (`[daemon] metrics`, `[daemon] web`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenAddr(pub SocketAddr);
+
+impl ListenAddr {
+    /// Whether only this host can connect.
+    pub fn is_loopback(&self) -> bool {
+        self.0.ip().is_loopback()
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenAddr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         let addr: SocketAddr = s.parse().map_err(|_| {
             de::Error::custom(format!(
-                "{s:?} is not an address and port; hint: \"127.0.0.1:9717\""
+                "{s:?} is not an address and port; hint: \"127.0.0.1:9717\" or \"[::1]:9717\""
             ))
         })?;
-        if !addr.ip().is_loopback() {
-            return Err(de::Error::custom(format!(
-                "metrics must listen on a loopback address, not {addr}; hint: \
-                 \"127.0.0.1:9717\" or \"[::1]:9717\", and scrape through a tunnel or proxy"
-            )));
-        }
-        Ok(LoopbackAddr(addr))
+        Ok(ListenAddr(addr))
     }
 }
 

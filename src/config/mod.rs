@@ -250,7 +250,11 @@ impl Config {
             jail.table.sources = Some(jail.sources.clone());
         }
         // So are the other paths (systemd starts moat in `/`).
-        let mut paths = vec![&mut config.daemon.state_dir, &mut config.daemon.socket];
+        let mut paths = vec![
+            &mut config.daemon.state_dir,
+            &mut config.daemon.socket,
+            &mut config.daemon.web_token_file,
+        ];
         if let Some(cf) = config.enforce.cloudflare.as_mut() {
             paths.extend([&mut cf.token_file, &mut cf.key_file]);
         }
@@ -409,6 +413,8 @@ fn overlay_daemon(base: DaemonTable, over: DaemonTable) -> DaemonTable {
         follow_from: over.follow_from.or(base.follow_from),
         metrics: over.metrics.or(base.metrics),
         checkpoint: over.checkpoint.or(base.checkpoint),
+        web: over.web.or(base.web),
+        web_token_file: over.web_token_file.or(base.web_token_file),
     }
 }
 

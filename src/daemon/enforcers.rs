@@ -233,6 +233,16 @@ impl Enforcers {
             .collect()
     }
 
+    /// The enforcers a ban with `key` was sent to and not lifted from, each with whether it
+    /// has changes waiting (the ban may not be in place yet).
+    pub fn holders(&self, key: &Key) -> Vec<(&'static str, bool)> {
+        self.runners
+            .iter()
+            .filter(|r| r.sent.lock().unwrap().contains(key))
+            .map(|r| (r.name, r.status.lock().unwrap().queued > 0))
+            .collect()
+    }
+
     pub fn names(&self) -> Vec<&'static str> {
         self.runners.iter().map(|r| r.name).collect()
     }

@@ -1,8 +1,10 @@
-//! Prometheus metrics, served on a loopback address when `[daemon] metrics` is set.
+//! Prometheus metrics, served where `[daemon] metrics` says (loopback, or an address written
+//! there explicitly, which the daemon logs).
 //!
 //! Counters and the latency histogram are updated where things happen (the engine, the
 //! enforcer threads); gauges that describe state (source lag, enforcer queues) are read from
-//! the shared status at scrape time.
+//! the shared status at scrape time, and so are the enforcers' totals (applied, errors,
+//! repairs), which are counters: they only grow, and a scrape adds what grew since the last.
 //!
 //! The HTTP side is written here rather than pulled in as a server framework: it answers one
 //! `GET /metrics` on loopback, reads at most 8 KiB of request with a timeout, and closes.
@@ -43,9 +45,10 @@ pub struct Metrics {
     pub matches: Family<JailLabel, Counter>,
     pub bans: Family<JailLabel, Counter>,
     pub active_bans: Gauge,
-    pub enforcer_errors: Family<EnforcerLabel, Gauge>,
+    pub enforcer_applied: Family<EnforcerLabel, Counter>,
+    pub enforcer_errors: Family<EnforcerLabel, Counter>,
     pub enforcer_queue: Family<EnforcerLabel, Gauge>,
-    pub enforcer_repairs: Family<EnforcerLabel, Gauge>,
+    pub enforcer_repairs: Family<EnforcerLabel, Counter>,
     pub refused: Family<JailLabel, Counter>,
     /// Times the port policy was found gone or changed and restored.
     pub ports_repairs: Counter,
@@ -70,6 +73,7 @@ impl Metrics {
             matches: Family::default(),
             bans: Family::default(),
             active_bans: Gauge::default(),
+            enforcer_applied: Family::default(),
             enforcer_errors: Family::default(),
             enforcer_queue: Family::default(),
             enforcer_repairs: Family::default(),
@@ -90,6 +94,11 @@ impl Metrics {
         r.register("matches", "Failures counted per jail", m.matches.clone());
         r.register("bans", "Bans decided per jail", m.bans.clone());
         r.register("active_bans", "Bans in force", m.active_bans.clone());
+        r.register(
+            "enforcer_applied",
+            "Changes an enforcer applied",
+            m.enforcer_applied.clone(),
+        );
         r.register(
             "enforcer_errors",
             "Changes an enforcer failed to apply (each attempt)",
@@ -142,15 +151,23 @@ impl Metrics {
             let l = EnforcerLabel {
                 enforcer: e.name.clone(),
             };
-            self.enforcer_errors.get_or_create(&l).set(e.failed as i64);
+            catch_up(&self.enforcer_applied.get_or_create(&l), e.applied);
+            catch_up(&self.enforcer_errors.get_or_create(&l), e.failed);
             self.enforcer_queue.get_or_create(&l).set(e.queued as i64);
-            self.enforcer_repairs
-                .get_or_create(&l)
-                .set(e.repairs as i64);
+            catch_up(&self.enforcer_repairs.get_or_create(&l), e.repairs);
         }
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// Brings a counter up to a total counted elsewhere (an enforcer's status). A total that went
+/// down (the enforcer was rebuilt by a reload) adds nothing: a counter never goes back.
+fn catch_up(counter: &Counter, total: u64) {
+    let now = counter.get();
+    if total > now {
+        counter.inc_by(total - now);
     }
 }
 
@@ -196,5 +213,51 @@ pub async fn serve(
             let _ = stream.write_all(response.as_bytes()).await;
             let _ = stream.shutdown().await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_are_counters_and_states_are_gauges() {
+        let m = Metrics::new();
+        let shared = Shared {
+            started: jiff::Timestamp::now(),
+            config: String::new(),
+            warnings: Default::default(),
+            sources: Default::default(),
+            streams: Default::default(),
+            changes: tokio::sync::watch::channel(0).0,
+            ports: Default::default(),
+        };
+        let mut e = super::super::protocol::EnforcerStatus {
+            name: "nftables".into(),
+            applied: 5,
+            failed: 2,
+            queued: 3,
+            repairs: 1,
+            ..Default::default()
+        };
+        let text = m.render(&shared, std::slice::from_ref(&e));
+        for line in [
+            "# TYPE moat_enforcer_applied counter",
+            "moat_enforcer_applied_total{enforcer=\"nftables\"} 5",
+            "# TYPE moat_enforcer_errors counter",
+            "moat_enforcer_errors_total{enforcer=\"nftables\"} 2",
+            "# TYPE moat_enforcer_repairs counter",
+            "moat_enforcer_repairs_total{enforcer=\"nftables\"} 1",
+            "# TYPE moat_enforcer_queue gauge",
+            "moat_enforcer_queue{enforcer=\"nftables\"} 3",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        // A scrape adds what grew; a total that went down (a rebuilt enforcer) adds nothing.
+        e.failed = 4;
+        e.applied = 1;
+        let text = m.render(&shared, &[e]);
+        assert!(text.contains("moat_enforcer_errors_total{enforcer=\"nftables\"} 4"));
+        assert!(text.contains("moat_enforcer_applied_total{enforcer=\"nftables\"} 5"));
     }
 }

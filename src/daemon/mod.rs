@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod ports;
 pub mod protocol;
 pub mod sources;
+pub mod web;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -65,6 +66,8 @@ pub enum Warning {
     PortsNotice,
     /// A published port the policy blocks.
     PortsBlocked,
+    /// The web dashboard could not be started.
+    Web,
 }
 
 /// What the tasks share for `moat status`.
@@ -75,6 +78,11 @@ pub struct Shared {
     pub sources: Mutex<Vec<SourceStatus>>,
     /// Journald and container sources, updated by their readers as they go.
     pub streams: Arc<Mutex<std::collections::BTreeMap<String, Health>>>,
+    /// Bumped by the engine whenever a ban starts or ends (the dashboard's live updates).
+    pub changes: watch::Sender<u64>,
+    /// Every published port of every container, judged against the port policy (refreshed
+    /// every 30 s).
+    pub ports: Mutex<Vec<serde_json::Value>>,
 }
 
 impl Shared {
@@ -250,6 +258,8 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
         warnings: Mutex::default(),
         sources: Mutex::new(Vec::new()),
         streams: Arc::default(),
+        changes: watch::channel(0).0,
+        ports: Mutex::default(),
     });
     if let Some(e) = unusable {
         let msg = format!(
@@ -280,7 +290,16 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(addr.0)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot serve metrics on {}: {e}", addr.0))?;
-            tracing::info!(address = %addr.0, "serving metrics");
+            if addr.is_loopback() {
+                tracing::info!(address = %addr.0, "serving metrics");
+            } else {
+                tracing::warn!(
+                    address = %addr.0,
+                    "serving metrics on a non-loopback address, as configured: anyone who can \
+                     reach it sees the jails, the sources and the enforcers' counters; limit it \
+                     with the port policy or a firewall"
+                );
+            }
             let read = Arc::new(move || {
                 enforcer_status
                     .iter()
@@ -328,6 +347,10 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
         shared.clone(),
     )?;
     let sources_task = tokio::spawn(sources.run(reload_sources_rx, shutdown_rx.clone()));
+    let web_task = match config.daemon.web {
+        Some(addr) => start_web(&config, &state_dir, addr, &engine_tx, &shared).await?,
+        None => None,
+    };
 
     let (daemon_tx, mut daemon_rx) = mpsc::channel::<DaemonRequest>(4);
     let control_task = tokio::spawn(control::serve(
@@ -396,6 +419,9 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
     if let Some(m) = metrics_task {
         m.abort();
     }
+    if let Some(w) = web_task {
+        w.abort();
+    }
     if let Some(w) = watchdog {
         w.abort();
     }
@@ -408,6 +434,60 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&socket);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts the web dashboard on `addr`. Off a loopback address it needs a usable token file:
+/// without one it is not started (the daemon runs on, and says why).
+async fn start_web(
+    config: &Config,
+    state_dir: &Path,
+    addr: crate::config::daemon::ListenAddr,
+    engine: &mpsc::Sender<EngineMsg>,
+    shared: &Arc<Shared>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let token_file = config
+        .daemon
+        .web_token_file
+        .clone()
+        .unwrap_or_else(|| state_dir.join(crate::config::daemon::WEB_TOKEN_FILE));
+    let token = web::auth::read_token(&token_file);
+    if addr.is_loopback() {
+        match &token {
+            Ok(_) => {
+                tracing::info!(address = %addr.0, "serving the web dashboard (actions with the token)")
+            }
+            Err(e) => {
+                tracing::info!(address = %addr.0, "serving the web dashboard, read-only: {e}")
+            }
+        }
+    } else {
+        if let Err(e) = &token {
+            let msg = format!(
+                "the web dashboard is not served on {}: a non-loopback address needs the \
+                 token ({e})",
+                addr.0
+            );
+            tracing::error!("{msg}");
+            shared.warn(Warning::Web, msg);
+            return Ok(None);
+        }
+        tracing::warn!(
+            address = %addr.0,
+            "serving the web dashboard on a non-loopback address: every request needs the \
+             token from `moat web token`; put TLS in front of it (a reverse proxy) if it \
+             crosses a network you do not trust"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(addr.0)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot serve the web dashboard on {}: {e}", addr.0))?;
+    let dashboard = web::Web::new(
+        engine.clone(),
+        shared.changes.subscribe(),
+        web::auth::Auth::new(token_file),
+        addr.is_loopback(),
+    );
+    Ok(Some(tokio::spawn(web::serve(listener, dashboard))))
 }
 
 fn log_reload(r: &Result<String, String>) {

@@ -134,9 +134,13 @@ async fn judge_published(
     else {
         return;
     };
-    let blocked: BTreeSet<String> = list
+    let judged: Vec<_> = list.into_iter().map(|p| judge(Some(&policy), p)).collect();
+    *shared.ports.lock().unwrap() = judged
+        .iter()
+        .filter_map(|j| serde_json::to_value(j).ok())
+        .collect();
+    let blocked: BTreeSet<String> = judged
         .into_iter()
-        .map(|p| judge(Some(&policy), p))
         .filter(|j| j.blocked)
         .map(|j| j.to_string())
         .collect();

@@ -41,6 +41,17 @@ pub enum Request {
         jail: Option<String>,
     },
     Reload,
+    /// One ban in full: its evidence, its jail's rule, the target's earlier bans, which
+    /// enforcers hold it (`moat bans show`).
+    Show {
+        /// The banned address or network.
+        target: String,
+        /// The ban in this jail, when the target is banned in several.
+        #[serde(default)]
+        jail: Option<String>,
+    },
+    /// Everything the web dashboard shows, in one reply.
+    Dashboard,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -121,6 +132,9 @@ pub struct FileStatus {
     /// Lines longer than the cap (1 MiB), skipped and never matched.
     #[serde(default)]
     pub overlong: u64,
+    /// When a line was last read from it (since moat started).
+    #[serde(default)]
+    pub last_line: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -165,4 +179,167 @@ pub struct ActiveBan {
 pub struct Bans {
     pub active: Vec<ActiveBan>,
     pub history: Vec<BanRecord>,
+}
+
+/// A jail's rule as `moat bans show` and the dashboard print it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Rule {
+    /// The filter's name or description.
+    pub filter: String,
+    /// Failures that make a ban.
+    pub maxretry: u32,
+    /// The window the failures must fall in, in seconds.
+    pub findtime_secs: i64,
+    /// The base ban time in seconds; `None`: forever.
+    pub bantime_secs: Option<i64>,
+    /// Whether repeat offenders get longer bans.
+    pub escalates: bool,
+}
+
+/// An enforcer that was sent a ban, and since when.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Holder {
+    /// The enforcer's name, as `[enforce] use` names it.
+    pub enforcer: String,
+    /// When it was sent the ban: the ban's start, or the daemon's start for a ban it was
+    /// given back at start-up.
+    pub since: Timestamp,
+    /// Whether it has changes waiting or failing (the ban may not be in place yet).
+    pub pending: bool,
+}
+
+/// One ban in full: what `moat bans show` prints and the dashboard lists.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BanDetail {
+    /// The ban itself, with the same fields as everywhere else.
+    #[serde(flatten)]
+    pub ban: ActiveBan,
+    /// Who decided it: `log` (a jail's window), `manual`.
+    pub origin: String,
+    /// The lines that caused it, oldest first, as text (invalid UTF-8 replaced); attacker
+    /// text, to be escaped wherever it is shown.
+    pub evidence: Vec<String>,
+    /// Its jail's rule; `None` for bans by hand outside any jail.
+    pub rule: Option<Rule>,
+    /// The target's earlier bans (any jail), newest first.
+    pub history: Vec<BanRecord>,
+    /// How many earlier bans of the target counted when it was escalated (0: a first ban).
+    pub escalation: u32,
+    /// The enforcers it was sent to.
+    pub enforcers: Vec<Holder>,
+}
+
+/// Failures and bans per jail over a span, in equal buckets, oldest first.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Timeline {
+    /// The start of the first bucket.
+    pub start: Option<Timestamp>,
+    /// Each bucket's length in seconds.
+    pub bucket_secs: i64,
+    /// One series per jail.
+    pub jails: Vec<JailSeries>,
+}
+
+/// One jail's counts in a [`Timeline`].
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JailSeries {
+    /// The jail.
+    pub jail: String,
+    /// Failures counted per bucket (since moat started).
+    pub failures: Vec<u32>,
+    /// Bans per bucket (from the ledger).
+    pub bans: Vec<u32>,
+}
+
+/// A count of bans for a name (an address, a network, a jail).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Count {
+    /// What was counted: a target, a network or a jail.
+    pub name: String,
+    /// How many bans in the last 7 days.
+    pub bans: u64,
+}
+
+/// What the dashboard shows, in one reply.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Dashboard {
+    /// The daemon's status (jails, sources, enforcers, warnings).
+    pub status: Status,
+    /// The active bans in full, newest first (at most [`DASHBOARD_BANS`]).
+    pub bans: Vec<BanDetail>,
+    /// How many bans are active (more than listed when the list was cut).
+    pub active: usize,
+    /// The last 24 hours in 5-minute buckets.
+    pub day: Timeline,
+    /// The last 7 days in hourly buckets.
+    pub week: Timeline,
+    /// The most banned addresses over the last 7 days.
+    pub top_targets: Vec<Count>,
+    /// The most banned networks (/24 for IPv4, /64 for IPv6) over the last 7 days.
+    pub top_networks: Vec<Count>,
+    /// The jails with the most bans over the last 7 days.
+    pub top_jails: Vec<Count>,
+    /// Every published port of every container and the port policy's verdict on it.
+    pub ports: Vec<serde_json::Value>,
+}
+
+/// At most this many active bans are listed in full on the dashboard.
+pub const DASHBOARD_BANS: usize = 500;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ban_in_full_uses_the_same_field_names_as_a_ban() {
+        let started = Timestamp::from_second(1_800_000_000).unwrap();
+        let d = BanDetail {
+            ban: ActiveBan {
+                target: "192.0.2.7/32".parse().unwrap(),
+                jail: "ssh".into(),
+                started,
+                until: None,
+                failures: 3,
+                reason: "3 failures".into(),
+            },
+            origin: "log".into(),
+            evidence: vec!["<script>\r\n".into()],
+            rule: None,
+            history: Vec::new(),
+            escalation: 0,
+            enforcers: vec![Holder {
+                enforcer: "nftables".into(),
+                since: started,
+                pending: false,
+            }],
+        };
+        let v = serde_json::to_value(&d).unwrap();
+        for key in [
+            "target", "jail", "started", "until", "failures", "reason", "origin",
+        ] {
+            assert!(v.get(key).is_some(), "{key} in {v}");
+        }
+        assert_eq!(v["evidence"][0], "<script>\r\n");
+        let text = serde_json::to_string(&d).unwrap();
+        assert!(
+            text.contains(r#""<script>\r\n""#),
+            "escaped in the JSON: {text}"
+        );
+        let back: BanDetail = serde_json::from_value(v).unwrap();
+        assert_eq!(back.ban, d.ban);
+    }
+
+    #[test]
+    fn the_new_requests_parse() {
+        let r: Request = serde_json::from_str(r#"{"cmd":"show","target":"192.0.2.7"}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::Show {
+                target: "192.0.2.7".into(),
+                jail: None
+            }
+        );
+        let r: Request = serde_json::from_str(r#"{"cmd":"dashboard"}"#).unwrap();
+        assert_eq!(r, Request::Dashboard);
+    }
 }

@@ -34,6 +34,8 @@ struct Followed {
     sources: Vec<String>,
     follower: FileFollower,
     lines: u64,
+    /// When a line was last read from it.
+    last_line: Option<jiff::Timestamp>,
     error: Option<String>,
 }
 
@@ -229,6 +231,7 @@ impl Sources {
                         sources: vec![pattern.clone()],
                         follower,
                         lines: 0,
+                        last_line: None,
                         error: None,
                     },
                 );
@@ -385,7 +388,11 @@ impl Sources {
             let sources = f.sources.clone();
             for (mut block, cursor) in out.drain(..) {
                 let f = self.followed.get_mut(&path).expect("listed above");
-                f.lines += memchr::memchr_iter(b'\n', &block).count() as u64;
+                let n = memchr::memchr_iter(b'\n', &block).count() as u64;
+                f.lines += n;
+                if n > 0 {
+                    f.last_line = Some(jiff::Timestamp::now());
+                }
                 if let Some(c) = &cursor {
                     self.cursors.insert(key.clone(), c.clone());
                 }
@@ -433,6 +440,7 @@ impl Sources {
                     lag: f.follower.lag(),
                     lines: f.lines,
                     overlong: f.follower.overlong(),
+                    last_line: f.last_line,
                 });
                 if let Some(e) = &f.error {
                     s.error = Some(format!("{}: {e}", path.display()));

@@ -221,6 +221,14 @@ pub trait DecisionStore: Send {
 
     /// The sample lines kept with a ban.
     fn ban_lines(&self, id: i64) -> Result<Vec<Vec<u8>>, LedgerError>;
+
+    /// The newest `limit` bans of `target` (any jail), active or not, newest first.
+    fn bans_of(&self, target: IpNet, limit: u32) -> Result<Vec<BanRecord>, LedgerError> {
+        let mut all = self.recent(limit.saturating_mul(100).max(10_000))?;
+        all.retain(|b| b.target == target);
+        all.truncate(limit as usize);
+        Ok(all)
+    }
 }
 
 /// Where this node's progress is kept.

@@ -368,6 +368,14 @@ impl DecisionStore for SqliteLedger {
         };
         run().map_err(|e| self.err(e))
     }
+
+    /// The newest `limit` bans of `target`, newest first (by the target index).
+    fn bans_of(&self, target: IpNet, limit: u32) -> Result<Vec<BanRecord>, LedgerError> {
+        self.select(
+            "WHERE target = ?1 ORDER BY started DESC, id DESC LIMIT ?2",
+            params![target.to_string(), limit],
+        )
+    }
 }
 
 impl Progress for SqliteLedger {
@@ -573,6 +581,15 @@ mod tests {
         drop(l);
         let (l, _) = SqliteLedger::open(dir.path()).unwrap();
         assert_eq!(l.recent(10).unwrap().len(), 2);
+        let of = l.bans_of(target, 10).unwrap();
+        assert_eq!(
+            of.iter().map(|b| b.jail.as_str()).collect::<Vec<_>>(),
+            ["web", "ssh"]
+        );
+        assert!(l
+            .bans_of("192.0.2.2/32".parse().unwrap(), 10)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

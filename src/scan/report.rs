@@ -201,8 +201,9 @@ struct JsonReport<'a> {
 #[derive(Serialize)]
 struct JsonBan<'a> {
     jail: &'a str,
-    ip: String,
-    at: String,
+    /// As the daemon's JSON names it: a CIDR (`203.0.113.66/32`, `2001:db8:1:2::/64`).
+    target: String,
+    started: String,
     until: String,
     failures: u32,
 }
@@ -242,8 +243,8 @@ pub fn json(r: &ScanReport) -> String {
             .into_iter()
             .map(|(jail, b)| JsonBan {
                 jail,
-                ip: b.key.to_string(),
-                at: utc(b.at),
+                target: b.key.net().to_string(),
+                started: utc(b.at),
                 until: utc(b.until),
                 failures: b.failures,
             })

@@ -12,7 +12,9 @@
 //! message and passes the time down: nothing below it reads a clock.
 
 pub mod book;
+pub mod dashboard;
 pub mod jails;
+pub mod recent;
 pub mod reload;
 pub mod requests;
 
@@ -35,6 +37,7 @@ use crate::ledger::{DecisionStore, EndReason, NewBan, Origin, Progress};
 use crate::vocab::{Cursor, Target};
 use book::{BanBook, Placed, Slot};
 use jails::{Decided, JailRuntime, Jails};
+use recent::Recent;
 
 /// The jail name of bans made by hand without `--jail`.
 pub const MANUAL_JAIL: &str = "manual";
@@ -81,6 +84,8 @@ pub struct Engine {
     ticks: u64,
     /// `[enforce] lift_on_stop`: the ledger keeps the bans, the enforcers drop them at stop.
     lift_on_stop: bool,
+    /// The last 7 days' bans and the failures since start, for the dashboard.
+    recent: Recent,
 }
 
 impl Engine {
@@ -126,14 +131,35 @@ impl Engine {
             refused: HashMap::new(),
             ticks: 0,
             lift_on_stop: config.enforce.lift_on_stop.unwrap_or(false),
+            recent: Recent::default(),
         };
-        engine.load_active(Timestamp::now());
+        let now = Timestamp::now();
+        engine.load_active(now);
+        engine.seed_recent(now);
         engine
     }
 
     /// The cursors saved at the last checkpoint, for the sources to resume from.
     pub fn saved_cursors(&self) -> HashMap<String, Cursor> {
         self.cursors.clone()
+    }
+
+    /// Remembers the last 7 days' bans from the ledger, for the dashboard's timeline.
+    fn seed_recent(&mut self, now: Timestamp) {
+        let since = now.checked_sub(recent::SPAN).unwrap_or(Timestamp::MIN);
+        match self.book.store().recent(50_000) {
+            Ok(bans) => {
+                for b in bans.iter().rev().filter(|b| b.started >= since) {
+                    self.recent.ban(b.started, &b.jail, b.target);
+                }
+            }
+            Err(e) => tracing::warn!("cannot read the recent bans for the dashboard: {e}"),
+        }
+    }
+
+    /// Tells the dashboard's live updates that something changed.
+    fn changed(&self) {
+        self.shared.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Reads the active bans, closes those that ended while moat was stopped, holds the rest
@@ -184,7 +210,19 @@ impl Engine {
                     cursor,
                     read_at,
                 } => {
-                    for d in self.jails.lines(&source, &file, &block, now) {
+                    let before: Vec<u64> = (0..self.jails.len())
+                        .map(|j| self.jails.stage(j).stats.failed)
+                        .collect();
+                    let decided = self.jails.lines(&source, &file, &block, now);
+                    for (j, was) in before.into_iter().enumerate() {
+                        let more = self.jails.stage(j).stats.failed.saturating_sub(was);
+                        if more > 0 {
+                            let name = &self.jails.config(j).name;
+                            self.recent
+                                .failures(name, more.min(u32::MAX as u64) as u32, now);
+                        }
+                    }
+                    for d in decided {
                         self.ban_decided(d, now, Some(read_at));
                     }
                     self.dirty = true;
@@ -281,6 +319,7 @@ impl Engine {
         let ports = self.jails.ports_of(&ban.jail);
         let (target, jail, failures) = (ban.target, ban.jail.clone(), ban.failures);
         let until = ban.until.map_or("forever".into(), |u| u.to_string());
+        let started = ban.started;
         let (placed, error) = self.book.place(ban, samples, ports, now);
         if let Some(e) = error {
             tracing::error!(ip = %Target(target), "cannot record the ban (enforcing it anyway, will retry): {e}");
@@ -291,6 +330,8 @@ impl Engine {
             Placed::InForce(change) => {
                 tracing::info!(ip = %Target(target), %jail, failures, %until, "ban");
                 self.enforcers.apply_read_at(vec![change], read_at);
+                self.recent.ban(started, &jail, target);
+                self.changed();
             }
             Placed::Replayed => {
                 tracing::debug!(ip = %Target(target), %jail, "ban already recorded");
@@ -319,6 +360,9 @@ impl Engine {
         if self.book.has_unsaved() && self.book.retry_unsaved() {
             self.shared.clear(Warning::LedgerWrite);
         }
+        if self.ticks.is_multiple_of(60) {
+            self.recent.trim(now);
+        }
         let due = self.book.due(now);
         if !due.is_empty() {
             self.end(&due, now, EndReason::Expired);
@@ -341,6 +385,9 @@ impl Engine {
         }
         self.metrics.active_bans.set(self.book.len() as i64);
         self.dirty = true;
+        if !ended.bans.is_empty() {
+            self.changed();
+        }
         ended.bans.into_iter().map(|a| a.ban).collect()
     }
 

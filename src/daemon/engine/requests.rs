@@ -45,6 +45,14 @@ impl Engine {
                 Ok(ended) => Reply::ok(ended),
                 Err(e) => Reply::err(e),
             },
+            Request::Show { target, jail } => match self.show(&target, jail.as_deref(), now) {
+                Ok(d) => Reply::ok(d),
+                Err(e) => Reply::err(e),
+            },
+            Request::Dashboard => match self.dashboard(now) {
+                Ok(d) => Reply::ok(d),
+                Err(e) => Reply::err(e),
+            },
             Request::Reload => Reply::err("reload is handled by the daemon, not the engine"),
         }
     }
@@ -138,7 +146,7 @@ impl Engine {
         Ok(shown)
     }
 
-    fn status(&self, only: Option<&str>) -> Result<Status, String> {
+    pub(super) fn status(&self, only: Option<&str>) -> Result<Status, String> {
         if let Some(name) = only {
             if !self.known_jail(name) {
                 let names: Vec<&str> = self.jails.configs().map(|j| j.name.as_str()).collect();
@@ -222,7 +230,7 @@ impl Engine {
     }
 }
 
-fn view(a: &Active) -> ActiveBan {
+pub(super) fn view(a: &Active) -> ActiveBan {
     view_ban(&a.ban)
 }
 

@@ -254,6 +254,9 @@ impl Config {
         if let Some(cf) = config.enforce.cloudflare.as_mut() {
             paths.extend([&mut cf.token_file, &mut cf.key_file]);
         }
+        if let Some(w) = config.enforce.webhook.as_mut() {
+            paths.extend([&mut w.url_file, &mut w.token_file]);
+        }
         for p in paths.into_iter().flatten() {
             if p.is_relative() {
                 *p = dir.join(&*p);

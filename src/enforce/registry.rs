@@ -13,6 +13,7 @@ use std::fmt::Debug;
 
 use serde::Deserialize;
 
+use super::notify::webhook;
 use super::{cloudflare, exec, iptables, log, nftables};
 use super::{EnforceError, Enforcer, Kind, Retry};
 
@@ -166,6 +167,8 @@ registry! {
     Iptables => iptables: iptables::IptablesEnforcer,
     /// Cloudflare's edge: an IP list and a WAF rule, or IP Access Rules.
     Cloudflare => cloudflare: cloudflare::CloudflareEnforcer,
+    /// A JSON request per digest of bans (Slack, Discord, ntfy, Gotify, Matrix, generic).
+    Webhook => webhook: webhook::WebhookEnforcer,
 }
 
 impl EnforceSettings {

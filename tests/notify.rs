@@ -1,0 +1,382 @@
+//! Notifiers end to end: the real daemon bans from a real log file and tells real local
+//! servers: an HTTP receiver on loopback (every webhook preset, batching, retries), an SMTP
+//! server (Python's aiosmtpd, STARTTLS and AUTH) and a fake AbuseIPDB API. Log lines carry
+//! hostile text (quotes, CR, HTML, Markdown, mentions, very long fields) that must stay inside
+//! the JSON strings and out of the mail headers.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+mod support;
+use support::{eventually, write_config, Daemon};
+
+fn append(path: &Path, text: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+fn clf_now() -> String {
+    jiff::Timestamp::now()
+        .strftime("%d/%b/%Y:%H:%M:%S +0000")
+        .to_string()
+}
+
+/// What an attacker can put in a user agent: a quote and a JSON continuation, a CR, HTML,
+/// Markdown, mentions, a code fence, and length.
+fn hostile_agent() -> String {
+    format!(
+        "x\\\"}}, \\\"injected\\\": 1, {{\\\" \r<script>alert(1)</script> <!channel> <!everyone> @everyone @here @room ``` **bold** [link](https://203.0.113.9/) &amp; {}",
+        "A".repeat(3000)
+    )
+}
+
+/// A Portainer login failure in nginx's combined format with `agent` as user agent.
+fn failure(ip: &str, agent: &str) -> String {
+    format!(
+        "{ip} - - [{}] \"POST /api/auth HTTP/1.1\" 422 52 \"-\" \"{agent}\"\n",
+        clf_now()
+    )
+}
+
+/// A request the receiver got.
+#[derive(Clone, Debug)]
+struct Got {
+    method: String,
+    url: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Got {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// An HTTP receiver on loopback: records every request, answers each with the next status of
+/// `answers` (200 once they run out).
+struct Receiver {
+    url: String,
+    got: Arc<Mutex<Vec<Got>>>,
+}
+
+impl Receiver {
+    fn start(answers: &[u16]) -> Receiver {
+        let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", server.server_addr().to_ip().unwrap());
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let g = got.clone();
+        let mut answers: VecDeque<u16> = answers.iter().copied().collect();
+        std::thread::spawn(move || {
+            for mut req in server.incoming_requests() {
+                let mut body = String::new();
+                let _ = req.as_reader().read_to_string(&mut body);
+                g.lock().unwrap().push(Got {
+                    method: req.method().to_string(),
+                    url: req.url().to_string(),
+                    headers: req
+                        .headers()
+                        .iter()
+                        .map(|h| (h.field.to_string(), h.value.to_string()))
+                        .collect(),
+                    body,
+                });
+                let status = answers.pop_front().unwrap_or(200);
+                let _ =
+                    req.respond(tiny_http::Response::from_string("{}").with_status_code(status));
+            }
+        });
+        Receiver { url, got }
+    }
+
+    fn got(&self) -> Vec<Got> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+/// A secret file readable by its owner only.
+fn secret(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p.display().to_string()
+}
+
+fn jail(maxretry: u32) -> String {
+    format!(
+        "[jails.portainer]\nfilter = \"portainer\"\nsources = [\"logs/access.log\"]\n\
+         maxretry = {maxretry}\n"
+    )
+}
+
+fn setup(dir: &Path, enforce: &str, maxretry: u32) -> Daemon {
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    append(&dir.join("logs/access.log"), "");
+    write_config(dir, &format!("{enforce}\n{}", jail(maxretry)));
+    Daemon::start(dir)
+}
+
+#[test]
+fn every_webhook_preset_carries_hostile_evidence_inside_its_strings() {
+    let presets = ["generic", "slack", "discord", "ntfy", "gotify", "matrix"];
+    for preset in presets {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let rx = Receiver::start(&[]);
+        let url = match preset {
+            "ntfy" => format!("{}/moat-bans", rx.url),
+            "gotify" => format!("{}/message", rx.url),
+            "matrix" => format!(
+                "{}/_matrix/client/v3/rooms/!room:example.org/send/m.room.message",
+                rx.url
+            ),
+            _ => format!("{}/hook", rx.url),
+        };
+        let url_file = secret(dir, "webhook.url", &url);
+        let token = secret(dir, "webhook.token", "t0ken\n");
+        let d = setup(
+            dir,
+            &format!(
+                "[enforce]\nuse = [\"log\", \"webhook\"]\n\n[enforce.webhook]\npreset = \"{preset}\"\n\
+                 url_file = \"{url_file}\"\ntoken_file = \"{token}\"\ndigest_seconds = 1\n"
+            ),
+            2,
+        );
+        let log = dir.join("logs/access.log");
+        append(&log, &failure("192.0.2.7", &hostile_agent()));
+        append(&log, &failure("192.0.2.7", &hostile_agent()));
+        eventually(20, &format!("{preset}: a request"), || !rx.got().is_empty());
+        let got = &rx.got()[0];
+        let body = got.json();
+        assert!(
+            body.get("injected").is_none() && !got.body.contains("\"injected\":"),
+            "{preset}: {}",
+            got.body
+        );
+        assert_eq!(
+            got.header("content-type"),
+            Some("application/json"),
+            "{preset}"
+        );
+        // The text the receiver shows, whatever the preset calls it.
+        let text = ["text", "content", "message", "body"]
+            .iter()
+            .find_map(|k| body[*k].as_str())
+            .unwrap_or_else(|| panic!("{preset}: no text in {body}"))
+            .to_string();
+        assert!(text.contains("192.0.2.7"), "{preset}: {text}");
+        assert!(text.contains("portainer"), "{preset}: {text}");
+        // The CR arrives as a visible escape, never as a control character.
+        assert!(
+            !text.contains('\r') && text.contains("\\r"),
+            "{preset}: {text}"
+        );
+        match preset {
+            "generic" => {
+                assert_eq!(got.method, "POST");
+                assert_eq!(got.url, "/hook");
+                assert_eq!(got.header("authorization"), Some("Bearer t0ken"));
+                assert_eq!(body["count"], 1);
+                let ban = &body["bans"][0];
+                assert_eq!(ban["target"], "192.0.2.7");
+                assert_eq!(ban["jail"], "portainer");
+                assert_eq!(ban["failures"], 2);
+                assert!(ban["until"].as_str().unwrap().ends_with('Z'));
+                assert!(!ban["node"].as_str().unwrap().is_empty());
+                let ev = ban["evidence"].as_array().unwrap();
+                assert_eq!(ev.len(), 2);
+                let line = ev[0].as_str().unwrap();
+                assert!(line.contains("<script>alert(1)</script>"), "{line}");
+                assert!(line.chars().count() <= 501, "{}", line.len());
+            }
+            "slack" => {
+                assert!(!text.contains("<!channel>") && !text.contains("<script>"));
+                assert!(text.contains("&lt;!everyone&gt;"));
+                assert_eq!(text.matches("```").count(), 2, "{text}");
+            }
+            "discord" => {
+                assert_eq!(body["allowed_mentions"]["parse"], serde_json::json!([]));
+                assert!(text.chars().count() <= 2000);
+                assert_eq!(text.matches("```").count(), 2, "{text}");
+            }
+            "ntfy" => {
+                assert_eq!(got.url, "/");
+                assert_eq!(body["topic"], "moat-bans");
+                assert!(body["title"].as_str().unwrap().contains("1 ban"));
+            }
+            "gotify" => {
+                assert_eq!(got.url, "/message");
+                assert_eq!(got.header("x-gotify-key"), Some("t0ken"));
+            }
+            "matrix" => {
+                assert_eq!(got.method, "PUT");
+                assert!(
+                    got.url.starts_with(
+                        "/_matrix/client/v3/rooms/!room:example.org/send/m.room.message/moat-"
+                    ),
+                    "{}",
+                    got.url
+                );
+                assert_eq!(body["msgtype"], "m.notice");
+                assert_eq!(body["m.mentions"], serde_json::json!({}));
+                assert!(!text.contains("@room"));
+            }
+            _ => unreachable!(),
+        }
+        d.stop();
+    }
+}
+
+#[test]
+fn a_burst_of_500_bans_makes_a_few_digests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let rx = Receiver::start(&[]);
+    let d = setup(
+        dir,
+        &format!(
+            "[enforce]\nuse = [\"log\", \"webhook\"]\n\n[enforce.webhook]\nurl = \"{}/hook\"\n\
+             digest_seconds = 3\n",
+            rx.url
+        ),
+        1,
+    );
+    let mut burst = String::new();
+    for n in 0..500u32 {
+        burst.push_str(&failure(
+            &format!("2001:db8:{:x}::1", n + 1),
+            "python-requests/2.31",
+        ));
+    }
+    append(&dir.join("logs/access.log"), &burst);
+    let count = |g: &[Got]| -> u64 { g.iter().map(|g| g.json()["count"].as_u64().unwrap()).sum() };
+    eventually(40, "500 bans told", || count(&rx.got()) == 500);
+    let got = rx.got();
+    assert!(got.len() <= 3, "{} messages", got.len());
+    let mut targets: Vec<String> = got
+        .iter()
+        .flat_map(|g| {
+            g.json()["bans"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b["target"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    targets.sort();
+    targets.dedup();
+    assert_eq!(targets.len(), 500);
+    d.stop();
+}
+
+#[test]
+fn a_500_answer_is_retried_and_a_400_is_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let rx = Receiver::start(&[500, 503]);
+    let d = setup(
+        dir,
+        &format!(
+            "[enforce]\nuse = [\"log\", \"webhook\"]\n\n[enforce.webhook]\nurl = \"{}/hook\"\n\
+             digest_seconds = 0\n",
+            rx.url
+        ),
+        1,
+    );
+    let log = dir.join("logs/access.log");
+    append(&log, &failure("198.51.100.4", "curl/8"));
+    eventually(20, "three tries", || rx.got().len() == 3);
+    let got = rx.got();
+    for g in &got {
+        assert_eq!(g.json()["bans"][0]["target"], "198.51.100.4");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(rx.got().len(), 3, "delivered: no more tries");
+    assert!(d.log().contains("delivery failed, trying again"));
+    d.stop();
+
+    // A refusal (400) is not tried again.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let rx = Receiver::start(&[400]);
+    let d = setup(
+        dir,
+        &format!(
+            "[enforce]\nuse = [\"log\", \"webhook\"]\n\n[enforce.webhook]\nurl = \"{}/hook\"\n\
+             digest_seconds = 0\n",
+            rx.url
+        ),
+        1,
+    );
+    append(
+        &dir.join("logs/access.log"),
+        &failure("198.51.100.5", "curl/8"),
+    );
+    eventually(20, "one try", || rx.got().len() == 1);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(rx.got().len(), 1);
+    assert!(d.log().contains("giving up"), "{}", d.log());
+    d.stop();
+}
+
+#[test]
+fn bad_webhook_settings_are_refused_when_the_configuration_is_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    let readable = dir.join("open.url");
+    std::fs::write(&readable, "https://hooks.example.org/x").unwrap();
+    std::fs::set_permissions(&readable, std::fs::Permissions::from_mode(0o644)).unwrap();
+    for (table, says) in [
+        (
+            "url = \"ftp://hooks.example.org/x\"",
+            "must start with https://",
+        ),
+        (
+            &format!("url_file = \"{}\"", readable.display()) as &str,
+            "readable by its group or others",
+        ),
+        (
+            "preset = \"gotify\"\nurl = \"https://gotify.example.org/message\"",
+            "needs token_file",
+        ),
+        (
+            "preset = \"ntfy\"\nurl = \"https://ntfy.example.org\"",
+            "topic",
+        ),
+        ("", "exactly one of url and url_file"),
+    ] {
+        write_config(
+            dir,
+            &format!(
+                "[enforce]\nuse = [\"webhook\"]\n\n[enforce.webhook]\n{table}\n\n{}",
+                jail(2)
+            ),
+        );
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_moat"))
+            .args(["check-config", "-c"])
+            .arg(dir.join("moat.toml"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{table}: accepted");
+        assert!(err.contains(says), "{table}: {err}");
+    }
+}

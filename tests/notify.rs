@@ -380,3 +380,265 @@ fn bad_webhook_settings_are_refused_when_the_configuration_is_read() {
         assert!(err.contains(says), "{table}: {err}");
     }
 }
+
+/// A real SMTP server: Python's aiosmtpd (Debian's python3-aiosmtpd, run by Debian's
+/// /usr/bin/python3) on loopback, requiring STARTTLS with a certificate made here by openssl
+/// and AUTH as `moat` / `pa55`; each mail it accepts is written as JSON into a folder.
+const SMTP_SERVER: &str = r#"
+import json, os, ssl, sys, time
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+out, cert, key, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+class Keep:
+    async def handle_DATA(self, server, session, envelope):
+        n = len([f for f in os.listdir(out) if f.endswith(".json")])
+        tmp = os.path.join(out, f"{n}.tmp")
+        with open(tmp, "w") as f:
+            json.dump({"from": envelope.mail_from, "to": envelope.rcpt_tos,
+                       "data": envelope.original_content.decode("utf-8", "replace"),
+                       "tls": session.ssl is not None, "auth": bool(session.authenticated)}, f)
+        os.rename(tmp, os.path.join(out, f"{n}.json"))
+        return "250 OK"
+def check(server, session, envelope, mechanism, data):
+    ok = isinstance(data, LoginPassword) and data.login == b"moat" and data.password == b"pa55"
+    return AuthResult(success=ok)
+ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+ctx.load_cert_chain(cert, key)
+c = Controller(Keep(), hostname="127.0.0.1", port=port, tls_context=ctx, require_starttls=True,
+               authenticator=check, auth_required=True)
+c.start()
+print("ready", flush=True)
+while True:
+    time.sleep(3600)
+"#;
+
+struct SmtpServer {
+    child: std::process::Child,
+    port: u16,
+    mails: std::path::PathBuf,
+    ca: std::path::PathBuf,
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(cmd: &mut std::process::Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl SmtpServer {
+    /// `None` (with the reason printed) when aiosmtpd or openssl is missing.
+    fn start(dir: &Path) -> Option<SmtpServer> {
+        let has_aiosmtpd = std::process::Command::new("/usr/bin/python3")
+            .args(["-c", "import aiosmtpd"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !has_aiosmtpd || !Path::new("/usr/bin/openssl").exists() {
+            support::skip(
+                "smtp",
+                "needs /usr/bin/python3 with aiosmtpd and openssl (apt-get install python3-aiosmtpd openssl)",
+            );
+            return None;
+        }
+        let tls = dir.join("tls");
+        std::fs::create_dir_all(&tls).unwrap();
+        let ossl = |args: &[&str]| {
+            run(std::process::Command::new("/usr/bin/openssl")
+                .current_dir(&tls)
+                .args(args))
+        };
+        ossl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=moat test CA",
+        ]);
+        ossl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        std::fs::write(
+            tls.join("ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        ossl(&[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "cert.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ]);
+        let mails = dir.join("mails");
+        std::fs::create_dir_all(&mails).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = std::process::Command::new("/usr/bin/python3")
+            .args(["-c", SMTP_SERVER])
+            .arg(&mails)
+            .arg(tls.join("cert.pem"))
+            .arg(tls.join("key.pem"))
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(dir.join("smtp.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(
+            line.trim(),
+            "ready",
+            "{}",
+            std::fs::read_to_string(dir.join("smtp.log")).unwrap_or_default()
+        );
+        Some(SmtpServer {
+            child,
+            port,
+            mails,
+            ca: tls.join("ca.pem"),
+        })
+    }
+
+    fn mails(&self) -> Vec<Value> {
+        let mut names: Vec<_> = std::fs::read_dir(&self.mails)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap())
+            .collect()
+    }
+}
+
+#[test]
+fn email_over_starttls_with_auth_keeps_log_text_out_of_the_headers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let Some(smtp) = SmtpServer::start(dir) else {
+        return;
+    };
+    let password = secret(dir, "smtp.password", "pa55\n");
+    let d = setup(
+        dir,
+        &format!(
+            "[enforce]\nuse = [\"log\", \"email\"]\n\n[enforce.email]\nserver = \"127.0.0.1\"\n\
+             port = {}\nsecurity = \"starttls\"\nusername = \"moat\"\npassword_file = \"{password}\"\n\
+             ca_file = \"{}\"\nfrom = \"moat <moat@example.org>\"\nto = [\"admin@example.org\"]\n\
+             digest_seconds = 1\n",
+            smtp.port,
+            smtp.ca.display()
+        ),
+        2,
+    );
+    let log = dir.join("logs/access.log");
+    let agent = format!(
+        "\rBcc: victim@example.org\rX-Injected: yes {}",
+        hostile_agent()
+    );
+    append(&log, &failure("203.0.113.44", &agent));
+    append(&log, &failure("203.0.113.44", &agent));
+    eventually(30, "a mail", || !smtp.mails().is_empty());
+    let mail = &smtp.mails()[0];
+    assert_eq!(mail["tls"], true);
+    assert_eq!(mail["auth"], true);
+    assert_eq!(mail["from"], "moat@example.org");
+    assert_eq!(mail["to"], serde_json::json!(["admin@example.org"]));
+    let data = mail["data"].as_str().unwrap();
+    let (head, body) = data.split_once("\r\n\r\n").unwrap();
+    let head_lower = head.to_ascii_lowercase();
+    assert!(
+        !head_lower.contains("bcc") && !head_lower.contains("x-injected"),
+        "{head}"
+    );
+    assert!(head.contains("Subject: [moat] "), "{head}");
+    assert!(head.contains("1 ban (portainer 1)"), "{head}");
+    assert!(body.contains("203.0.113.44"), "{body}");
+    // The evidence is in the body, its CRs as visible escapes (quoted-printable soft line
+    // breaks undone).
+    let body = body.replace("=\r\n", "");
+    assert!(
+        body.contains(r"\rBcc: victim@example.org\rX-Injected: yes"),
+        "{body}"
+    );
+    d.stop();
+
+    // A wrong password: no mail, and the failure in the log (aiosmtpd 1.4.3 leaves the failed
+    // AUTH unanswered, so here it shows as the exchange's timeout).
+    let tmp2 = tempfile::tempdir().unwrap();
+    let dir = tmp2.path();
+    let password = secret(dir, "smtp.password", "wrong\n");
+    let d = setup(
+        dir,
+        &format!(
+            "[enforce]\nuse = [\"log\", \"email\"]\n\n[enforce.email]\nserver = \"127.0.0.1\"\n\
+             port = {}\nusername = \"moat\"\npassword_file = \"{password}\"\nca_file = \"{}\"\n\
+             from = \"moat@example.org\"\nto = [\"admin@example.org\"]\ndigest_seconds = 0\n\
+             timeout_seconds = 5\n",
+            smtp.port,
+            smtp.ca.display()
+        ),
+        1,
+    );
+    append(
+        &dir.join("logs/access.log"),
+        &failure("203.0.113.45", "curl/8"),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !d.log().contains("delivery failed") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refusal in the log: {}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(smtp.mails().len(), 1, "only the first test's mail");
+    d.stop();
+}

@@ -257,6 +257,9 @@ impl Config {
         if let Some(w) = config.enforce.webhook.as_mut() {
             paths.extend([&mut w.url_file, &mut w.token_file]);
         }
+        if let Some(m) = config.enforce.email.as_mut() {
+            paths.extend([&mut m.password_file, &mut m.ca_file]);
+        }
         for p in paths.into_iter().flatten() {
             if p.is_relative() {
                 *p = dir.join(&*p);

@@ -13,7 +13,7 @@ use std::fmt::Debug;
 
 use serde::Deserialize;
 
-use super::notify::webhook;
+use super::notify::{email, webhook};
 use super::{cloudflare, exec, iptables, log, nftables};
 use super::{EnforceError, Enforcer, Kind, Retry};
 
@@ -169,6 +169,8 @@ registry! {
     Cloudflare => cloudflare: cloudflare::CloudflareEnforcer,
     /// A JSON request per digest of bans (Slack, Discord, ntfy, Gotify, Matrix, generic).
     Webhook => webhook: webhook::WebhookEnforcer,
+    /// A mail per digest of bans over SMTP (STARTTLS, TLS, or plain to this host).
+    Email => email: email::EmailEnforcer,
 }
 
 impl EnforceSettings {

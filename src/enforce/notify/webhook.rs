@@ -174,7 +174,7 @@ fn topic_of(url: &str) -> Option<(String, String)> {
 
 /// How attacker text is made harmless for a receiver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Style {
+pub enum Style {
     /// Shown as it is (ntfy, Gotify, generic).
     Plain,
     /// Slack's mrkdwn: `&`, `<`, `>` as entities, evidence in a code block.
@@ -201,7 +201,7 @@ fn escape(text: &str, style: Style) -> String {
 
 /// The digest as text for `style`, at most `budget` characters: a title line, then per ban a
 /// line and its evidence, and how many did not fit.
-fn digest_text(notices: &[Notice], style: Style, budget: usize) -> String {
+pub fn digest_text(notices: &[Notice], style: Style, budget: usize) -> String {
     let node = notices.first().map_or("", |n| n.node.as_str());
     let mut text = format!("moat on {}: {}", escape(node, style), summary(notices));
     let fence = matches!(style, Style::Slack | Style::Markdown);

@@ -642,3 +642,183 @@ fn email_over_starttls_with_auth_keeps_log_text_out_of_the_headers() {
     assert_eq!(smtp.mails().len(), 1, "only the first test's mail");
     d.stop();
 }
+
+/// `application/x-www-form-urlencoded` to pairs.
+fn form(body: &str) -> std::collections::HashMap<String, String> {
+    fn decode(s: &str) -> String {
+        let bytes = s.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < bytes.len() => {
+                    out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+                    i += 2;
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8(out).unwrap()
+    }
+    body.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (decode(k), decode(v)))
+        .collect()
+}
+
+/// A fake AbuseIPDB API v2 `POST /report`, stateful as its documentation says: the key in a
+/// `Key` header, form fields `ip`, `categories`, `comment`; one report per address and
+/// reporter per 15 minutes (429 "You can only report the same IP address (`…`) once in 15
+/// minutes"); a daily limit (429 "Daily rate limit of N requests exceeded for this
+/// endpoint", with `Retry-After` and `X-RateLimit-*` headers); answers in JSON.
+struct FakeAbuseIpdb {
+    url: String,
+    /// Every request: its form fields.
+    got: Arc<Mutex<Vec<std::collections::HashMap<String, String>>>>,
+}
+
+impl FakeAbuseIpdb {
+    fn start(key: &'static str, daily_limit: usize, reported_before: &[&str]) -> FakeAbuseIpdb {
+        let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/api/v2", server.server_addr().to_ip().unwrap());
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let g = got.clone();
+        let mut last: std::collections::HashMap<String, std::time::Instant> = reported_before
+            .iter()
+            .map(|ip| (ip.to_string(), std::time::Instant::now()))
+            .collect();
+        std::thread::spawn(move || {
+            let mut accepted = 0usize;
+            for mut req in server.incoming_requests() {
+                let mut body = String::new();
+                let _ = req.as_reader().read_to_string(&mut body);
+                let fields = form(&body);
+                g.lock().unwrap().push(fields.clone());
+                let header = |n: &str| {
+                    req.headers()
+                        .iter()
+                        .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(n))
+                        .map(|h| h.value.to_string())
+                };
+                let json = |status: u16, v: Value| {
+                    tiny_http::Response::from_string(v.to_string())
+                        .with_status_code(status)
+                        .with_header(
+                            "Content-Type: application/json"
+                                .parse::<tiny_http::Header>()
+                                .unwrap(),
+                        )
+                };
+                let ip = fields.get("ip").cloned().unwrap_or_default();
+                let resp = if req.method() != &tiny_http::Method::Post
+                    || req.url() != "/api/v2/report"
+                {
+                    json(
+                        404,
+                        serde_json::json!({"errors": [{"detail": "not found", "status": 404}]}),
+                    )
+                } else if header("Key").as_deref() != Some(key) {
+                    json(
+                        401,
+                        serde_json::json!({"errors": [{"detail": "Authentication failed. Your API key is either missing, incorrect, or revoked.", "status": 401}]}),
+                    )
+                } else if ip.parse::<std::net::IpAddr>().is_err()
+                    || fields.get("categories").is_none_or(|c| c.is_empty())
+                {
+                    json(
+                        422,
+                        serde_json::json!({"errors": [{"detail": "The ip and categories fields are required.", "status": 422, "source": {"parameter": "ip"}}]}),
+                    )
+                } else if accepted >= daily_limit {
+                    json(429, serde_json::json!({"errors": [{"detail": format!("Daily rate limit of {daily_limit} requests exceeded for this endpoint. See headers for additional details."), "status": 429}]}))
+                        .with_header("Retry-After: 3600".parse::<tiny_http::Header>().unwrap())
+                        .with_header(format!("X-RateLimit-Limit: {daily_limit}").parse::<tiny_http::Header>().unwrap())
+                        .with_header("X-RateLimit-Remaining: 0".parse::<tiny_http::Header>().unwrap())
+                } else if last
+                    .get(&ip)
+                    .is_some_and(|t| t.elapsed() < Duration::from_secs(900))
+                {
+                    json(
+                        429,
+                        serde_json::json!({"errors": [{"detail": format!("You can only report the same IP address (`{ip}`) once in 15 minutes."), "status": 429, "source": {"parameter": "ip"}}]}),
+                    )
+                } else {
+                    accepted += 1;
+                    last.insert(ip.clone(), std::time::Instant::now());
+                    json(
+                        200,
+                        serde_json::json!({"data": {"ipAddress": ip, "abuseConfidenceScore": 52}}),
+                    )
+                };
+                let _ = req.respond(resp);
+            }
+        });
+        FakeAbuseIpdb { url, got }
+    }
+
+    fn got(&self) -> Vec<std::collections::HashMap<String, String>> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+#[test]
+fn abuseipdb_reports_within_its_cooldown_and_quota() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // 192.0.2.10 was reported minutes ago; the API takes two more reports today.
+    let api = FakeAbuseIpdb::start("k3y", 2, &["192.0.2.10"]);
+    let key = secret(dir, "abuseipdb.key", "k3y\n");
+    let d = setup(
+        dir,
+        &format!(
+            "[enforce]\nuse = [\"log\", \"abuseipdb\"]\n\n[enforce.abuseipdb]\nkey_file = \"{key}\"\n\
+             api = \"{}\"\ncategories = {{ portainer = [18, 21] }}\n",
+            api.url
+        ),
+        1,
+    );
+    let log = dir.join("logs/access.log");
+    let agent = "Mozilla/5.0 (from 127.0.0.1) <b>x</b>";
+    for (n, ip) in [
+        "192.0.2.10",
+        "192.0.2.11",
+        "192.0.2.12",
+        "192.0.2.13",
+        "192.0.2.14",
+    ]
+    .iter()
+    .enumerate()
+    {
+        append(&log, &failure(ip, agent));
+        eventually(20, &format!("ban {n}"), || {
+            d.jail("portainer")["currently_banned"] == n + 1
+        });
+        if n < 4 {
+            eventually(20, &format!("report {n}"), || api.got().len() == n + 1);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let got = api.got();
+    let ips: Vec<&str> = got.iter().map(|f| f["ip"].as_str()).collect();
+    // .10: refused for the cooldown, not tried again; .11 and .12 reported; .13 hit the daily
+    // limit; .14 not sent at all.
+    assert_eq!(
+        ips,
+        ["192.0.2.10", "192.0.2.11", "192.0.2.12", "192.0.2.13"]
+    );
+    for f in &got {
+        assert_eq!(f["categories"], "18,21");
+        let comment = &f["comment"];
+        assert!(
+            comment.starts_with("moat: 1 failures in jail portainer"),
+            "{comment}"
+        );
+        assert!(comment.contains("<b>x</b>"), "{comment}");
+        assert!(!comment.contains("127.0.0.1"), "{comment}");
+        assert!(comment.contains("[this host]"), "{comment}");
+        assert!(f["timestamp"].ends_with('Z'));
+    }
+    d.stop();
+}

@@ -13,7 +13,7 @@ use std::fmt::Debug;
 
 use serde::Deserialize;
 
-use super::notify::{email, webhook};
+use super::notify::{abuseipdb, email, webhook};
 use super::{cloudflare, exec, iptables, log, nftables};
 use super::{EnforceError, Enforcer, Kind, Retry};
 
@@ -171,6 +171,8 @@ registry! {
     Webhook => webhook: webhook::WebhookEnforcer,
     /// A mail per digest of bans over SMTP (STARTTLS, TLS, or plain to this host).
     Email => email: email::EmailEnforcer,
+    /// Reports each banned address to AbuseIPDB, within its cooldown and daily quota.
+    Abuseipdb => abuseipdb: abuseipdb::AbuseIpdbEnforcer,
 }
 
 impl EnforceSettings {

@@ -25,6 +25,7 @@
 //! `webhook` posts JSON (presets for Slack, Discord, ntfy, Gotify, Matrix, or a generic
 //! body); `email` sends mail over SMTP; `abuseipdb` reports each banned address.
 
+pub mod abuseipdb;
 pub mod email;
 pub mod webhook;
 

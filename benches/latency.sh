@@ -174,7 +174,7 @@ while True:
 PY
     PIDS+=($!)
     for _ in $(seq 100); do [[ -s $N/ports ]] && break; sleep 0.05; done
-    read -r slow_http slow_smtp refused <"$N/ports"
+    read -r slow_http slow_smtp refused <"$N/ports" || true
     (umask 077 && echo "bench-key" >"$N/abuseipdb.key")
     note "moat with webhook, email and abuseipdb: $BANS bans"
     run_moat "$N" "$((${METRICS_PORT:-19717} + 1))" '"exec", "webhook", "email", "abuseipdb"' "

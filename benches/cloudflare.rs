@@ -35,6 +35,7 @@ fn bans(n: usize) -> Vec<Change> {
                 until: Some(until),
                 failures: 5,
                 ports: None,
+                evidence: Default::default(),
             })
         })
         .collect()

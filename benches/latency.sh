@@ -18,7 +18,11 @@
 #
 # Results: p50/p90/p99/max in ms, and the ratio of medians, on stdout and in
 # $BENCH_DIR/latency.md. Environment: BANS, BENCH_DIR (default target/bench), MOAT_BIN,
-# SKIP_BUILD=1, SKIP_F2B=1. No network, no firewall, no root needed.
+# SKIP_BUILD=1, SKIP_F2B=1, SKIP_NOTIFY=1. No network, no firewall, no root needed.
+#
+# A second moat run adds the three notifiers (webhook, email, abuseipdb) pointed at loopback
+# receivers that never answer or refuse: the exec enforcer's latency beside the first run's
+# shows whether a notifier can hold up a ban.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCH_DIR=${BENCH_DIR:-$ROOT/target/bench}
@@ -81,22 +85,24 @@ PY
 }
 
 # ---------------------------------------------------------------------------------------------
-# moat
-D=$WORK/moat
-mkdir -p "$D/stamps"
-: >"$D/access.log"
-cat >"$D/moat.toml" <<TOML
+# moat: run_moat DIR METRICS_PORT USE EXTRA_TOML, leaving DIR/latencies, DIR/timeouts and
+# DIR/internal (the metric's summary).
+run_moat() {
+    local D=$1 port=$2 uses=$3 extra=$4
+    mkdir -p "$D/stamps"
+    : >"$D/access.log"
+    cat >"$D/moat.toml" <<TOML
 [daemon]
 state_dir = "$D/state"
 socket = "$D/moat.sock"
-metrics = "127.0.0.1:${METRICS_PORT:-19717}"
+metrics = "127.0.0.1:$port"
 
 [enforce]
-use = ["exec"]
+use = [$uses]
 
 [enforce.exec]
 ban = ["/usr/bin/touch", "$D/stamps/{ip}"]
-
+$extra
 [jails.portainer]
 filter = "portainer"
 sources = ["$D/access.log"]
@@ -105,12 +111,12 @@ findtime = "10m"
 bantime = "1h"
 ipv6_prefix = 128
 TOML
-note "moat: $BANS bans"
-"$MOAT" run -c "$D/moat.toml" 2>"$D/daemon.log" &
-PIDS+=($!)
-for _ in $(seq 100); do "$MOAT" status -c "$D/moat.toml" >/dev/null 2>&1 && break; sleep 0.05; done
-measure moat "$D/access.log" "$D/stamps" 2 >"$D/latencies" 2>"$D/timeouts"
-internal=$(python3 - "${METRICS_PORT:-19717}" <<'PY'
+    "$MOAT" run -c "$D/moat.toml" 2>"$D/daemon.log" &
+    local pid=$!
+    PIDS+=($pid)
+    for _ in $(seq 100); do "$MOAT" status -c "$D/moat.toml" >/dev/null 2>&1 && break; sleep 0.05; done
+    measure moat "$D/access.log" "$D/stamps" 2 >"$D/latencies" 2>"$D/timeouts"
+    python3 - "$port" >"$D/internal" <<'PY'
 import socket, sys, re
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
 s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -125,10 +131,72 @@ def q(p):
     for le, v in buckets:
         if v >= p * count:
             return le * 1000
-print(f"{count} bans, mean {total / count * 1000:.3f} ms, p50 ≤ {q(0.5):.3f} ms, p99 ≤ {q(0.99):.3f} ms")
+print(f"{count} receipts, mean {total / count * 1000:.3f} ms, p50 ≤ {q(0.5):.3f} ms, p99 ≤ {q(0.99):.3f} ms")
 PY
-)
-kill "${PIDS[0]}"
+    "$MOAT" status -c "$D/moat.toml" >"$D/status.txt" 2>&1 || true
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
+}
+
+D=$WORK/moat
+note "moat: $BANS bans"
+run_moat "$D" "${METRICS_PORT:-19717}" '"exec"' ''
+internal=$(cat "$D/internal")
+
+# The same with the three notifiers, each pointed at a receiver that never helps: the webhook
+# and the mail server accept connections and never answer (each request waits for its
+# timeout), AbuseIPDB's port refuses connections. Their queues fill and retry; the exec
+# enforcer must not notice. SKIP_NOTIFY=1 skips this run.
+N=$WORK/moat-notify
+if [[ ${SKIP_NOTIFY:-0} != 1 ]]; then
+    mkdir -p "$N"
+    python3 - "$N/ports" <<'PY' &
+import socket, sys, time
+held, ports = [], []
+for _ in range(2):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1024)
+    held.append(s)
+    ports.append(s.getsockname()[1])
+closed = socket.socket()
+closed.bind(("127.0.0.1", 0))
+ports.append(closed.getsockname()[1])
+closed.close()
+open(sys.argv[1], "w").write(" ".join(map(str, ports)))
+conns = []
+import select
+while True:
+    r, _, _ = select.select(held, [], [], 1)
+    for s in r:
+        c, _ = s.accept()
+        conns.append(c)   # accepted, never read, never answered
+PY
+    PIDS+=($!)
+    for _ in $(seq 100); do [[ -s $N/ports ]] && break; sleep 0.05; done
+    read -r slow_http slow_smtp refused <"$N/ports" || true
+    (umask 077 && echo "bench-key" >"$N/abuseipdb.key")
+    note "moat with webhook, email and abuseipdb: $BANS bans"
+    run_moat "$N" "$((${METRICS_PORT:-19717} + 1))" '"exec", "webhook", "email", "abuseipdb"' "
+[enforce.webhook]
+url = \"http://127.0.0.1:$slow_http/hook\"
+digest_seconds = 1
+timeout_seconds = 5
+
+[enforce.email]
+server = \"127.0.0.1\"
+port = $slow_smtp
+security = \"plain\"
+from = \"moat@example.org\"
+to = [\"admin@example.org\"]
+digest_seconds = 1
+timeout_seconds = 5
+
+[enforce.abuseipdb]
+key_file = \"$N/abuseipdb.key\"
+api = \"http://127.0.0.1:$refused/api/v2\"
+"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # fail2ban
@@ -179,7 +247,7 @@ INI
     F2B_DIR=''
 fi
 
-python3 - "$D/latencies" "$(cat "$D/timeouts")" "$WORK/f2b.latencies" "$(cat "$WORK/f2b.timeouts" 2>/dev/null || echo)" "$internal" "$BANS" <<'PY' | tee "$BENCH_DIR/latency.md"
+python3 - "$D/latencies" "$(cat "$D/timeouts")" "$WORK/f2b.latencies" "$(cat "$WORK/f2b.timeouts" 2>/dev/null || echo)" "$internal" "$BANS" "$N/latencies" "$(cat "$N/timeouts" 2>/dev/null || echo)" "$(cat "$N/internal" 2>/dev/null || echo)" <<'PY' | tee "$BENCH_DIR/latency.md"
 import os, sys
 def load(path):
     if not os.path.exists(path):
@@ -189,7 +257,8 @@ def pct(xs, p):
     # nearest rank
     k = max(1, -(-len(xs) * p // 100))
     return xs[int(k) - 1]
-rows = [("moat (exec enforcer)", load(sys.argv[1]), sys.argv[2]), ("fail2ban 1.0.2 (pyinotify)", load(sys.argv[3]), sys.argv[4])]
+rows = [("moat (exec enforcer)", load(sys.argv[1]), sys.argv[2]), ("fail2ban 1.0.2 (pyinotify)", load(sys.argv[3]), sys.argv[4]),
+        ("moat (exec + webhook, email, abuseipdb at dead receivers)", load(sys.argv[7]), sys.argv[8])]
 print(f"Ban latency over {sys.argv[6]} bans each: failure line written → stamping action ran (ms)\n")
 print("| tool | bans | p50 | p90 | p99 | max | timeouts |")
 print("|---|---|---|---|---|---|---|")
@@ -201,4 +270,6 @@ m, f = rows[0][1], rows[1][1]
 if m and f:
     print(f"\nfail2ban's median is {pct(f,50) / pct(m,50):.0f}× moat's.")
 print(f"\nmoat's own measure (line read → enforcer received, from its metrics): {sys.argv[5]}")
+if sys.argv[9].strip():
+    print(f"with the three notifiers (every enforcer's receipt counted): {sys.argv[9]}")
 PY

@@ -258,6 +258,17 @@ impl Config {
         if let Some(cf) = config.enforce.cloudflare.as_mut() {
             paths.extend([&mut cf.token_file, &mut cf.key_file]);
         }
+        if let Some(w) = config.enforce.webhook.as_mut() {
+            paths.extend([&mut w.url_file, &mut w.token_file]);
+        }
+        if let Some(m) = config.enforce.email.as_mut() {
+            paths.extend([&mut m.password_file, &mut m.ca_file]);
+        }
+        if let Some(a) = config.enforce.abuseipdb.as_mut() {
+            if a.key_file.is_relative() {
+                a.key_file = dir.join(&a.key_file);
+            }
+        }
         for p in paths.into_iter().flatten() {
             if p.is_relative() {
                 *p = dir.join(&*p);

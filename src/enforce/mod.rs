@@ -15,6 +15,7 @@ pub mod exec;
 pub mod iptables;
 pub mod log;
 pub mod nftables;
+pub mod notify;
 pub mod registry;
 pub mod safety;
 
@@ -39,7 +40,13 @@ pub struct BanOrder {
     pub failures: u32,
     /// The ports it covers (the jail's `ports`); `None`: every port.
     pub ports: Option<Ports>,
+    /// The client's last matched lines that led to the ban, oldest first (empty for a ban
+    /// by hand or one read back at start): what notifiers tell.
+    pub evidence: Evidence,
 }
+
+/// A ban's evidence lines, as read (bytes), shared by every enforcer that gets the ban.
+pub type Evidence = std::sync::Arc<[Box<[u8]>]>;
 
 impl BanOrder {
     pub fn key(&self) -> Key {
@@ -328,6 +335,7 @@ mod tests {
             until: until.map(|s| Timestamp::from_second(s).unwrap()),
             failures: 1,
             ports: None,
+            evidence: Default::default(),
         }
     }
 

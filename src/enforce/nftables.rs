@@ -549,6 +549,7 @@ mod tests {
             until: until.map(|s| Timestamp::from_second(s).unwrap()),
             failures: 1,
             ports: None,
+            evidence: Default::default(),
         })
     }
 

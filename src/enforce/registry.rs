@@ -13,6 +13,7 @@ use std::fmt::Debug;
 
 use serde::Deserialize;
 
+use super::notify::{abuseipdb, email, webhook};
 use super::{cloudflare, exec, iptables, log, nftables};
 use super::{EnforceError, Enforcer, Kind, Retry};
 
@@ -166,6 +167,12 @@ registry! {
     Iptables => iptables: iptables::IptablesEnforcer,
     /// Cloudflare's edge: an IP list and a WAF rule, or IP Access Rules.
     Cloudflare => cloudflare: cloudflare::CloudflareEnforcer,
+    /// A JSON request per digest of bans (Slack, Discord, ntfy, Gotify, Matrix, generic).
+    Webhook => webhook: webhook::WebhookEnforcer,
+    /// A mail per digest of bans over SMTP (STARTTLS, TLS, or plain to this host).
+    Email => email: email::EmailEnforcer,
+    /// Reports each banned address to AbuseIPDB, within its cooldown and daily quota.
+    Abuseipdb => abuseipdb: abuseipdb::AbuseIpdbEnforcer,
 }
 
 impl EnforceSettings {

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use ipnet::IpNet;
 use jiff::{SignedDuration, Timestamp};
 
-use crate::enforce::{BanOrder, Change, Key};
+use crate::enforce::{BanOrder, Change, Evidence, Key};
 use crate::jail::escalate::Escalation;
 use crate::ledger::{BanRecord, DecisionStore, EndReason, LedgerError, NewBan};
 use crate::vocab::{Ports, Target};
@@ -46,6 +46,7 @@ impl Active {
             until: self.ban.until,
             failures: self.ban.failures,
             ports: self.ports.clone(),
+            evidence: Default::default(),
         }
     }
 }
@@ -212,6 +213,7 @@ impl BanBook {
         now: Timestamp,
     ) -> (Placed, Option<LedgerError>) {
         let mut error = None;
+        let evidence: Evidence = samples.iter().map(|l| l.as_slice().into()).collect();
         let id = match self.store.record_ban(&ban, &samples) {
             Ok(Some(id)) => Some(id),
             Ok(None) => return (Placed::Replayed, None),
@@ -228,7 +230,10 @@ impl BanBook {
             return (Placed::AlreadyOver, error);
         }
         let active = Active { id, ban, ports };
-        let change = Change::Ban(active.order());
+        let change = Change::Ban(BanOrder {
+            evidence,
+            ..active.order()
+        });
         let slot = (active.ban.jail.clone(), active.ban.target);
         if let Some(old) = self.active.insert(slot, active) {
             let _ = self.store.end_bans(

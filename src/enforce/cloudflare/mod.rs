@@ -515,6 +515,7 @@ mod tests {
             until: Some(Timestamp::from_second(1_800_000_000).unwrap()),
             failures: 5,
             ports: None,
+            evidence: Default::default(),
         };
         let c = comment_of(&b);
         assert!(

@@ -188,6 +188,7 @@ mod tests {
             until: None,
             failures: 3,
             ports: None,
+            evidence: Default::default(),
         })
     }
 

@@ -76,6 +76,7 @@ pub struct UnwrapSpec {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sample {
+    /// The line, as the log writes it.
     pub line: String,
     /// The client the line must yield; absent for a line that must not match.
     #[serde(default)]
@@ -113,7 +114,9 @@ enum Kind {
 #[derive(Debug, thiserror::Error)]
 #[error("{what}: {source}")]
 pub struct FilterError {
+    /// The entry: `failregex #2`, `prefregex`, `json`, ...
     pub what: String,
+    /// Why it cannot be compiled.
     #[source]
     pub source: PatternError,
 }
@@ -124,6 +127,8 @@ fn at(what: impl Into<String>) -> impl FnOnce(PatternError) -> FilterError {
 }
 
 impl Filter {
+    /// Compiles a filter definition: its regexes (or JSON rules, or fail2ban filter), its time
+    /// format and its unwrapping; the first entry that cannot be compiled is the error.
     pub fn compile(spec: &FilterSpec) -> Result<Filter, FilterError> {
         if let Some(f2b) = &spec.fail2ban {
             return Ok(Filter {

@@ -41,6 +41,9 @@ pub struct Prefilter {
 }
 
 impl Prefilter {
+    /// The prefilter of `filters`, from the literals each requires: a line is a candidate for a
+    /// filter only when it contains one of them; filters without literals are candidates for every
+    /// line.
     pub fn new(filters: &[&Filter]) -> Prefilter {
         let mut literals: Vec<Vec<u8>> = Vec::new();
         let mut owners: Vec<Vec<usize>> = Vec::new();

@@ -6,15 +6,23 @@ use jiff::SignedDuration;
 /// How long a ban lasts given the bans before it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Escalation {
+    /// How a ban grows with each earlier one.
     pub steps: Steps,
+    /// No escalated ban is longer ([`SignedDuration::MAX`]: no bound).
     pub max: SignedDuration,
+    /// Whether earlier bans in every jail count, not only those of the jail banning now.
     pub across_jails: bool,
+    /// How far back an earlier ban may have started and still count.
     pub within: SignedDuration,
 }
 
+/// How a ban's length grows with the number of earlier bans.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Steps {
+    /// The n-th repeat ban lasts `bantime × factor^n` (the factor at least 1).
     Factor(f64),
+    /// The n-th repeat ban lasts `bantime × multipliers[n]`, the last one repeating (never
+    /// empty, no zero).
     Multipliers(Vec<u32>),
 }
 

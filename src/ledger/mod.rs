@@ -25,19 +25,27 @@ pub use sqlite::SqliteLedger;
 
 /// At most this many matching lines are kept with a ban, each at most [`SAMPLE_LINE_MAX`].
 pub const SAMPLE_LINES: usize = 5;
+/// The most bytes of one matching line kept with a ban; a longer line is cut.
 pub const SAMPLE_LINE_MAX: usize = 1024;
 
+/// Why the ledger cannot be opened or written.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
+    /// SQLite refused (a corrupt file, a full disk, a lock held too long).
     #[error("{path}: {source}")]
     Sqlite {
+        /// The database file.
         path: String,
+        /// What SQLite said.
         #[source]
         source: rusqlite::Error,
     },
+    /// The directory the database goes in cannot be created.
     #[error("{path}: cannot create the state directory: {source}")]
     Dir {
+        /// The directory.
         path: String,
+        /// Why it cannot be created.
         #[source]
         source: std::io::Error,
     },
@@ -128,28 +136,44 @@ impl std::fmt::Display for EndReason {
 /// A ban about to be recorded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewBan {
+    /// The jail that banned (or the one named with `moat ban`).
     pub jail: String,
+    /// The address or network banned.
     pub target: IpNet,
+    /// When the ban began.
     pub started: Timestamp,
     /// `None`: forever.
     pub until: Option<Timestamp>,
+    /// The failures in the window that made the ban (0 for a ban by hand).
     pub failures: u32,
+    /// Who decided it.
     pub origin: Origin,
+    /// Why, for people: `5 failures`, or the text given with `moat ban`.
     pub reason: String,
 }
 
 /// A recorded ban.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BanRecord {
+    /// The ledger's id of the ban (its row), what its lines are stored under.
     pub id: i64,
+    /// The jail that banned.
     pub jail: String,
+    /// The address or network banned.
     pub target: IpNet,
+    /// When the ban began.
     pub started: Timestamp,
+    /// When it runs out; `None`: forever.
     pub until: Option<Timestamp>,
+    /// The failures that made the ban (0 for a ban by hand).
     pub failures: u32,
+    /// Who decided it.
     pub origin: Origin,
+    /// Why, for people.
     pub reason: String,
+    /// When it ended, if it has (by expiry, by hand, replaced, with its jail).
     pub ended: Option<Timestamp>,
+    /// Why it ended, when it has; `None` also for a reason this build does not know.
     pub end_reason: Option<EndReason>,
 }
 
@@ -171,7 +195,9 @@ impl BanRecord {
 /// A jail's state at a checkpoint.
 #[derive(Clone, Debug, Default)]
 pub struct JailCheckpoint {
+    /// The jail's windows and bans, as `Jail::snapshot` writes them.
     pub windows: Vec<u8>,
+    /// The failures the jail has counted since it was created, for `moat status`.
     pub failed_total: u64,
 }
 

@@ -56,8 +56,14 @@ pub trait Sink {
 /// Offline, a line's own time is the only time; live, it is checked against now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Timing {
+    /// `moat scan`: lines keep their own times, however old.
     Offline,
-    Live { now: Timestamp },
+    /// The daemon: a failure older than findtime is stale (not counted), one from the future
+    /// counts as now, and a missing year is inferred from now.
+    Live {
+        /// The instant the daemon read the block at.
+        now: Timestamp,
+    },
 }
 
 /// What a jail made of the lines it saw.
@@ -90,13 +96,18 @@ pub struct JailStats {
 /// One jail's part of the pipeline: its filter, its window, and what it counted.
 #[derive(Debug)]
 pub struct JailStage {
+    /// The jail's filter, with its state (a fail2ban filter's buffers).
     pub filter: Filter,
+    /// The jail's sliding windows and bans.
     pub window: Jail,
+    /// What the filter needs from outside: zone, reference time, trusted proxies.
     pub ctx: LineContext,
+    /// What the jail made of its lines so far.
     pub stats: JailStats,
 }
 
 impl JailStage {
+    /// A stage with empty windows; `zone` is the zone of times written without one.
     pub fn new(filter: Filter, params: JailParams, zone: TimeZone) -> JailStage {
         JailStage::with_window(filter, Jail::new(params), zone)
     }
@@ -114,6 +125,7 @@ impl JailStage {
         }
     }
 
+    /// The jail's settings.
     pub fn params(&self) -> &JailParams {
         self.window.params()
     }
@@ -201,11 +213,13 @@ pub struct RouteState {
 /// The jails, and the work of pushing lines through them.
 #[derive(Debug, Default)]
 pub struct Pipeline {
+    /// The jails, in configuration order: a route's and a sink's jail numbers index this.
     pub jails: Vec<JailStage>,
     candidates: Vec<usize>,
 }
 
 impl Pipeline {
+    /// A pipeline of `jails`.
     pub fn new(jails: Vec<JailStage>) -> Pipeline {
         Pipeline {
             jails,

@@ -155,16 +155,22 @@ const DEFAULT_TEMPLATES: &[&str] = &[
     "TAI64N",
 ];
 
+/// A template flag: the template is anchored at the line's start (`^`, or fail2ban's `{^LN-BEG}`).
 pub const LINE_BEGIN: u8 = 8;
+/// A template flag: the template is anchored at the line's end (`$`).
 pub const LINE_END: u8 = 4;
+/// A template flag: the date must begin at a word boundary (fail2ban adds `(?=^|\b|\W)` before it).
 pub const WORD_BEGIN: u8 = 2;
+/// A template flag: the date must end at a word boundary (fail2ban adds `(?=\b|\W|$)` after it).
 pub const WORD_END: u8 = 1;
 
 /// A datepattern that cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("date pattern {pattern:?}: {message}")]
 pub struct DateError {
+    /// The pattern as the filter wrote it.
     pub pattern: String,
+    /// What is wrong with it.
     pub message: String,
 }
 
@@ -181,11 +187,15 @@ enum Kind {
 /// One compiled template.
 #[derive(Debug)]
 pub struct DateTemplate {
+    /// The template's name as fail2ban reports it (the pattern, with `{^LN-BEG}` when anchored at
+    /// the line's start).
     pub name: String,
     /// The pattern as written (`%d/%b/%ExY...`), for reports.
     pub pattern: String,
     regex: Regex,
     kind: Kind,
+    /// How the template is bounded: [`LINE_BEGIN`], [`LINE_END`], [`WORD_BEGIN`], [`WORD_END`],
+    /// or'ed.
     pub flags: u8,
     /// fail2ban prefers line-start copies of its defaults (weight 100).
     weight: f64,
@@ -202,8 +212,12 @@ pub struct DateTemplate {
 /// A template's match: the whole span, and the span that is the date (what is cut out).
 #[derive(Clone, Debug)]
 pub struct DateMatch {
+    /// Where the template's match begins (a byte offset in the line).
     pub start: usize,
+    /// Where the template's match ends (a byte offset in the line).
     pub end: usize,
+    /// The byte span of the date itself, the text cut out of the line before the failure regexes
+    /// run.
     pub cut: (usize, usize),
     m: Match,
 }
@@ -1158,7 +1172,10 @@ fn replace_date(pre: &str, inner: &str) -> String {
 /// time) and the current instant.
 #[derive(Clone, Debug)]
 pub struct Clock {
+    /// The zone of dates written without one (fail2ban reads them in local time).
     pub zone: TimeZone,
+    /// The current instant: a date without a year (or without a day) is completed from it, as
+    /// fail2ban does, and moved back when that puts it in the future.
     pub now: Timestamp,
 }
 

@@ -13,7 +13,9 @@ pub const BACKTRACK_LIMIT: usize = 1_000_000;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct CompileError {
+    /// What is wrong, for the user.
     pub message: String,
+    /// The regex construct to blame (`(?<=...)` of variable width, say), when one is.
     pub construct: Option<String>,
 }
 
@@ -55,12 +57,15 @@ pub struct LazySet {
 }
 
 impl LazySet {
+    /// A set of `patterns`, not compiled until [`LazySet::get`] or [`LazySet::ascii`] needs it.
     pub fn new(patterns: Vec<String>) -> LazySet {
         LazySet {
             patterns,
             set: std::sync::OnceLock::new(),
         }
     }
+    /// The compiled set, built on the first call; `None` if it outgrows the size limits, and then
+    /// nothing matches.
     pub fn get(&self) -> Option<&regex::RegexSet> {
         self.set
             .get_or_init(|| {
@@ -72,9 +77,11 @@ impl LazySet {
             })
             .as_ref()
     }
+    /// How many patterns the set holds.
     pub fn len(&self) -> usize {
         self.patterns.len()
     }
+    /// Whether the set holds no pattern.
     pub fn is_empty(&self) -> bool {
         self.patterns.is_empty()
     }
@@ -116,8 +123,12 @@ pub struct Regex {
 /// Where a regex matched, and what each Python group captured (by number; 0 unused).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Match {
+    /// Where the match begins (a byte offset in the text searched).
     pub start: usize,
+    /// Where the match ends (a byte offset in the text searched).
     pub end: usize,
+    /// Each Python group's byte span, by group number (index 0 unused); `None` when the group took
+    /// no part in the match.
     pub groups: Vec<Option<(usize, usize)>>,
 }
 
@@ -195,6 +206,8 @@ impl Regex {
         })
     }
 
+    /// Whether it runs on `fancy-regex` (look-around or back-references), bounded by
+    /// [`BACKTRACK_LIMIT`], rather than on the linear engine.
     pub fn is_backtracking(&self) -> bool {
         matches!(self.exact, Exact::Backtracking(_))
     }
@@ -215,10 +228,12 @@ impl Regex {
             .filter_map(|(i, n)| n.as_ref().map(|n| (i, n)))
     }
 
+    /// Whether the regex has a Python group called `name` (`host`, `F-USER`, ...).
     pub fn has_group(&self, name: &str) -> bool {
         self.group_index(name).is_some()
     }
 
+    /// The number of the Python group called `name`, if there is one.
     pub fn group_index(&self, name: &str) -> Option<usize> {
         self.names.iter().position(|n| n.as_deref() == Some(name))
     }
@@ -274,10 +289,13 @@ impl Regex {
         }
     }
 
+    /// The first match anywhere in `text` (Python's `search(text)`).
     pub fn find(&self, text: &str) -> Option<Match> {
         self.search(text, 0, text.len())
     }
 
+    /// Whether the regex matches anywhere in `text`; cheaper than [`Regex::find`], captures are not
+    /// read.
     pub fn is_match(&self, text: &str) -> bool {
         if let Some(re) = self.ascii.as_ref().filter(|_| text.is_ascii()) {
             return re.is_match(text.as_bytes());

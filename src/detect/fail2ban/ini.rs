@@ -20,9 +20,11 @@ use std::fmt;
 /// A problem in a configuration file, located at its line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IniError {
+    /// The file, as the reader named it.
     pub path: String,
     /// 1-based; 0 when the problem is not on one line.
     pub line: usize,
+    /// What is wrong.
     pub message: String,
 }
 
@@ -41,7 +43,9 @@ impl std::error::Error for IniError {}
 /// Where a value was written: the file and the line of its key.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Origin {
+    /// The file, as the reader named it.
     pub path: String,
+    /// The 1-based line of the key; 0 for a value set by code (a `known/` copy, a default).
     pub line: usize,
 }
 
@@ -54,7 +58,9 @@ impl fmt::Display for Origin {
 /// A raw (not yet interpolated) value and where it was written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RawValue {
+    /// The value as written, continuation lines joined with newlines, `%(...)s` not expanded.
     pub text: String,
+    /// Where it was written, for messages.
     pub origin: Origin,
 }
 
@@ -63,21 +69,26 @@ pub struct RawValue {
 pub struct Options(Vec<(String, RawValue)>);
 
 impl Options {
+    /// The value of `key` (already folded to lower case), if set.
     pub fn get(&self, key: &str) -> Option<&RawValue> {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
+    /// Sets `key` to `value`: a key already present keeps its place, a new one goes last.
     pub fn insert(&mut self, key: String, value: RawValue) {
         match self.0.iter_mut().find(|(k, _)| *k == key) {
             Some(slot) => slot.1 = value,
             None => self.0.push((key, value)),
         }
     }
+    /// The keys, in the order first written.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.0.iter().map(|(k, _)| k.as_str())
     }
+    /// The keys and their values, in the order first written.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &RawValue)> {
         self.0.iter().map(|(k, v)| (k.as_str(), v))
     }
+    /// Whether `key` is set.
     pub fn contains(&self, key: &str) -> bool {
         self.get(key).is_some()
     }
@@ -86,11 +97,14 @@ impl Options {
 /// One file's sections, in the order written; `[DEFAULT]` is a section named `DEFAULT`.
 #[derive(Clone, Debug, Default)]
 pub struct IniFile {
+    /// The file, as the reader named it.
     pub path: String,
+    /// Each section's name and options, in the order written.
     pub sections: Vec<(String, Options)>,
 }
 
 impl IniFile {
+    /// The options of the section called `name`, if the file has one.
     pub fn section(&self, name: &str) -> Option<&Options> {
         self.sections
             .iter()
@@ -243,6 +257,7 @@ fn section_header(line: &str) -> Option<&str> {
 /// Several files merged in reading order.
 #[derive(Clone, Debug, Default)]
 pub struct Store {
+    /// The `[DEFAULT]` keys, merged over every file read: every section falls back on them.
     pub defaults: Options,
     sections: Vec<(String, Options)>,
 }
@@ -299,6 +314,8 @@ impl Store {
         }
     }
 
+    /// The merged options of the section called `name` (conditional and `KNOWN/` sections are named
+    /// as such), if any file had it.
     pub fn section(&self, name: &str) -> Option<&Options> {
         self.sections
             .iter()
@@ -344,6 +361,7 @@ impl Store {
             .filter(|n| !n.starts_with("KNOWN/"))
     }
 
+    /// Whether `name` is `DEFAULT` or a section some file had.
     pub fn has_section(&self, name: &str) -> bool {
         name == DEFAULT || self.section(name).is_some()
     }
@@ -555,22 +573,37 @@ fn section_refs(value: &str) -> Vec<String> {
 /// Why a value could not be read.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum GetError {
+    /// The section asked for is in no file read.
     #[error("no section [{0}]")]
     NoSection(String),
+    /// A `%(reference)s` names an option set nowhere it could be looked up.
     #[error("[{section}] {key}: %({reference})s names no setting")]
     Missing {
+        /// The section whose value was being read.
         section: String,
+        /// The option whose value was being read.
         key: String,
+        /// The name inside `%(...)s` that was not found.
         reference: String,
     },
+    /// A `%` not followed by `%` or `(name)s`.
     #[error("[{section}] {key}: {message}")]
     Syntax {
+        /// The section whose value was being read.
         section: String,
+        /// The option whose value was being read.
         key: String,
+        /// What is wrong with the reference.
         message: String,
     },
+    /// Interpolation went deeper than Python allows, most likely values that refer to each other.
     #[error("[{section}] {key}: interpolation deeper than {MAX_DEPTH} levels (a loop?)")]
-    Depth { section: String, key: String },
+    Depth {
+        /// The section whose value was being read.
+        section: String,
+        /// The option whose value was being read.
+        key: String,
+    },
 }
 
 #[cfg(test)]

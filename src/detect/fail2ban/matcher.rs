@@ -29,6 +29,7 @@ use super::tags::{self, HostTag};
 /// A value of fail2ban's failure data (a Python dict of groups and bookkeeping).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Value {
+    /// A group's text, or a bookkeeping string.
     Text(String),
     /// Matched lines.
     Lines(Vec<String>),
@@ -36,6 +37,7 @@ pub enum Value {
     Set(BTreeSet<String>),
     /// `tuple_` groups combined.
     Tuple(Vec<Option<String>>),
+    /// A flag set by its presence (`nofail`, `mlfforget`, `mlfgained`).
     Flag,
 }
 
@@ -49,6 +51,7 @@ impl Value {
             Value::Flag => true,
         }
     }
+    /// The text, when this is a [`Value::Text`].
     pub fn text(&self) -> Option<&str> {
         match self {
             Value::Text(s) => Some(s),
@@ -63,12 +66,14 @@ impl Value {
 pub struct Data(Vec<(Arc<str>, Option<Value>)>);
 
 impl Data {
+    /// The value under `key`; `None` when it is absent or its group took no part.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.0
             .iter()
             .find(|(k, _)| &**k == key)
             .and_then(|(_, v)| v.as_ref())
     }
+    /// The text under `key`, when it is a [`Value::Text`].
     pub fn text(&self, key: &str) -> Option<&str> {
         self.get(key).and_then(Value::text)
     }
@@ -114,13 +119,18 @@ impl Data {
 /// (`<F-ID>`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FailureId {
+    /// An IPv4 address (`<HOST>` or `<ADDR>` matched one), as written.
     Ip4(String),
+    /// An IPv6 address, as written.
     Ip6(String),
+    /// A host name (`dns`), which moat does not resolve.
     Name(String),
+    /// A filter's own identifier (`<F-ID>`), not an address.
     Custom(String),
 }
 
 impl FailureId {
+    /// The identifier's text, whatever its kind.
     pub fn text(&self) -> &str {
         match self {
             FailureId::Ip4(s) | FailureId::Ip6(s) | FailureId::Name(s) | FailureId::Custom(s) => s,
@@ -137,6 +147,7 @@ pub struct Found {
     pub id: Option<FailureId>,
     /// The line's time; `None` when it has none and none is known.
     pub time: Option<Timestamp>,
+    /// The failure data: the regex's groups and fail2ban's bookkeeping (`matches`, `nofail`, ...).
     pub data: Data,
 }
 
@@ -180,17 +191,22 @@ impl Found {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{origin}: {what} {regex:?}: {message}")]
 pub struct FilterCompileError {
+    /// Where the regex was written (file and line).
     pub origin: Origin,
     /// `failregex #3`, `prefregex`, `datepattern`.
     pub what: String,
+    /// The regex, after fail2ban's tags were replaced.
     pub regex: String,
+    /// Why it cannot be compiled.
     pub message: String,
+    /// The regex construct to blame, when one is.
     pub construct: Option<String>,
 }
 
 /// A compiled fail2ban filter.
 #[derive(Debug)]
 pub struct Fail2banFilter {
+    /// What the filter's files said: its regexes and options, as read.
     pub definition: FilterDefinition,
     prefregex: Option<Regex>,
     failregex: Vec<Regex>,
@@ -393,15 +409,19 @@ impl Fail2banFilter {
         }
     }
 
+    /// The compiled failregexes, in the order written (a [`Found::rule`] indexes them).
     pub fn failregexes(&self) -> &[Regex] {
         &self.failregex
     }
+    /// The compiled prefregex, when the filter has one.
     pub fn prefregex(&self) -> Option<&Regex> {
         self.prefregex.as_ref()
     }
+    /// The compiled ignoreregexes, in the order written.
     pub fn ignoreregexes(&self) -> &[Regex] {
         &self.ignoreregex
     }
+    /// How many lines a multi-line failregex sees at once (fail2ban's `maxlines`, at least 1).
     pub fn maxlines(&self) -> usize {
         self.maxlines
     }
@@ -689,6 +709,7 @@ pub struct Matcher {
 const LAST_DATE_SECS: i64 = 60;
 
 impl Matcher {
+    /// The compiled filter this matcher runs.
     pub fn filter(&self) -> &Arc<Fail2banFilter> {
         &self.filter
     }

@@ -24,24 +24,40 @@ use std::fmt::Write;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message} (at offset {offset})")]
 pub struct PyReError {
+    /// What is wrong.
     pub message: String,
+    /// Where, in characters from the pattern's start.
     pub offset: usize,
 }
 
+/// A Perl class (`\d`, `\w`, `\s`), in a class or alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Perl {
+    /// `\d`.
     Digit,
+    /// `\w`.
     Word,
+    /// `\s`.
     Space,
 }
 
+/// One member of a bracketed class (`[a-z\d_]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClassItem {
+    /// A single character.
     Char(char),
+    /// A range, both ends included (`a-z`).
     Range(char, char),
-    Perl { kind: Perl, negated: bool },
+    /// A Perl class; `negated` for its upper-case form (`\D`, `\W`, `\S`).
+    Perl {
+        /// Which class.
+        kind: Perl,
+        /// The upper-case form: every character but the class's.
+        negated: bool,
+    },
 }
 
+/// A zero-width assertion.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Assert {
     /// `^` without MULTILINE: the start of the text.
@@ -52,7 +68,9 @@ pub enum Assert {
     LineEnd,
     /// `\Z`.
     TextEnd,
+    /// `\b`.
     WordBoundary,
+    /// `\B`.
     NotWordBoundary,
     /// Rust's `\b{start-half}`: no word character before.
     StartHalf,
@@ -60,66 +78,102 @@ pub enum Assert {
     EndHalf,
 }
 
+/// A node of a parsed Python regex.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Node {
+    /// Matches the empty string (an empty branch or group).
     Empty,
     /// A pattern that can never match (a branch ruled out while unfolding a conditional).
     Fail,
+    /// A literal character; `icase` under `(?i)`.
     Lit {
+        /// The character.
         c: char,
+        /// Whether case is ignored.
         icase: bool,
     },
     /// `.`; `dotall` when it also matches a newline.
     Dot {
+        /// Whether `.` matches a newline too (`(?s)`).
         dotall: bool,
     },
+    /// A bracketed class; `negated` for `[^...]`, `icase` under `(?i)`.
     Class {
+        /// Whether the class is `[^...]`: every character but its members.
         negated: bool,
+        /// The members, in the order written.
         items: Vec<ClassItem>,
+        /// Whether case is ignored.
         icase: bool,
     },
+    /// A Perl class alone; `ascii` under `(?a)`, where `\w` and `\d` mean ASCII only.
     Perl {
+        /// Which class.
         kind: Perl,
+        /// The upper-case form: every character but the class's.
         negated: bool,
+        /// Whether the class means its ASCII members only (`(?a)`).
         ascii: bool,
     },
+    /// A zero-width assertion.
     Assert(Assert),
     /// A capture group: its Python number (1-based).
     Capture {
+        /// The group's Python number.
         index: usize,
+        /// What the group holds.
         node: Box<Node>,
     },
+    /// A group that captures nothing (`(?:...)`, or one with flags).
     NonCapture(Box<Node>),
+    /// A look-around: `behind` for `(?<=` and `(?<!`, `negated` for `(?!` and `(?<!`.
     Look {
+        /// Whether it looks behind (`(?<=`, `(?<!`) rather than ahead.
         behind: bool,
+        /// Whether the match must fail (`(?!`, `(?<!`).
         negated: bool,
+        /// What is looked for.
         node: Box<Node>,
     },
     /// A back-reference to a Python group number.
     Backref {
+        /// The Python number of the group whose text must recur.
         index: usize,
+        /// Whether case is ignored in the comparison.
         icase: bool,
     },
     /// `(?(group)yes|no)`.
     Cond {
+        /// The Python number of the group tested.
         index: usize,
+        /// What must match when the group took part.
         yes: Box<Node>,
+        /// What must match when it did not.
         no: Box<Node>,
     },
+    /// A repetition: `min` to `max` times (`None`: no bound), `greedy` unless written with `?`.
     Repeat {
+        /// What is repeated.
         node: Box<Node>,
+        /// The fewest repetitions.
         min: u32,
+        /// The most repetitions; `None`: no bound.
         max: Option<u32>,
+        /// Whether it takes as many as it can (no `?` after the quantifier).
         greedy: bool,
     },
+    /// A sequence, matched in order.
     Concat(Vec<Node>),
+    /// Alternatives, tried in order (`a|b`).
     Alt(Vec<Node>),
 }
 
 /// A parsed pattern: the tree and its groups' names by number (index 0 unused).
 #[derive(Clone, Debug)]
 pub struct Pattern {
+    /// The tree.
     pub root: Node,
+    /// Each group's name by Python number (index 0 unused); `None` for an unnamed group.
     pub names: Vec<Option<String>>,
 }
 
@@ -1113,6 +1167,7 @@ fn unfold_in(node: &mut Node, index: usize) -> Result<bool, String> {
 /// A pattern written in Rust's syntax.
 #[derive(Clone, Debug)]
 pub struct Emitted {
+    /// The Rust regex text.
     pub regex: String,
     /// For each Rust group (index 0 unused, the whole match), the Python group it copies.
     pub groups: Vec<usize>,
@@ -1533,7 +1588,9 @@ mod tests {
 /// can join two pieces of text).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Ends {
+    /// Whether the match can end with a word character.
     pub word: bool,
+    /// Whether the match can end with a non-word character.
     pub nonword: bool,
     /// Whether the match can be empty (then what comes before decides).
     pub empty: bool,

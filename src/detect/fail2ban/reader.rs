@@ -29,19 +29,38 @@ pub trait ConfigFiles {
 /// A definition that cannot be read, with where.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ReadError {
+    /// A file is not valid INI.
     #[error("{0}")]
     Syntax(#[from] IniError),
+    /// A file exists but cannot be read.
     #[error("{path}: cannot read: {message}")]
-    Unreadable { path: String, message: String },
+    Unreadable {
+        /// The file.
+        path: String,
+        /// Why it cannot be read.
+        message: String,
+    },
+    /// No file of the name asked for exists.
     #[error("no {what} {name:?} under {base} (looked for {tried})")]
     NotFound {
+        /// What was looked for (`filter`, `filter file`), for the message.
         what: &'static str,
+        /// The name (or path) asked for.
         name: String,
+        /// The directory it was looked for in.
         base: String,
+        /// The files tried, for the message.
         tried: String,
     },
+    /// An option's value is wrong (a bad interpolation, `maxlines` not a number).
     #[error("{origin}: {message}")]
-    Value { origin: Origin, message: String },
+    Value {
+        /// Where the option was written.
+        origin: Origin,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A problem that belongs to no one option.
     #[error("{0}")]
     Other(String),
 }
@@ -323,7 +342,9 @@ pub fn split_options(text: &str) -> Result<(String, Vec<(String, String)>), Stri
 /// One regex line of a definition and where its option was written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegexLine {
+    /// The regex, with fail2ban's tags still in it.
     pub text: String,
+    /// Where its option was written.
     pub origin: Origin,
 }
 
@@ -336,8 +357,11 @@ pub struct FilterDefinition {
     pub options: Vec<(String, String)>,
     /// The files read, in order.
     pub files: Vec<String>,
+    /// `prefregex`: the regex a line must match before the failregexes see its `<F-CONTENT>`.
     pub prefregex: Option<RegexLine>,
+    /// `failregex`: the regexes that find failures, one per line, in order.
     pub failregex: Vec<RegexLine>,
+    /// `ignoreregex`: the regexes that make a line no failure, one per line.
     pub ignoreregex: Vec<RegexLine>,
     /// Date patterns, one per line (`{^LN-BEG}`, `%%d/%%b/...`); `None`: fail2ban's defaults.
     pub datepattern: Option<RegexLine>,
@@ -368,9 +392,17 @@ const MAX_TAG_REPLACE: usize = 25;
 pub enum FilterLocation {
     /// `filter.d/NAME` under a configuration directory (`/etc/fail2ban`), with `.local`
     /// overlays and `NAME.d/`.
-    Named { base: String, name: String },
+    Named {
+        /// The configuration directory (`/etc/fail2ban`).
+        base: String,
+        /// The filter's name (`sshd`).
+        name: String,
+    },
     /// One file outside any `filter.d`, with its includes.
-    File { path: String },
+    File {
+        /// The file.
+        path: String,
+    },
 }
 
 impl FilterLocation {

@@ -89,7 +89,9 @@ fn table() -> Table {
 
 fn ban_table(bans: &[ActiveBan], now: Timestamp) -> Table {
     let mut t = table();
-    t.set_header([
+    // The node column only in a fleet where other nodes' bans are in force.
+    let fleet = bans.iter().any(|b| b.node.is_some());
+    let mut header = vec![
         "client",
         "jail",
         "since (UTC)",
@@ -97,9 +99,13 @@ fn ban_table(bans: &[ActiveBan], now: Timestamp) -> Table {
         "left",
         "failures",
         "reason",
-    ]);
+    ];
+    if fleet {
+        header.push("node");
+    }
+    t.set_header(header);
     for b in bans {
-        t.add_row([
+        let mut row = vec![
             Target(b.target).to_string(),
             cell(&b.jail),
             utc(b.started),
@@ -107,9 +113,50 @@ fn ban_table(bans: &[ActiveBan], now: Timestamp) -> Table {
             remaining(b.until, now),
             b.failures.to_string(),
             cell(&b.reason),
-        ]);
+        ];
+        if fleet {
+            row.push(b.node.as_deref().map_or("(this node)".into(), cell));
+        }
+        t.add_row(row);
     }
     t
+}
+
+/// The fleet's part of `moat status`.
+fn print_cluster(c: &crate::cluster::ClusterStatus, now: Timestamp) {
+    println!(
+        "cluster: node {} on {}: {}",
+        visible(&c.node),
+        visible(&c.redis),
+        match (&c.degraded, c.reachable) {
+            (Some(why), _) => format!("DEGRADED ({})", visible(why)),
+            (None, true) => format!("reachable, {:.1} ms", c.latency_ms.unwrap_or_default()),
+            (None, false) => "unreachable".into(),
+        }
+    );
+    println!(
+        "  published {}, received {}, refused {}, queued {}; in force here: {} own, {} from other nodes; last lag {}",
+        c.published,
+        c.received,
+        c.refused,
+        c.queued,
+        c.own_bans,
+        c.remote_bans,
+        c.lag_ms.map_or("-".into(), |l| format!("{l} ms"))
+    );
+    if let Some(r) = &c.last_refused {
+        println!("  last refused: {}", visible(r));
+    }
+    for n in &c.nodes {
+        let ago = (now.as_millisecond() - n.last_heartbeat).max(0) as f64 / 1000.0;
+        println!(
+            "  node {}: {} (heartbeat {ago:.0}s ago), {} bans decided, lag {}",
+            visible(&n.node),
+            if n.alive { "alive" } else { "SILENT" },
+            n.bans,
+            n.lag_ms.map_or("-".into(), |l| format!("{l} ms"))
+        );
+    }
 }
 
 pub fn status(socket: &SocketArgs, jail: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
@@ -206,6 +253,9 @@ pub fn status(socket: &SocketArgs, jail: Option<String>, json: bool) -> anyhow::
     );
     for w in &s.warnings {
         println!("warning: {}", visible(w));
+    }
+    if let Some(c) = &s.cluster {
+        print_cluster(c, now);
     }
     let mut t = table();
     t.set_header([

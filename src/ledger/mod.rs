@@ -136,6 +136,8 @@ pub struct NewBan {
     pub failures: u32,
     pub origin: Origin,
     pub reason: String,
+    /// The node of the fleet that decided it; `None`: this one.
+    pub node: Option<String>,
 }
 
 /// A recorded ban.
@@ -149,6 +151,9 @@ pub struct BanRecord {
     pub failures: u32,
     pub origin: Origin,
     pub reason: String,
+    /// The node of the fleet that decided it; `None`: this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     pub ended: Option<Timestamp>,
     pub end_reason: Option<EndReason>,
 }
@@ -164,6 +169,7 @@ impl BanRecord {
             failures: self.failures,
             origin: self.origin,
             reason: self.reason.clone(),
+            node: self.node.clone(),
         }
     }
 }

@@ -363,6 +363,7 @@ mod tests {
             failures: 5,
             origin: Origin::Jail,
             reason: String::new(),
+            node: None,
         }
     }
 

@@ -12,6 +12,7 @@
 //! message and passes the time down: nothing below it reads a clock.
 
 pub mod book;
+pub mod fleet;
 pub mod jails;
 pub mod reload;
 pub mod requests;
@@ -57,6 +58,8 @@ pub enum EngineMsg {
     /// The trusted proxies' ranges as Cloudflare now publishes them: believed in headers,
     /// never banned.
     Proxies(Proxies),
+    /// From the cluster task: another node's decision, a resync, a question.
+    Fleet(crate::cluster::Inbound),
     /// Final checkpoint, then the thread ends.
     Stop,
 }
@@ -81,6 +84,8 @@ pub struct Engine {
     ticks: u64,
     /// `[enforce] lift_on_stop`: the ledger keeps the bans, the enforcers drop them at stop.
     lift_on_stop: bool,
+    /// The fleet this node belongs to (`[cluster]`).
+    fleet: Option<fleet::Fleet>,
 }
 
 impl Engine {
@@ -126,6 +131,7 @@ impl Engine {
             refused: HashMap::new(),
             ticks: 0,
             lift_on_stop: config.enforce.lift_on_stop.unwrap_or(false),
+            fleet: None,
         };
         engine.load_active(Timestamp::now());
         engine
@@ -208,6 +214,7 @@ impl Engine {
                     self.jails.set_proxies(&proxies);
                     self.protected.proxies = proxies;
                 }
+                EngineMsg::Fleet(msg) => self.fleet_message(msg, now),
                 EngineMsg::Stop => break,
             }
         }
@@ -266,6 +273,7 @@ impl Engine {
             failures: decision.failures,
             origin: Origin::Jail,
             reason: format!("{} failures", decision.failures),
+            node: None,
         };
         self.place(ban, samples, now, read_at);
     }
@@ -281,6 +289,7 @@ impl Engine {
         let ports = self.jails.ports_of(&ban.jail);
         let (target, jail, failures) = (ban.target, ban.jail.clone(), ban.failures);
         let until = ban.until.map_or("forever".into(), |u| u.to_string());
+        let shared = self.fleet.as_ref().map(|_| (ban.clone(), samples.clone()));
         let (placed, error) = self.book.place(ban, samples, ports, now);
         if let Some(e) = error {
             tracing::error!(ip = %Target(target), "cannot record the ban (enforcing it anyway, will retry): {e}");
@@ -291,6 +300,9 @@ impl Engine {
             Placed::InForce(change) => {
                 tracing::info!(ip = %Target(target), %jail, failures, %until, "ban");
                 self.enforcers.apply_read_at(vec![change], read_at);
+                if let (Some(f), Some((ban, lines))) = (&self.fleet, &shared) {
+                    f.placed(ban, lines);
+                }
             }
             Placed::Replayed => {
                 tracing::debug!(ip = %Target(target), %jail, "ban already recorded");
@@ -302,6 +314,7 @@ impl Engine {
 
     fn tick(&mut self, now: Timestamp) {
         self.ticks += 1;
+        self.count_fleet_bans();
         // The host's addresses change (DHCP, a new interface); look again every 10 s.
         if self.ticks.is_multiple_of(10) {
             self.protected.own = safety::own_addresses();
@@ -330,7 +343,27 @@ impl Engine {
 
     /// Ends active bans, telling the enforcers to lift targets no other active ban holds.
     fn end(&mut self, slots: &[Slot], now: Timestamp, reason: EndReason) -> Vec<NewBan> {
+        self.end_told(slots, now, reason, true)
+    }
+
+    /// Ends bans another node lifted: as [`Engine::end`], without telling the fleet again.
+    fn end_from_fleet(&mut self, slots: &[Slot], now: Timestamp) -> Vec<NewBan> {
+        self.end_told(slots, now, EndReason::Unbanned, false)
+    }
+
+    fn end_told(
+        &mut self,
+        slots: &[Slot],
+        now: Timestamp,
+        reason: EndReason,
+        tell_fleet: bool,
+    ) -> Vec<NewBan> {
         let ended = self.book.end(slots, now, reason);
+        if let (Some(f), true) = (&self.fleet, tell_fleet) {
+            for a in &ended.bans {
+                f.ended(&a.ban, reason);
+            }
+        }
         if reason.clears_window() {
             for a in &ended.bans {
                 self.jails.lift(&a.ban);

@@ -131,6 +131,7 @@ impl Engine {
             failures: 0,
             origin: Origin::Manual,
             reason: reason.unwrap_or_default(),
+            node: None,
         };
         self.jails.hold(&ban);
         let shown = view_ban(&ban);
@@ -214,11 +215,16 @@ impl Engine {
                 });
             }
         }
-        Ok(self.shared.status(
+        let mut status = self.shared.status(
             jails,
             self.enforcers.status(),
             &self.book.store().location(),
-        ))
+        );
+        status.cluster = self
+            .fleet
+            .as_ref()
+            .map(|f| f.status.lock().unwrap().clone());
+        Ok(status)
     }
 }
 
@@ -234,5 +240,6 @@ fn view_ban(b: &NewBan) -> ActiveBan {
         until: b.until,
         failures: b.failures,
         reason: b.reason.clone(),
+        node: b.node.clone(),
     }
 }

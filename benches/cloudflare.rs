@@ -36,6 +36,7 @@ fn bans(n: usize) -> Vec<Change> {
                 failures: 5,
                 ports: None,
                 evidence: Default::default(),
+                node: None,
             })
         })
         .collect()

@@ -20,15 +20,15 @@
 //! | 4 | [`netfilter`] | nftables and iptables plumbing, shared by the bans and the port policy | [`netfilter::nft::Nft`] |
 //! | 5 | [`enforce`] | where a ban takes effect, one file and one registration per enforcer | [`enforce::Enforcer`], [`enforce::registry`] |
 //! | 5 | [`ports`] | the port policy: model, compiler, apply/confirm/rollback | [`ports::PortPolicy`] |
+//! | 6 | [`cluster`] | what a fleet of nodes shares through Redis: the decisions, the active bans, heartbeats | [`cluster::ClusterSettings`], [`cluster::wire::FleetBan`], [`cluster::run::ClusterTask`] |
 //! | 7 | [`config`] | the TOML schema and validation; builds each part's settings | [`config::Config`] |
 //! | 8 | [`daemon`] | `moat run`: tasks, channels, the engine, the control socket | [`daemon::engine::Engine`] |
 //! | 8 | [`scan`] | `moat scan`: the pipeline offline and its report | [`scan::ScanReport`] |
 //! | 8 | [`init`] | `moat init`: what it sees on a host and the configuration it writes | |
 //! | 9 | [`cli`] | the subcommands, thin | |
-//!
-//! (Layer 6 is kept for the cluster, which sits between the enforcers and the configuration.)
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod detect;

@@ -192,8 +192,9 @@ impl Grid {
 
 fn ban_grid(bans: &[ActiveBan], now: Timestamp) -> Grid {
     // On 80 columns: target, jail, start, time left, failures, reason (the end is the start
-    // plus what is left).
-    let mut t = Grid::new([
+    // plus what is left). The node column only in a fleet where other nodes' bans are in force.
+    let fleet = bans.iter().any(|b| b.node.is_some());
+    let mut header = vec![
         "target",
         "jail",
         "started (UTC)",
@@ -201,11 +202,19 @@ fn ban_grid(bans: &[ActiveBan], now: Timestamp) -> Grid {
         "left",
         "failures",
         "reason",
-    ])
-    .whole(&[0, 1, 2, 4, 5])
-    .optional(&[3]);
+    ];
+    if fleet {
+        header.push("node");
+    }
+    let mut t = Grid::new(header)
+        .whole(if fleet {
+            &[0, 1, 2, 4, 5, 7]
+        } else {
+            &[0, 1, 2, 4, 5]
+        })
+        .optional(&[3]);
     for b in bans {
-        t.row([
+        let mut row = vec![
             Target(b.target).to_string(),
             cell(&b.jail),
             utc(b.started),
@@ -213,9 +222,50 @@ fn ban_grid(bans: &[ActiveBan], now: Timestamp) -> Grid {
             remaining(b.until, now),
             b.failures.to_string(),
             cell(&b.reason),
-        ]);
+        ];
+        if fleet {
+            row.push(b.node.as_deref().map_or("(this node)".into(), cell));
+        }
+        t.row(row);
     }
     t
+}
+
+/// The fleet's part of `moat status`.
+fn print_cluster(c: &crate::cluster::ClusterStatus, now: Timestamp) {
+    println!(
+        "cluster: node {} on {}: {}",
+        visible(&c.node),
+        visible(&c.redis),
+        match (&c.degraded, c.reachable) {
+            (Some(why), _) => format!("DEGRADED ({})", visible(why)),
+            (None, true) => format!("reachable, {:.1} ms", c.latency_ms.unwrap_or_default()),
+            (None, false) => "unreachable".into(),
+        }
+    );
+    println!(
+        "  published {}, received {}, refused {}, queued {}; in force here: {} own, {} from other nodes; last lag {}",
+        c.published,
+        c.received,
+        c.refused,
+        c.queued,
+        c.own_bans,
+        c.remote_bans,
+        c.lag_ms.map_or("-".into(), |l| format!("{l} ms"))
+    );
+    if let Some(r) = &c.last_refused {
+        println!("  last refused: {}", visible(r));
+    }
+    for n in &c.nodes {
+        let ago = (now.as_millisecond() - n.last_heartbeat).max(0) as f64 / 1000.0;
+        println!(
+            "  node {}: {} (heartbeat {ago:.0}s ago), {} bans decided, lag {}",
+            visible(&n.node),
+            if n.alive { "alive" } else { "SILENT" },
+            n.bans,
+            n.lag_ms.map_or("-".into(), |l| format!("{l} ms"))
+        );
+    }
 }
 
 pub fn status(
@@ -326,6 +376,9 @@ pub fn status(
     );
     for w in &s.warnings {
         println!("warning: {}", visible(w));
+    }
+    if let Some(c) = &s.cluster {
+        print_cluster(c, now);
     }
     print!("{}{}", jails.show(false), enforcers.show(false));
     Ok(ExitCode::SUCCESS)

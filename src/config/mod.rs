@@ -84,6 +84,7 @@ struct ConfigFile {
     #[serde(default)]
     enforce: EnforceSettings,
     ports: Option<Spanned<crate::ports::PortsTable>>,
+    cluster: Option<crate::cluster::ClusterSettings>,
 }
 
 /// A jail ready to run: its merged filter and its parameters.
@@ -126,6 +127,8 @@ pub struct Config {
     /// The port policy `[ports]` declares, if any.
     pub ports: Option<crate::ports::PortPolicy>,
     pub ports_backend: crate::ports::Backend,
+    /// `[cluster]`: the fleet this node shares its bans with, if any.
+    pub cluster: Option<crate::cluster::ClusterSettings>,
 }
 
 /// A configuration problem, located in its file.
@@ -269,6 +272,9 @@ impl Config {
                 a.key_file = dir.join(&a.key_file);
             }
         }
+        if let Some(c) = config.cluster.as_mut() {
+            paths.push(&mut c.password_file);
+        }
         for p in paths.into_iter().flatten() {
             if p.is_relative() {
                 *p = dir.join(&*p);
@@ -291,6 +297,8 @@ impl Config {
         let mut enforce = EnforceSettings::default();
         // `[ports]` is one declaration: a later file's replaces an earlier one's whole.
         let mut ports: Option<(crate::ports::PortsTable, usize, Range<usize>)> = None;
+        // `[cluster]` too: a later file's replaces an earlier one's whole.
+        let mut cluster: Option<crate::cluster::ClusterSettings> = None;
         // Each jail's merged table and where it was last written, for messages.
         let mut tables: BTreeMap<String, (JailTable, usize, Range<usize>)> = BTreeMap::new();
         for (i, (path, text)) in texts.iter().enumerate() {
@@ -299,6 +307,12 @@ impl Config {
             defaults = merge(&defaults, &file.defaults);
             daemon = overlay_daemon(daemon, file.daemon);
             enforce = enforce.overlay(file.enforce);
+            if let Some(c) = file.cluster {
+                c.check().map_err(|m| {
+                    ConfigError::at(path, text, text.find("[cluster]").map(|i| i..i), m)
+                })?;
+                cluster = Some(c);
+            }
             if let Some(p) = file.ports {
                 let span = p.span();
                 ports = Some((p.into_inner(), i, span));
@@ -368,6 +382,7 @@ impl Config {
             enforce,
             ports,
             ports_backend,
+            cluster,
         })
     }
 

@@ -149,6 +149,7 @@ impl Shared {
                     .collect()
             },
             jails,
+            cluster: None,
         }
     }
 }
@@ -321,7 +322,7 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
         shared.clone(),
         metrics.clone(),
     ));
-    let engine = Engine::start(
+    let mut engine = Engine::start(
         &config,
         Box::new(ledger.clone()),
         Box::new(ledger),
@@ -330,6 +331,10 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
         metrics,
     );
     let cursors = engine.saved_cursors();
+    let fleet = match &config.cluster {
+        Some(settings) => Some(join_fleet(&mut engine, settings)?),
+        None => None,
+    };
     // Small: a block is up to 256 KiB, and a source that reads faster than the engine decides
     // should wait rather than queue megabytes (ingest is as fast with 16 as with 256).
     let (engine_tx, engine_rx) = mpsc::channel::<EngineMsg>(16);
@@ -351,6 +356,17 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
         Some(addr) => start_web(&config, &state_dir, addr, &engine_tx, &shared).await?,
         None => None,
     };
+    let cluster_task = fleet.map(|(task, mut inbound)| {
+        let engine = engine_tx.clone();
+        let forward = tokio::spawn(async move {
+            while let Some(m) = inbound.recv().await {
+                if engine.send(EngineMsg::Fleet(m)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        (tokio::spawn(task.run(shutdown_rx.clone())), forward)
+    });
 
     let (daemon_tx, mut daemon_rx) = mpsc::channel::<DaemonRequest>(4);
     let control_task = tokio::spawn(control::serve(
@@ -428,6 +444,10 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
     if let Some(r) = ranges_task {
         r.abort();
     }
+    if let Some((task, forward)) = cluster_task {
+        let _ = task.await;
+        forward.abort();
+    }
     let _ = engine_tx.send(EngineMsg::Stop).await;
     drop(engine_tx);
     let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
@@ -488,6 +508,41 @@ async fn start_web(
         addr.is_loopback(),
     );
     Ok(Some(tokio::spawn(web::serve(listener, dashboard))))
+}
+
+/// Joins the fleet `[cluster]` names: the engine hands its decisions to the cluster task,
+/// which hands back the other nodes' (through the returned receiver).
+fn join_fleet(
+    engine: &mut Engine,
+    settings: &crate::cluster::ClusterSettings,
+) -> anyhow::Result<(
+    crate::cluster::run::ClusterTask,
+    mpsc::Receiver<crate::cluster::Inbound>,
+)> {
+    let password = settings
+        .password()
+        .map_err(|e| anyhow::anyhow!("[cluster] password_file: {e}"))?;
+    let node = settings.node_name();
+    let status = crate::cluster::status::SharedStatus::default();
+    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let (in_tx, in_rx) = mpsc::channel(1024);
+    engine.join_fleet(engine::fleet::Fleet {
+        node: node.clone(),
+        settings: settings.clone(),
+        out: out_tx,
+        status: status.clone(),
+    });
+    tracing::info!(%node, redis = %settings.redis, "joining the fleet");
+    let task = crate::cluster::run::ClusterTask {
+        link: crate::cluster::link::Link::new(settings.clone(), password),
+        settings: settings.clone(),
+        node,
+        cursor: engine.fleet_cursor(),
+        inbound: in_tx,
+        outbound: out_rx,
+        status,
+    };
+    Ok((task, in_rx))
 }
 
 fn log_reload(r: &Result<String, String>) {

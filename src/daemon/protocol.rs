@@ -89,6 +89,9 @@ pub struct Status {
     pub enforcers: Vec<EnforcerStatus>,
     pub sources: Vec<SourceStatus>,
     pub jails: Vec<JailStatus>,
+    /// The fleet, when `[cluster]` is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::ClusterStatus>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -172,6 +175,9 @@ pub struct ActiveBan {
     pub until: Option<Timestamp>,
     pub failures: u32,
     pub reason: String,
+    /// The fleet node that decided it, when another did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// What `moat bans` shows.
@@ -301,6 +307,7 @@ mod tests {
                 until: None,
                 failures: 3,
                 reason: "3 failures".into(),
+                node: None,
             },
             origin: "log".into(),
             evidence: vec!["<script>\r\n".into()],

@@ -43,6 +43,10 @@ pub struct BanOrder {
     /// The client's last matched lines that led to the ban, oldest first (empty for a ban
     /// by hand or one read back at start): what notifiers tell.
     pub evidence: Evidence,
+    /// The node of the fleet that decided the ban; `None`: this one. Notifiers tell only the
+    /// deciding node's bans, so that a fleet sends one message (and one AbuseIPDB report) per
+    /// ban, not one per node.
+    pub node: Option<String>,
 }
 
 /// A ban's evidence lines, as read (bytes), shared by every enforcer that gets the ban.
@@ -336,6 +340,7 @@ mod tests {
             failures: 1,
             ports: None,
             evidence: Default::default(),
+            node: None,
         }
     }
 

@@ -550,6 +550,7 @@ mod tests {
             failures: 1,
             ports: None,
             evidence: Default::default(),
+            node: None,
         })
     }
 

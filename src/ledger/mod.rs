@@ -150,6 +150,8 @@ pub struct NewBan {
     pub origin: Origin,
     /// Why, for people: `5 failures`, or the text given with `moat ban`.
     pub reason: String,
+    /// The node of the fleet that decided it; `None`: this one.
+    pub node: Option<String>,
 }
 
 /// A recorded ban.
@@ -171,6 +173,9 @@ pub struct BanRecord {
     pub origin: Origin,
     /// Why, for people.
     pub reason: String,
+    /// The node of the fleet that decided it; `None`: this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// When it ended, if it has (by expiry, by hand, replaced, with its jail).
     pub ended: Option<Timestamp>,
     /// Why it ended, when it has; `None` also for a reason this build does not know.
@@ -188,6 +193,7 @@ impl BanRecord {
             failures: self.failures,
             origin: self.origin,
             reason: self.reason.clone(),
+            node: self.node.clone(),
         }
     }
 }

@@ -73,6 +73,8 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE cursors ADD COLUMN kind TEXT NOT NULL DEFAULT 'file';
     UPDATE cursors SET kind = 'stream'
         WHERE source LIKE 'journald:%' OR source LIKE 'docker:%';",
+    // 3: the fleet node that decided a ban (NULL: this one), for bans received from a cluster.
+    "ALTER TABLE bans ADD COLUMN node TEXT;",
 ];
 
 /// The database file's name in the state directory.
@@ -201,7 +203,7 @@ impl SqliteLedger {
         args: impl rusqlite::Params,
     ) -> Result<Vec<BanRecord>, LedgerError> {
         let sql = format!(
-            "SELECT id, jail, target, started, until, failures, origin, reason, ended, end_reason
+            "SELECT id, jail, target, started, until, failures, origin, reason, ended, end_reason, node
              FROM bans {filter}"
         );
         let run = || -> rusqlite::Result<Vec<BanRecord>> {
@@ -226,6 +228,7 @@ impl SqliteLedger {
                         .get::<_, Option<String>>(9)?
                         .as_deref()
                         .and_then(EndReason::from_stored),
+                    node: r.get(10)?,
                 })
             })?;
             rows.collect()
@@ -263,8 +266,8 @@ impl DecisionStore for SqliteLedger {
         let run = |conn: &mut Connection| -> rusqlite::Result<Option<i64>> {
             let tx = conn.transaction()?;
             let inserted = tx.execute(
-                "INSERT OR IGNORE INTO bans (jail, target, started, until, failures, origin, reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT OR IGNORE INTO bans (jail, target, started, until, failures, origin, reason, node)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     ban.jail,
                     ban.target.to_string(),
@@ -272,7 +275,8 @@ impl DecisionStore for SqliteLedger {
                     ban.until.map(ms),
                     ban.failures,
                     ban.origin.as_str(),
-                    ban.reason
+                    ban.reason,
+                    ban.node
                 ],
             )?;
             if inserted == 0 {
@@ -543,6 +547,7 @@ mod tests {
             failures: 5,
             origin: Origin::Jail,
             reason: String::new(),
+            node: None,
         }
     }
 

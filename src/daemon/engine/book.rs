@@ -47,6 +47,7 @@ impl Active {
             failures: self.ban.failures,
             ports: self.ports.clone(),
             evidence: Default::default(),
+            node: self.ban.node.clone(),
         }
     }
 }
@@ -368,6 +369,7 @@ mod tests {
             failures: 5,
             origin: Origin::Jail,
             reason: String::new(),
+            node: None,
         }
     }
 

@@ -97,7 +97,11 @@ impl Engine {
             .collect();
         BanDetail {
             ban: view(a),
-            origin: origin_name(a.ban.origin).to_string(),
+            // A remote ban says which node of the fleet decided it.
+            origin: match &a.ban.node {
+                Some(node) => format!("node {node}"),
+                None => origin_name(a.ban.origin).to_string(),
+            },
             evidence,
             rule,
             history,

@@ -13,6 +13,7 @@
 
 pub mod book;
 pub mod dashboard;
+pub mod fleet;
 pub mod jails;
 pub mod recent;
 pub mod reload;
@@ -60,6 +61,8 @@ pub enum EngineMsg {
     /// The trusted proxies' ranges as Cloudflare now publishes them: believed in headers,
     /// never banned.
     Proxies(Proxies),
+    /// From the cluster task: another node's decision, a resync, a question.
+    Fleet(crate::cluster::Inbound),
     /// Final checkpoint, then the thread ends.
     Stop,
 }
@@ -86,6 +89,8 @@ pub struct Engine {
     lift_on_stop: bool,
     /// The last 7 days' bans and the failures since start, for the dashboard.
     recent: Recent,
+    /// The fleet this node belongs to (`[cluster]`).
+    fleet: Option<fleet::Fleet>,
 }
 
 impl Engine {
@@ -132,6 +137,7 @@ impl Engine {
             ticks: 0,
             lift_on_stop: config.enforce.lift_on_stop.unwrap_or(false),
             recent: Recent::default(),
+            fleet: None,
         };
         let now = Timestamp::now();
         engine.load_active(now);
@@ -246,6 +252,7 @@ impl Engine {
                     self.jails.set_proxies(&proxies);
                     self.protected.proxies = proxies;
                 }
+                EngineMsg::Fleet(msg) => self.fleet_message(msg, now),
                 EngineMsg::Stop => break,
             }
         }
@@ -304,6 +311,7 @@ impl Engine {
             failures: decision.failures,
             origin: Origin::Jail,
             reason: format!("{} failures", decision.failures),
+            node: None,
         };
         self.place(ban, samples, now, read_at);
     }
@@ -320,6 +328,7 @@ impl Engine {
         let (target, jail, failures) = (ban.target, ban.jail.clone(), ban.failures);
         let until = ban.until.map_or("forever".into(), |u| u.to_string());
         let started = ban.started;
+        let shared = self.fleet.as_ref().map(|_| (ban.clone(), samples.clone()));
         let (placed, error) = self.book.place(ban, samples, ports, now);
         if let Some(e) = error {
             tracing::error!(ip = %Target(target), "cannot record the ban (enforcing it anyway, will retry): {e}");
@@ -332,6 +341,9 @@ impl Engine {
                 self.enforcers.apply_read_at(vec![change], read_at);
                 self.recent.ban(started, &jail, target);
                 self.changed();
+                if let (Some(f), Some((ban, lines))) = (&self.fleet, &shared) {
+                    f.placed(ban, lines);
+                }
             }
             Placed::Replayed => {
                 tracing::debug!(ip = %Target(target), %jail, "ban already recorded");
@@ -343,6 +355,7 @@ impl Engine {
 
     fn tick(&mut self, now: Timestamp) {
         self.ticks += 1;
+        self.count_fleet_bans();
         // The host's addresses change (DHCP, a new interface); look again every 10 s.
         if self.ticks.is_multiple_of(10) {
             self.protected.own = safety::own_addresses();
@@ -374,7 +387,27 @@ impl Engine {
 
     /// Ends active bans, telling the enforcers to lift targets no other active ban holds.
     fn end(&mut self, slots: &[Slot], now: Timestamp, reason: EndReason) -> Vec<NewBan> {
+        self.end_told(slots, now, reason, true)
+    }
+
+    /// Ends bans another node lifted: as [`Engine::end`], without telling the fleet again.
+    fn end_from_fleet(&mut self, slots: &[Slot], now: Timestamp) -> Vec<NewBan> {
+        self.end_told(slots, now, EndReason::Unbanned, false)
+    }
+
+    fn end_told(
+        &mut self,
+        slots: &[Slot],
+        now: Timestamp,
+        reason: EndReason,
+        tell_fleet: bool,
+    ) -> Vec<NewBan> {
         let ended = self.book.end(slots, now, reason);
+        if let (Some(f), true) = (&self.fleet, tell_fleet) {
+            for a in &ended.bans {
+                f.ended(&a.ban, reason);
+            }
+        }
         if reason.clears_window() {
             for a in &ended.bans {
                 self.jails.lift(&a.ban);

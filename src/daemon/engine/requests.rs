@@ -139,6 +139,7 @@ impl Engine {
             failures: 0,
             origin: Origin::Manual,
             reason: reason.unwrap_or_default(),
+            node: None,
         };
         self.jails.hold(&ban);
         let shown = view_ban(&ban);
@@ -222,11 +223,16 @@ impl Engine {
                 });
             }
         }
-        Ok(self.shared.status(
+        let mut status = self.shared.status(
             jails,
             self.enforcers.status(),
             &self.book.store().location(),
-        ))
+        );
+        status.cluster = self
+            .fleet
+            .as_ref()
+            .map(|f| f.status.lock().unwrap().clone());
+        Ok(status)
     }
 }
 
@@ -242,5 +248,6 @@ fn view_ban(b: &NewBan) -> ActiveBan {
         until: b.until,
         failures: b.failures,
         reason: b.reason.clone(),
+        node: b.node.clone(),
     }
 }

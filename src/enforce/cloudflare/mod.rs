@@ -516,6 +516,7 @@ mod tests {
             failures: 5,
             ports: None,
             evidence: Default::default(),
+            node: None,
         };
         let c = comment_of(&b);
         assert!(

@@ -189,6 +189,7 @@ mod tests {
             failures: 3,
             ports: None,
             evidence: Default::default(),
+            node: None,
         })
     }
 

@@ -368,8 +368,8 @@ impl Enforcer for Outbox {
             match change {
                 Change::Ban(b) => {
                     // A ban told once: a second order for a key held (a re-sent change) is
-                    // not a new ban.
-                    if self.held.insert(b.key()) {
+                    // not a new ban. Another node's ban is that node's to tell.
+                    if self.held.insert(b.key()) && b.node.is_none() {
                         self.push(Notice::of(b, &self.node));
                     }
                 }
@@ -596,7 +596,29 @@ mod tests {
                 .to_vec()
                 .into_boxed_slice()]
             .into(),
+            node: None,
         })
+    }
+
+    #[test]
+    fn another_nodes_ban_is_not_told_here() {
+        let Change::Ban(mut remote) = ban(7) else {
+            unreachable!()
+        };
+        remote.node = Some("node2".into());
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let mut out = Outbox::start(
+            "test",
+            Box::new(Recorder {
+                batches: batches.clone(),
+                fail: 0,
+            }),
+            delivery(0, 0),
+        );
+        out.apply(&[Change::Ban(remote), ban(8)]);
+        std::thread::sleep(Duration::from_millis(300));
+        drop(out);
+        assert_eq!(batches.lock().unwrap().iter().sum::<usize>(), 1);
     }
 
     fn delivery(digest_ms: u64, retries: u32) -> Delivery {

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Propagation latency in a fleet of three moat nodes sharing bans through a real redis-server:
+# N bans by hand on node 1 (`moat ban`), each timed from just before the command to the moment
+# its element appears in node 2's and node 3's nftables sets (seen by `nft monitor` in their
+# namespaces). Prints p50 / p99 / max, and Redis's memory per active ban.
+#
+#   sudo benches/cluster.sh [N]           (N defaults to 1000; MOAT=path/to/moat, default the
+#                                          release build)
+#
+# Root (network namespaces), redis-server, nftables, python3. Everything it makes is under a
+# temporary directory and in namespaces named moat-bench-*, removed at the end.
+set -euo pipefail
+N=${1:-1000}
+MOAT=${MOAT:-$(dirname "$0")/../target/release/moat}
+MOAT=$(readlink -f "$MOAT")
+TMP=$(mktemp -d)
+NS=(lan n1 n2 n3)
+MONITORS=()
+cleanup() {
+  for p in "${MONITORS[@]}"; do kill -- "-$p" 2>/dev/null || true; done
+  for p in $(jobs -p); do kill "$p" 2>/dev/null || true; done
+  for n in "${NS[@]}"; do ip netns del "moat-bench-$n" 2>/dev/null || true; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+in_ns() { local n=$1; shift; ip netns exec "moat-bench-$n" "$@"; }
+for n in "${NS[@]}"; do ip netns add "moat-bench-$n"; in_ns "$n" ip link set lo up; done
+in_ns lan ip link add br0 type bridge
+in_ns lan ip link set br0 up
+in_ns lan ip addr add 192.0.2.5/24 dev br0
+i=0
+for n in n1 n2 n3; do
+  i=$((i + 1))
+  ip link add eth0 netns "moat-bench-$n" type veth peer name "p$i" netns moat-bench-lan
+  in_ns lan ip link set "p$i" master br0
+  in_ns lan ip link set "p$i" up
+  in_ns "$n" ip link set eth0 up
+  in_ns "$n" ip addr add "192.0.2.1$i/24" dev eth0
+done
+cat > "$TMP/redis.conf" <<EOF
+bind 192.0.2.5
+port 6379
+save ""
+appendonly no
+dir $TMP
+user default off
+user moat on >bench ~moat:* +@all -@dangerous +ping +info +memory
+EOF
+in_ns lan redis-server "$TMP/redis.conf" > "$TMP/redis.log" 2>&1 &
+rcli() { in_ns lan redis-cli --no-auth-warning -h 192.0.2.5 --user moat --pass bench "$@"; }
+until [ "$(rcli PING 2>/dev/null)" = PONG ]; do sleep 0.1; done
+for i in 1 2 3; do
+  d="$TMP/node$i"
+  mkdir -p "$d"
+  : > "$d/access.log"
+  echo bench > "$d/redis.pass"
+  chmod 600 "$d/redis.pass"
+  cat > "$d/moat.toml" <<EOF
+[daemon]
+state_dir = "state"
+socket = "moat.sock"
+
+[enforce]
+use = ["nftables"]
+
+[jails.portainer]
+filter = "portainer"
+sources = ["access.log"]
+
+[cluster]
+redis = "redis://192.0.2.5:6379/0"
+username = "moat"
+password_file = "redis.pass"
+node = "node$i"
+EOF
+  in_ns "n$i" "$MOAT" run -c "$d/moat.toml" 2> "$d/daemon.log" &
+done
+for i in 1 2 3; do
+  until "$MOAT" status -c "$TMP/node$i/moat.toml" > /dev/null 2>&1; do sleep 0.1; done
+done
+sleep 3
+MONITORS=()
+for i in 2 3; do
+  # In a session of its own, so that the whole pipeline is stopped at the end.
+  setsid bash -c "ip netns exec moat-bench-n$i nft monitor elements 2>/dev/null | while IFS= read -r line; do
+    printf '%s %s\n' \"\$(date +%s%N)\" \"\$line\"; done > '$TMP/monitor$i'" < /dev/null &
+  MONITORS+=($!)
+done
+sleep 1
+: > "$TMP/sent"
+for k in $(seq 1 "$N"); do
+  addr="2001:db8:77::$(printf '%x' "$k")"
+  printf '%s %s\n' "$(date +%s%N)" "$addr" >> "$TMP/sent"
+  "$MOAT" ban "$addr" --for 1h -c "$TMP/node1/moat.toml" > /dev/null
+done
+sleep 3
+python3 - "$TMP" "$N" <<'EOF'
+import sys, re
+tmp, n = sys.argv[1], int(sys.argv[2])
+sent = {}
+for line in open(f"{tmp}/sent"):
+    t, a = line.split()
+    sent[a] = int(t)
+lat = []
+for node in (2, 3):
+    seen = {}
+    for line in open(f"{tmp}/monitor{node}"):
+        t, rest = line.split(" ", 1)
+        if "add element" not in rest:
+            continue
+        for a in re.findall(r"2001:db8:77::[0-9a-f]+", rest):
+            seen.setdefault(a, int(t))
+    missing = [a for a in sent if a not in seen]
+    if missing:
+        print(f"node{node}: {len(missing)} of {n} never seen")
+    lat += [(seen[a] - sent[a]) / 1e6 for a in sent if a in seen]
+lat.sort()
+pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]
+print(f"propagation over {n} bans x 2 nodes ({len(lat)} seen): p50 {pick(0.5):.1f} ms, "
+      f"p99 {pick(0.99):.1f} ms, max {lat[-1]:.1f} ms (from before `moat ban` on node 1)")
+EOF
+bans=$(rcli HLEN moat:bans)
+used=$(rcli INFO memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p')
+key=$(rcli HKEYS moat:bans | head -1)
+entry=$(rcli MEMORY USAGE moat:bans)
+echo "Redis: $bans active bans, used_memory $used bytes in all; moat:bans $entry bytes ($((entry / bans)) per ban); moat:log $(rcli MEMORY USAGE moat:log) bytes for $(rcli XLEN moat:log) entries"
+echo "a ban's JSON: $(rcli HGET moat:bans "$key" | wc -c) bytes"

@@ -62,11 +62,14 @@ fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<String, Stri
     crate::netfilter::run(program, args, input).map_err(|e| e.to_string())
 }
 
+/// The `iptables` enforcer: ipset sets and `raw` PREROUTING rules, one pair per scope (every
+/// port, each jail's ports).
 pub struct IptablesEnforcer {
     in_kernel: HashSet<Key>,
     /// The scopes whose sets and rules exist (every port, and the jails' ports).
     scopes: BTreeSet<Option<Ports>>,
     listed: bool,
+    /// Restorations after moat's sets or rules were found missing, for status and metrics.
     pub repairs: u64,
 }
 
@@ -77,6 +80,8 @@ impl Default for IptablesEnforcer {
 }
 
 impl IptablesEnforcer {
+    /// An enforcer that has created nothing yet: the sets and rules are made at its first
+    /// batch.
     pub fn new() -> IptablesEnforcer {
         IptablesEnforcer {
             in_kernel: HashSet::new(),

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use super::registry::{NoSettings, Registered};
 use super::{Change, EnforceError, Enforcer, Failed, Key, Kind, Retry};
 
+/// The `log` enforcer: logs each change and holds what it logged a ban for.
 #[derive(Default)]
 pub struct LogEnforcer {
     held: HashSet<Key>,

@@ -31,12 +31,15 @@ use crate::vocab::{Ports, Target};
 /// A ban as an enforcer sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BanOrder {
+    /// The address or network banned.
     pub target: IpNet,
+    /// The jail that banned it (by hand: the jail `moat ban` named).
     pub jail: String,
     /// When the ban began.
     pub started: Timestamp,
     /// `None`: forever.
     pub until: Option<Timestamp>,
+    /// How many failures within the jail's window led to the ban.
     pub failures: u32,
     /// The ports it covers (the jail's `ports`); `None`: every port.
     pub ports: Option<Ports>,
@@ -53,6 +56,7 @@ pub struct BanOrder {
 pub type Evidence = std::sync::Arc<[Box<[u8]>]>;
 
 impl BanOrder {
+    /// What an enforcer holds for this ban: its target on its ports.
     pub fn key(&self) -> Key {
         Key {
             target: self.target,
@@ -66,7 +70,9 @@ impl BanOrder {
 /// leaves the other.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key {
+    /// The address or network held.
     pub target: IpNet,
+    /// The ports it is held on; `None`: every port.
     pub ports: Option<Ports>,
 }
 
@@ -92,11 +98,14 @@ impl fmt::Display for Key {
 /// One change to what an enforcer holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
+    /// Hold this ban's key (again, when already held: idempotent).
     Ban(BanOrder),
+    /// Stop holding this key (a no-op when not held).
     Unban(Key),
 }
 
 impl Change {
+    /// The address or network the change is about.
     pub fn target(&self) -> IpNet {
         match self {
             Change::Ban(b) => b.target,
@@ -104,6 +113,7 @@ impl Change {
         }
     }
 
+    /// The key the change adds or removes.
     pub fn key(&self) -> Key {
         match self {
             Change::Ban(b) => b.key(),
@@ -139,8 +149,11 @@ pub enum Kind {
 /// at most `attempts` times in all (`None`: until applied).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Retry {
+    /// Most tries in all, the first included; `None`: until applied.
     pub attempts: Option<u32>,
+    /// The wait before the second try.
     pub first: Duration,
+    /// The longest wait between two tries, where the doubling stops.
     pub last: Duration,
 }
 
@@ -178,7 +191,9 @@ impl Retry {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct EnforceError {
+    /// What went wrong, in words, for logs and status.
     pub message: String,
+    /// Whether and when trying again can help.
     pub retry: RetryHint,
 }
 
@@ -228,6 +243,7 @@ impl From<crate::netfilter::NetfilterError> for EnforceError {
 pub struct Failed {
     /// Its position in the batch.
     pub index: usize,
+    /// Why it did not take effect.
     pub error: EnforceError,
 }
 

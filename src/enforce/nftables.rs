@@ -235,6 +235,7 @@ impl Default for NftEnforcer {
 }
 
 impl NftEnforcer {
+    /// An enforcer whose first batch replaces moat's whole table.
     pub fn new() -> NftEnforcer {
         NftEnforcer {
             nft: Nft::open(),

@@ -23,6 +23,7 @@ pub trait Registered: Enforcer + Sized + 'static {
     type Settings: for<'de> Deserialize<'de> + Clone + Debug + PartialEq;
     /// Its name in `[enforce] use`, status and logs.
     const NAME: &'static str;
+    /// Where its bans take effect, which decides which jails' bans it takes.
     const KIND: Kind;
     /// The hint when `use` names it and its table is missing; `None`: the table is optional.
     const REQUIRES_TABLE: Option<&'static str> = None;
@@ -47,8 +48,11 @@ pub struct NoSettings {}
 
 /// An enforcer ready to run, with what the daemon needs to run it.
 pub struct Built {
+    /// The enforcer itself.
     pub enforcer: Box<dyn Enforcer>,
+    /// Which jails' bans it takes.
     pub kind: Kind,
+    /// How its failed changes are tried again.
     pub retry: Retry,
     /// Why this enforcer, or how it works (status).
     pub detail: Option<String>,
@@ -91,6 +95,7 @@ macro_rules! registry {
         }
 
         impl EnforcerName {
+            /// As `[enforce] use` writes it.
             pub fn as_str(self) -> &'static str {
                 match self {
                     $( EnforcerName::$variant => <$ty as Registered>::NAME, )*
@@ -109,7 +114,10 @@ macro_rules! registry {
             /// Lift every ban from the enforcers when moat stops (default: they stay in force,
             /// and kernel bans end by their own timeouts).
             pub lift_on_stop: Option<bool>,
-            $( pub $field: Option<<$ty as Registered>::Settings>, )*
+            $(
+                /// This enforcer's `[enforce.NAME]` table, when written.
+                pub $field: Option<<$ty as Registered>::Settings>,
+            )*
         }
 
         impl EnforceSettings {

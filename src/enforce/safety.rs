@@ -11,8 +11,9 @@ use ipnet::IpNet;
 
 use crate::detect::Proxies;
 
-/// The widest networks banned without `--force`.
+/// The widest IPv4 networks banned without `--force`.
 pub const WIDEST_V4: u8 = 16;
+/// The same for IPv6 networks.
 pub const WIDEST_V6: u8 = 32;
 
 const NEVER: &[(&str, &str)] = &[
@@ -40,6 +41,7 @@ fn overlap(a: &IpNet, b: &IpNet) -> bool {
 pub struct Protected {
     /// The host's own addresses (see [`own_addresses`]).
     pub own: Vec<IpAddr>,
+    /// The trusted proxies' ranges as last known: a target inside one is never banned.
     pub proxies: Proxies,
 }
 

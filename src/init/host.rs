@@ -19,13 +19,18 @@ use super::nginx::{self, LogFormat};
 /// The web servers moat has filters for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Server {
+    /// nginx.
     Nginx,
+    /// Apache httpd.
     Apache,
+    /// Traefik.
     Traefik,
+    /// Caddy.
     Caddy,
 }
 
 impl Server {
+    /// Its name as `moat init` shows it to the user.
     pub fn name(self) -> &'static str {
         match self {
             Server::Nginx => "nginx",
@@ -39,17 +44,22 @@ impl Server {
 /// Which of a server's logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogKind {
+    /// An access log, in this format.
     Access(LogFormat),
+    /// An error log.
     Error,
 }
 
 /// A web server's log, found in its configuration or at its usual place.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WebLog {
+    /// The server that writes it.
     pub server: Server,
     /// The path to read, as it is on this machine.
     pub path: String,
+    /// Access or error log, and an access log's format.
     pub kind: LogKind,
+    /// Whether the file is there now (a configured log may not be written yet).
     pub exists: bool,
     /// The site writing it proxies to something that looks like Portainer (its ports 9000 or
     /// 9443, or "portainer" in a name).
@@ -62,14 +72,17 @@ pub struct WebLog {
 /// A container and what identifies its application.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Container {
+    /// The container's name, without Docker's leading `/`.
     pub name: String,
     /// The image as Docker reports it (`vaultwarden/server:latest`, `ghcr.io/x/y@sha256:...`).
     pub image: String,
+    /// Whether it is running now.
     pub running: bool,
     /// Published ports: (host address, port, protocol).
     pub published: Vec<(String, u16, String)>,
     /// Bind mounts and volumes: (source on the host, destination in the container).
     pub mounts: Vec<(String, String)>,
+    /// The arguments its entrypoint is started with (empty when inspecting it failed).
     pub args: Vec<String>,
     /// The container's `TZ`, when set.
     pub tz: Option<String>,
@@ -80,13 +93,16 @@ pub struct Container {
 pub enum Docker {
     /// No socket at all: not a Docker host.
     Absent,
+    /// A socket, but the API did not answer: why.
     Unreachable(String),
+    /// The containers, running or not.
     Containers(Vec<Container>),
 }
 
 /// Where sshd's messages are.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SshLog {
+    /// A log file, by its path on this machine.
     File(String),
     /// The journal, by unit name.
     Journal(String),
@@ -95,7 +111,9 @@ pub enum SshLog {
 /// The admin's SSH session, from `SSH_CONNECTION`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AdminSession {
+    /// The admin's address, which the plan puts in the ignore list.
     pub client: IpAddr,
+    /// The port sshd answered on, which the proposed port policy allows from `client`.
     pub server_port: u16,
 }
 
@@ -110,13 +128,17 @@ pub enum Kernel {
     Neither(String, String),
 }
 
+/// A transport protocol, for listening sockets and published ports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Proto {
+    /// TCP.
     Tcp,
+    /// UDP.
     Udp,
 }
 
 impl Proto {
+    /// As a port policy writes it (`443/tcp`).
     pub fn as_str(self) -> &'static str {
         match self {
             Proto::Tcp => "tcp",
@@ -128,8 +150,11 @@ impl Proto {
 /// A socket listening for connections (TCP) or bound for datagrams (UDP).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listening {
+    /// The local address it is bound to (unspecified: every address).
     pub addr: IpAddr,
+    /// Its port.
     pub port: u16,
+    /// TCP or UDP.
     pub proto: Proto,
     /// The program holding it, when it can be found.
     pub process: Option<String>,
@@ -138,16 +163,23 @@ pub struct Listening {
 /// Everything `moat init` looked at.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Host {
+    /// Where the host's files were read (`/`, or `--root`).
     pub root: PathBuf,
+    /// The web servers' logs found.
     pub web: Vec<WebLog>,
     /// nginx's configuration, when there is one.
     pub nginx: Option<nginx::Nginx>,
+    /// What the Docker API said.
     pub docker: Docker,
+    /// Where sshd logs, when sshd is found.
     pub ssh: Option<SshLog>,
+    /// The admin's SSH session, when `moat init` runs in one.
     pub admin: Option<AdminSession>,
     /// The host's networks, by interface (loopback and link-local left out).
     pub networks: Vec<(String, IpNet)>,
+    /// Which kernel enforcer works here.
     pub kernel: Kernel,
+    /// The sockets listening or bound now.
     pub listening: Vec<Listening>,
     /// The interface of the default route.
     pub default_interface: Option<String>,

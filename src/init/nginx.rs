@@ -13,8 +13,11 @@ use std::path::{Path, PathBuf};
 /// One directive with its arguments and, for a block, what it contains.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Directive {
+    /// The directive's name (`access_log`, `server`).
     pub name: String,
+    /// Its arguments, unquoted.
     pub args: Vec<String>,
+    /// A block's directives; `None` for a directive ended by `;`.
     pub block: Option<Vec<Directive>>,
 }
 
@@ -160,6 +163,7 @@ pub enum LogFormat {
 pub struct AccessLog {
     /// As written in the configuration.
     pub path: String,
+    /// The format it is written in, from its `log_format`.
     pub format: LogFormat,
     /// The `server_name`s of the server that writes it (empty: set at `http` level).
     pub server_names: Vec<String>,
@@ -172,13 +176,17 @@ pub struct AccessLog {
 pub struct Nginx {
     /// The files read, main file first.
     pub files: Vec<PathBuf>,
+    /// The access logs written to files (neither `off` nor `syslog:`).
     pub access_logs: Vec<AccessLog>,
+    /// The error logs' paths, as written.
     pub error_logs: Vec<String>,
     /// `real_ip_header` values.
     pub real_ip_headers: Vec<String>,
     /// `set_real_ip_from` values.
     pub real_ip_from: Vec<String>,
+    /// Some part uses basic auth (`auth_basic` other than `off`): its failures can be watched.
     pub basic_auth: bool,
+    /// Some part uses `limit_req`: its rejections can be watched.
     pub limit_req: bool,
 }
 

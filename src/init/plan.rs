@@ -10,13 +10,17 @@ use super::nginx::LogFormat;
 /// A jail to write.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JailPlan {
+    /// The jail's name, its `[jails.NAME]` table (unique in the plan).
     pub name: String,
+    /// The built-in filter it uses.
     pub filter: &'static str,
+    /// What it reads: log paths, or `docker:NAME` for a container's output.
     pub sources: Vec<String>,
     /// Comment lines above the table: what it watches and why.
     pub notes: Vec<String>,
     /// Further keys, as TOML: ("bantime", "\"1d\"").
     pub settings: Vec<(&'static str, String)>,
+    /// `false`: written with `enabled = false`, since its log cannot be read yet.
     pub enabled: bool,
     /// Its bans would not stop visitors who come through Cloudflare: `behind = "cloudflare"`
     /// is proposed (commented out).
@@ -28,14 +32,25 @@ pub struct JailPlan {
 pub enum Cloudflare {
     /// nginx restores visitors' addresses from CF-Connecting-IP, trusting `listed` of
     /// Cloudflare's `total` ranges.
-    RealIpRestored { listed: usize, total: usize },
+    RealIpRestored {
+        /// How many of Cloudflare's ranges `set_real_ip_from` lists.
+        listed: usize,
+        /// How many ranges Cloudflare has.
+        total: usize,
+    },
     /// The log's clients are mostly Cloudflare's addresses: the visitors' are not restored.
-    LogShowsCloudflare { path: String, share: f64 },
+    LogShowsCloudflare {
+        /// The log's path.
+        path: String,
+        /// The share of its sampled clients that are Cloudflare's (0 to 1).
+        share: f64,
+    },
 }
 
 /// A proposed `[ports]`, written commented out.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PortsProposal {
+    /// The interface the policy applies to (the default route's).
     pub interface: Option<String>,
     /// ("443/tcp", why).
     pub open: Vec<(String, String)>,
@@ -52,12 +67,17 @@ pub struct Plan {
     pub enforcer: (&'static str, String),
     /// Never banned: (address or network, why).
     pub ignore: Vec<(String, String)>,
+    /// The jails to write, in order.
     pub jails: Vec<JailPlan>,
+    /// What Cloudflare in front means, when it is there.
     pub cloudflare: Option<Cloudflare>,
+    /// The port policy proposed.
     pub ports: PortsProposal,
     /// Summary lines: what was found, what was not, and what to look at.
     pub found: Vec<String>,
+    /// What was looked for and not found.
     pub missing: Vec<String>,
+    /// What the user should look at or change.
     pub advice: Vec<String>,
 }
 

@@ -21,7 +21,12 @@ pub enum Auth {
     /// An API token (`Authorization: Bearer`).
     Token(String),
     /// The legacy global API key (`X-Auth-Email`, `X-Auth-Key`).
-    GlobalKey { email: String, key: String },
+    GlobalKey {
+        /// The account's email address.
+        email: String,
+        /// The global API key itself (read from `key_file`).
+        key: String,
+    },
 }
 
 impl std::fmt::Debug for Auth {
@@ -38,8 +43,11 @@ impl std::fmt::Debug for Auth {
 pub enum CallError {
     /// Cloudflare answered with an error: HTTP status, the first error's code and message.
     Api {
+        /// The HTTP status.
         status: u16,
+        /// The code of Cloudflare's first error (`10009`: a duplicate access rule, say).
         code: u64,
+        /// The message of Cloudflare's first error.
         message: String,
     },
     /// Rate limited; no request before this much time has passed.
@@ -75,6 +83,7 @@ impl CallError {
         !matches!(self, CallError::Api { status, .. } if *status < 500 && *status != 429)
     }
 
+    /// Cloudflare's error code, when Cloudflare answered with one.
     pub fn code(&self) -> Option<u64> {
         match self {
             CallError::Api { code, .. } => Some(*code),
@@ -97,6 +106,8 @@ pub struct Budget {
 }
 
 impl Budget {
+    /// At most `per_second` requests a second and `limit` within any `window`; a pace
+    /// below 0.01 a second and a limit below 1 are raised to those.
     pub fn new(per_second: f64, limit: usize, window: Duration) -> Budget {
         Budget {
             pace: Duration::from_secs_f64(1.0 / per_second.max(0.01)),
@@ -134,6 +145,7 @@ impl Budget {
         self.sent.push_back(now);
     }
 
+    /// No request before `until`; a pause already longer is kept.
     pub fn pause(&mut self, until: Instant) {
         self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
     }
@@ -142,15 +154,21 @@ impl Budget {
 /// Requests sent, and the last error, for status.
 #[derive(Clone, Debug, Default)]
 pub struct Counters {
+    /// Requests sent since start (retries included).
     pub requests: u64,
+    /// The last failed call's error, in words (kept when later calls succeed).
     pub last_error: Option<String>,
 }
 
+/// A client of Cloudflare's API v4: one credential, one budget every request waits for,
+/// and counters for status.
 pub struct Api {
     base: String,
     auth: Auth,
     agent: ureq::Agent,
+    /// The client-side budget every request of this client waits for.
     pub budget: Budget,
+    /// Requests sent and the last error, for status.
     pub counters: Counters,
     /// The longest a call waits for a 429 to pass before giving up (the caller retries).
     max_wait: Duration,
@@ -191,6 +209,8 @@ fn exhausted(header: &str) -> Option<Duration> {
 }
 
 impl Api {
+    /// A client of the API at `base` (a trailing `/` is dropped), with a 30 s timeout per
+    /// request.
     pub fn new(base: &str, auth: Auth, budget: Budget) -> Api {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(30)))

@@ -80,6 +80,8 @@ struct Remote {
     started: Option<Timestamp>,
 }
 
+/// The `cloudflare` enforcer: what moat holds at Cloudflare, in list or access-rules mode,
+/// through one rate-limited API client.
 pub struct CloudflareEnforcer {
     api: Api,
     pub(crate) s: CloudflareSettings,
@@ -218,6 +220,8 @@ impl From<CallError> for EnforceError {
 }
 
 impl CloudflareEnforcer {
+    /// An enforcer calling `api` as `s` says; it reads nothing from Cloudflare until its first
+    /// batch or read-back.
     pub fn new(api: Api, s: CloudflareSettings) -> CloudflareEnforcer {
         CloudflareEnforcer {
             api,

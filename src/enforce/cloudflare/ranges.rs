@@ -23,6 +23,9 @@ pub fn fetch(api: &str) -> Result<Vec<IpNet>, String> {
     parse(&text)
 }
 
+/// The ranges of a `GET /ips` answer (`result.ipv4_cidrs` and `result.ipv6_cidrs`),
+/// truncated to their networks. Refused unless plausible: none wider than a /8 (IPv4) or a
+/// /16 (IPv6), and between 1 and 200 of them.
 pub fn parse(text: &str) -> Result<Vec<IpNet>, String> {
     let v: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
     let mut out = Vec::new();

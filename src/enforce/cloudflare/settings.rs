@@ -23,12 +23,17 @@ pub struct CloudflareSettings {
     pub token_env: Option<String>,
     /// The legacy global API key: the account's email and a file holding the key.
     pub email: Option<String>,
+    /// A file holding the legacy global API key (readable by its owner only), with `email`.
     pub key_file: Option<PathBuf>,
+    /// The account's id: where the IP list lives (list mode), or account-level access rules.
     pub account_id: Option<String>,
+    /// The zone's id: where the rule blocking the list lives (list mode), or zone-level
+    /// access rules.
     pub zone_id: Option<String>,
     /// The IP list's name (list mode): lowercase letters, digits, `_`, at most 50.
     #[serde(default = "default_list")]
     pub list: String,
+    /// What Cloudflare does with a banned client's requests.
     #[serde(default)]
     pub action: Action,
     /// Access rules at `zone`, `account` or `user` level.
@@ -46,6 +51,8 @@ pub struct CloudflareSettings {
     /// The API's base URL.
     #[serde(default = "default_api")]
     pub api: String,
+    /// The most requests moat sends a second (its pace; the budget below bounds the five
+    /// minutes).
     #[serde(default = "default_requests_per_second")]
     pub requests_per_second: f64,
     /// Requests per five minutes (Cloudflare's limit is 1,200 per user).
@@ -90,6 +97,7 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// As the configuration writes it.
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::List => "list",
@@ -102,9 +110,12 @@ impl Mode {
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
+    /// Refuse the request.
     #[default]
     Block,
+    /// Show an interactive challenge.
     Challenge,
+    /// Let Cloudflare choose the challenge (often none a human notices).
     ManagedChallenge,
 }
 
@@ -123,13 +134,17 @@ impl Action {
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
+    /// The zone's rules (`zone_id`): only this site.
     #[default]
     Zone,
+    /// The account's rules (`account_id`): every zone of the account.
     Account,
+    /// The user's rules: every zone the credential's user owns.
     User,
 }
 
 impl Scope {
+    /// As the configuration writes it.
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Zone => "zone",

@@ -14,7 +14,9 @@ use super::{CloudflareEnforcer, Mode};
 /// One check and its outcome.
 #[derive(Debug, serde::Serialize)]
 pub struct Check {
+    /// What was checked (the credential, the account, the zone, a permission), in words.
     pub what: String,
+    /// Whether it works.
     pub ok: bool,
     /// What was found, or what is missing and how to fix it.
     pub detail: String,

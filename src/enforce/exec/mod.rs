@@ -24,6 +24,8 @@ use crate::vocab::time::utc;
 use crate::vocab::Target;
 pub use settings::{ArgvTemplate, ExecSettings};
 
+/// The `exec` enforcer: runs the ban template for each ban and the unban template, when there is
+/// one, for each unban; it holds what it ran the ban for.
 pub struct ExecEnforcer {
     ban: Vec<String>,
     unban: Option<Vec<String>>,
@@ -32,6 +34,7 @@ pub struct ExecEnforcer {
 }
 
 impl ExecEnforcer {
+    /// An enforcer running `ban` (and `unban`), each run killed after `timeout`.
     pub fn new(ban: &ArgvTemplate, unban: Option<&ArgvTemplate>, timeout: Duration) -> Self {
         ExecEnforcer {
             ban: ban.0.clone(),

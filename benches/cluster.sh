@@ -2,7 +2,11 @@
 # Propagation latency in a fleet of three moat nodes sharing bans through a real redis-server:
 # N bans by hand on node 1 (`moat ban`), each timed from just before the command to the moment
 # its element appears in node 2's and node 3's nftables sets (seen by `nft monitor` in their
-# namespaces). Prints p50 / p99 / max, and Redis's memory per active ban.
+# namespaces). Prints p50 / p99 / max, and Redis's memory per active ban. Then BULK (default
+# 100,000) fleet bans are written into Redis's active set as another node's, node 3 is
+# restarted with an empty state directory and an empty kernel table, and the bench reports
+# how long from its start until the last of them is in its nftables set (from moat's own
+# debug log of its nft batches, as benches/kernel.sh does) and its RSS holding them.
 #
 #   sudo benches/cluster.sh [N]           (N defaults to 1000; MOAT=path/to/moat, default the
 #                                          release build)
@@ -11,12 +15,16 @@
 # temporary directory and in namespaces named moat-bench-*, removed at the end.
 set -euo pipefail
 N=${1:-1000}
+BULK=${BULK:-100000}
 MOAT=${MOAT:-$(dirname "$0")/../target/release/moat}
 MOAT=$(readlink -f "$MOAT")
 TMP=$(mktemp -d)
 NS=(lan n1 n2 n3)
 MONITORS=()
 cleanup() {
+  # The daemons by their configuration's path, Redis by its pid (it renames itself).
+  pkill -f "run -c $TMP/" 2>/dev/null || true
+  [ -n "${REDIS_PID:-}" ] && kill "$REDIS_PID" 2>/dev/null || true
   for p in "${MONITORS[@]}"; do kill -- "-$p" 2>/dev/null || true; done
   for p in $(jobs -p); do kill "$p" 2>/dev/null || true; done
   for n in "${NS[@]}"; do ip netns del "moat-bench-$n" 2>/dev/null || true; done
@@ -47,6 +55,7 @@ user default off
 user moat on >bench ~moat:* +@all -@dangerous +ping +info +memory
 EOF
 in_ns lan redis-server "$TMP/redis.conf" > "$TMP/redis.log" 2>&1 &
+REDIS_PID=$!
 rcli() { in_ns lan redis-cli --no-auth-warning -h 192.0.2.5 --user moat --pass bench "$@"; }
 until [ "$(rcli PING 2>/dev/null)" = PONG ]; do sleep 0.1; done
 for i in 1 2 3; do
@@ -121,7 +130,66 @@ print(f"propagation over {n} bans x 2 nodes ({len(lat)} seen): p50 {pick(0.5):.1
 EOF
 bans=$(rcli HLEN moat:bans)
 used=$(rcli INFO memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p')
-key=$(rcli HKEYS moat:bans | head -1)
+key=$(rcli HRANDFIELD moat:bans)
 entry=$(rcli MEMORY USAGE moat:bans)
 echo "Redis: $bans active bans, used_memory $used bytes in all; moat:bans $entry bytes ($((entry / bans)) per ban); moat:log $(rcli MEMORY USAGE moat:log) bytes for $(rcli XLEN moat:log) entries"
 echo "a ban's JSON: $(rcli HGET moat:bans "$key" | wc -c) bytes"
+
+# 100,000 fleet bans at a node's start: another node's (node9, not running) bans in the active
+# set; node 3 starts with nothing (no state, no table) and takes them from the resync.
+python3 - "$BULK" <<'PY' > "$TMP/bulk.resp"
+import ipaddress, json, sys, time
+n = int(sys.argv[1])
+now = int(time.time() * 1000)
+def resp(*args):
+    out = f"*{len(args)}\r\n"
+    for a in args:
+        b = a.encode()
+        out += f"${len(b)}\r\n{a}\r\n"
+    return out
+w = sys.stdout.write
+for k in range(n):
+    target = f"{ipaddress.ip_address(f'2001:db8:8::{k >> 16:x}:{k & 0xffff:x}')}/128"
+    ban = {"node": "node9", "jail": "portainer", "target": target, "started": now,
+           "until": now + 3600_000, "failures": 5, "origin": "jail", "reason": "5 failures",
+           "lines": []}
+    w(resp("HSET", "moat:bans", f"node9/portainer/{target}/{now}", json.dumps(ban, separators=(",", ":"))))
+PY
+pkill -f "run -c $TMP/node3/moat.toml" || true
+while pgrep -f "run -c $TMP/node3/moat.toml" >/dev/null; do sleep 0.1; done
+rm -rf "$TMP/node3/state"
+in_ns n3 nft delete table inet moat 2>/dev/null || true
+in_ns lan redis-cli --no-auth-warning -h 192.0.2.5 --user moat --pass bench --pipe < "$TMP/bulk.resp" > /dev/null
+t0=$(date +%s%N)
+in_ns n3 env MOAT_LOG=info,moat::enforce::nftables=debug "$MOAT" run -c "$TMP/node3/moat.toml" 2> "$TMP/node3/daemon.log" &
+# Sum the changes of node 3's nft batches until they hold the bulk and the N bans above.
+deadline=$(($(date +%s) + 300))
+python3 - "$TMP/node3/daemon.log" "$t0" "$((BULK + N))" "$deadline" <<'PY'
+import datetime, re, sys, time
+log, t0, bulk, deadline = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+while True:
+    total, at = 0, None
+    for line in open(log, errors="replace"):
+        line = re.sub(r"\x1b\[[0-9;]*m", "", line)
+        m = re.search(r"changes=(\d+)", line)
+        if m and "nft batch" in line:
+            total += int(m.group(1))
+            if total >= bulk and at is None:
+                stamp = re.match(r"\S+", line).group(0)
+                at = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    if at is not None:
+        print(f"{bulk} fleet bans at a node's start: in its nftables set {(at - t0 / 1e9) * 1000:.0f} ms "
+              f"after `moat run` started ({total} changes in its nft batches)")
+        break
+    if time.time() > deadline:
+        print(f"{bulk} fleet bans at a node's start: only {total} changes after 300 s")
+        break
+    time.sleep(0.05)
+PY
+sleep 5
+pid=$(pgrep -f "run -c $TMP/node3/moat.toml" | head -1)
+if [ -n "${KEEP_LOG:-}" ]; then cp "$TMP/node3/daemon.log" "$KEEP_LOG"; fi
+echo "node 3 holding them: RSS $(awk '/^VmRSS/ {print $2 / 1024 " MB"}' "/proc/$pid/status"), \
+$(in_ns n3 nft list set inet moat ban6 | grep -o '2001:db8:8::' | wc -l) of them in its ban6 set"
+bans=$(rcli HLEN moat:bans)
+echo "Redis with $bans active bans: moat:bans $(rcli MEMORY USAGE moat:bans) bytes ($(($(rcli MEMORY USAGE moat:bans) / bans)) per ban)"

@@ -282,8 +282,15 @@ impl Engine {
             tracing::info!(count = gone.len(), "resync: remote bans no longer in force");
             self.end_from_fleet(&gone, now);
         }
+        // Placed together and handed to the enforcers at once: a node joining a fleet of
+        // 100,000 bans makes one kernel transaction of them, not 100,000.
+        self.gathered = Some(Vec::new());
         for b in bans {
             self.remote_ban(b, now);
+        }
+        let changes = self.gathered.take().unwrap_or_default();
+        if !changes.is_empty() {
+            self.enforcers.apply(changes);
         }
     }
 }

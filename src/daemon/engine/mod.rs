@@ -89,6 +89,9 @@ pub struct Engine {
     lift_on_stop: bool,
     /// The last 7 days' bans and the failures since start, for the dashboard.
     recent: Recent,
+    /// While a batch of decisions is placed (a fleet resync of many bans), the changes
+    /// gathered for one hand-over to the enforcers: one kernel transaction, not one per ban.
+    gathered: Option<Vec<crate::enforce::Change>>,
     /// The fleet this node belongs to (`[cluster]`).
     fleet: Option<fleet::Fleet>,
 }
@@ -137,6 +140,7 @@ impl Engine {
             ticks: 0,
             lift_on_stop: config.enforce.lift_on_stop.unwrap_or(false),
             recent: Recent::default(),
+            gathered: None,
             fleet: None,
         };
         let now = Timestamp::now();
@@ -338,7 +342,10 @@ impl Engine {
         match placed {
             Placed::InForce(change) => {
                 tracing::info!(ip = %Target(target), %jail, failures, %until, "ban");
-                self.enforcers.apply_read_at(vec![change], read_at);
+                match &mut self.gathered {
+                    Some(changes) => changes.push(change),
+                    None => self.enforcers.apply_read_at(vec![change], read_at),
+                }
                 self.recent.ban(started, &jail, target);
                 self.changed();
                 if let (Some(f), Some((ban, lines))) = (&self.fleet, &shared) {

@@ -54,6 +54,39 @@ pub struct CloudflareSettings {
     /// How often what moat holds at Cloudflare is read back and converged.
     #[serde(default = "default_reconcile")]
     pub reconcile: Duration,
+    /// Whose entries these are: written into each item's comment (each rule's notes), and
+    /// only entries of this owner are moat's to change or delete. Other moat hosts on the
+    /// same account take another owner; the nodes of one fleet take the same. Letters,
+    /// digits, `.`, `-`, `_`, at most [`OWNER_MAX`]; the host name by default.
+    #[serde(default = "default_owner")]
+    pub owner: String,
+}
+
+/// The longest `owner` (a DNS label's length).
+pub const OWNER_MAX: usize = 63;
+
+/// Whether `owner` is one moat writes and reads back: letters, digits, `.`, `-`, `_`, at most
+/// [`OWNER_MAX`], not empty.
+pub fn owner_ok(owner: &str) -> bool {
+    !owner.is_empty()
+        && owner.len() <= OWNER_MAX
+        && owner
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
+/// The host name, cut to what `owner` may hold (`moat` when nothing is left).
+fn default_owner() -> String {
+    let host: String = crate::enforce::notify::node_name()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        .take(OWNER_MAX)
+        .collect();
+    if host.is_empty() {
+        "moat".into()
+    } else {
+        host
+    }
 }
 
 fn default_list() -> String {
@@ -204,6 +237,13 @@ impl CloudflareSettings {
             return Err(format!(
                 "[enforce.cloudflare] list {name:?}: Cloudflare list names are lowercase \
                  letters, digits and _, at most 50; hint: \"moat_block\""
+            ));
+        }
+        if !owner_ok(&self.owner) {
+            return Err(format!(
+                "[enforce.cloudflare] owner {:?}: letters, digits, '.', '-' and '_', at most \
+                 {OWNER_MAX}; hint: the host's name, the same on every node of a fleet",
+                self.owner
             ));
         }
         if !(12..=128).contains(&self.ipv6_prefix) {

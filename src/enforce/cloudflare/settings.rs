@@ -270,3 +270,29 @@ impl CloudflareSettings {
         self.reconcile.0.unsigned_abs()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(extra: &str) -> CloudflareSettings {
+        toml::from_str(&format!(
+            "token_file = \"cf.token\"\naccount_id = \"a\"\nzone_id = \"z\"\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_owner_defaults_to_the_host_name_and_is_checked() {
+        let s = settings("");
+        assert!(owner_ok(&s.owner), "{:?}", s.owner);
+        assert_eq!(s.check(), Ok(()));
+        assert_eq!(settings("owner = \"web-1\"").owner, "web-1");
+        for bad in ["", "web 1", "web-1;rm", "wéb"] {
+            let e = settings(&format!("owner = {bad:?}")).check().unwrap_err();
+            assert!(e.contains("owner") && e.contains("at most 63"), "{e}");
+        }
+        let long = "a".repeat(64);
+        assert!(settings(&format!("owner = \"{long}\"")).check().is_err());
+    }
+}

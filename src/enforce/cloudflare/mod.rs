@@ -13,13 +13,14 @@
 //!   10009) is looked up and adopted.
 //!
 //! What moat holds at Cloudflare is read back at start and every few minutes (list items and
-//! rules whose comment or notes start with `moat`) and converged to the ledger's active bans:
+//! rules whose comment or notes are moat's and name this host's `owner`, or no owner) and converged to the ledger's active bans:
 //! a ban not yet placed (moat was stopped, Cloudflare was down) is placed, an unban not yet
 //! done is done, one that became moot is dropped. The ledger is the outbox; Cloudflare's state
 //! is compared with it, never trusted blindly.
 //!
-//! Nothing moat did not create is touched: an entry whose comment or notes are not moat's
-//! (`parse_comment` is the one place that decides) is someone else's. A list item of theirs
+//! Nothing moat did not create is touched: an entry whose comment or notes are not moat's, or
+//! name another owner (another moat host on the account), is someone else's (`parse_comment`
+//! is the one place that decides). A list item of theirs
 //! for an address moat bans is never overwritten (a POST would replace its comment) nor
 //! deleted at the unban; the ban is held by their item, and status counts such bans. What
 //! the list holds for the addresses a batch changes is looked up first, unless the list was

@@ -1101,3 +1101,125 @@ fn keep_newest_and_a_restart_do_not_churn_the_list() {
         .to_string();
     assert!(remark.contains("1 bans NOT placed"), "{remark}");
 }
+
+/// Two moat hosts on one Cloudflare account, each with its own owner and directory.
+fn two_hosts(fake: &Fake, extra: &str) -> (tempfile::TempDir, tempfile::TempDir) {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    config(a.path(), fake, &format!("owner = \"web-1\"\n{extra}"));
+    config(b.path(), fake, &format!("owner = \"web-2\"\n{extra}"));
+    (a, b)
+}
+
+#[test]
+fn two_hosts_on_one_list_never_delete_each_others_items() {
+    let fake = Fake::start(Options::default());
+    fake.token("good-token", &[LISTS_EDIT, WAF_EDIT]);
+    let (a, b) = two_hosts(&fake, "reconcile = \"2s\"\n");
+    let d1 = Daemon::start(a.path());
+    d1.json(&["ban", "203.0.113.171", "--for", "1h", "--json"]);
+    eventually(10, "web-1's ban is in the list", &d1, || {
+        item(&fake, "203.0.113.171").is_some()
+    });
+    let first = item(&fake, "203.0.113.171").unwrap();
+    assert!(first.1.ends_with(" owner web-1"), "{first:?}");
+    // The second host starts (reads the list, converges to its own ledger: empty) and bans.
+    let d2 = Daemon::start(b.path());
+    d2.json(&["ban", "203.0.113.172", "--for", "1h", "--json"]);
+    eventually(10, "web-2's ban is in the list", &d2, || {
+        item(&fake, "203.0.113.172").is_some()
+    });
+    let second = item(&fake, "203.0.113.172").unwrap();
+    assert!(second.1.ends_with(" owner web-2"), "{second:?}");
+    // Reconciles on both, every 2 s: each leaves the other's item as it is.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(item(&fake, "203.0.113.171"), Some(first.clone()));
+    assert_eq!(item(&fake, "203.0.113.172"), Some(second.clone()));
+    // web-1 bans web-2's address too: held by web-2's item, never overwritten.
+    d1.json(&["ban", "203.0.113.172", "--for", "1h", "--json"]);
+    eventually(5, "web-1 counts the ban web-2's item holds", &d1, || {
+        remark(&d1).contains(HELD_BY_OTHERS)
+    });
+    assert_eq!(item(&fake, "203.0.113.172"), Some(second.clone()));
+    // web-1's unban of it, and web-2's unban of web-1's address (never its ban), delete
+    // nothing.
+    d1.json(&["unban", "203.0.113.172", "--json"]);
+    d2.json(&["unban", "203.0.113.171", "--json"]);
+    eventually(5, "web-1 holds nothing by another's item now", &d1, || {
+        !remark(&d1).contains("held by an item")
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(item(&fake, "203.0.113.171"), Some(first.clone()));
+    assert_eq!(item(&fake, "203.0.113.172"), Some(second.clone()));
+    // Restarts: each reads back only its own items.
+    d1.stop();
+    let d1 = Daemon::start(a.path());
+    eventually(10, "web-1 read back its one item", &d1, || {
+        remark(&d1).contains("1 entries at Cloudflare")
+    });
+    d2.stop();
+    let d2 = Daemon::start(b.path());
+    eventually(10, "web-2 read back its one item", &d2, || {
+        remark(&d2).contains("1 entries at Cloudflare")
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(item(&fake, "203.0.113.171"), Some(first.clone()));
+    assert_eq!(item(&fake, "203.0.113.172"), Some(second));
+    // web-2's own unban deletes its own item, and only that.
+    d2.json(&["unban", "203.0.113.172", "--json"]);
+    eventually(10, "web-2's item is deleted", &d2, || {
+        item(&fake, "203.0.113.172").is_none()
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(item(&fake, "203.0.113.171"), Some(first));
+    drop(d1);
+}
+
+#[test]
+fn two_hosts_with_access_rules_never_delete_each_others_rules() {
+    let fake = Fake::start(Options::default());
+    fake.token("good-token", &[ZONE_FIREWALL_EDIT]);
+    let (a, b) = two_hosts(&fake, "mode = \"access-rules\"\nreconcile = \"2s\"\n");
+    let rule = |ip: &str| -> Option<String> {
+        let st = fake.state.lock().unwrap();
+        st.access_rules
+            .iter()
+            .find(|r| r.value == ip)
+            .map(|r| r.notes.clone())
+    };
+    let d1 = Daemon::start(a.path());
+    d1.json(&["ban", "203.0.113.181", "--for", "1h", "--json"]);
+    eventually(10, "web-1's rule", &d1, || rule("203.0.113.181").is_some());
+    let d2 = Daemon::start(b.path());
+    d2.json(&["ban", "203.0.113.182", "--for", "1h", "--json"]);
+    eventually(10, "web-2's rule", &d2, || rule("203.0.113.182").is_some());
+    assert!(rule("203.0.113.181").unwrap().ends_with(" owner web-1"));
+    assert!(rule("203.0.113.182").unwrap().ends_with(" owner web-2"));
+    // web-1 bans web-2's address: the duplicate is web-2's rule, which holds the ban.
+    d1.json(&["ban", "203.0.113.182", "--for", "1h", "--json"]);
+    eventually(5, "web-1 counts the ban web-2's rule holds", &d1, || {
+        remark(&d1).contains("1 bans held by a rule moat did not create")
+    });
+    d1.json(&["unban", "203.0.113.182", "--json"]);
+    d2.json(&["unban", "203.0.113.181", "--json"]);
+    // Reconciles and a restart of each: nothing of the other's goes.
+    std::thread::sleep(Duration::from_secs(5));
+    d1.stop();
+    let d1 = Daemon::start(a.path());
+    d2.stop();
+    let d2 = Daemon::start(b.path());
+    eventually(10, "web-2 read back its one rule", &d2, || {
+        remark(&d2).contains("1 entries at Cloudflare")
+    });
+    eventually(10, "web-1 read back its one rule", &d1, || {
+        remark(&d1).contains("1 entries at Cloudflare")
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(rule("203.0.113.181").unwrap().ends_with(" owner web-1"));
+    assert!(rule("203.0.113.182").unwrap().ends_with(" owner web-2"));
+    d2.json(&["unban", "203.0.113.182", "--json"]);
+    eventually(10, "web-2's rule is deleted", &d2, || {
+        rule("203.0.113.182").is_none()
+    });
+    assert!(rule("203.0.113.181").is_some());
+    drop(d1);
+}

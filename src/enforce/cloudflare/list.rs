@@ -248,7 +248,7 @@ impl CloudflareEnforcer {
             if !wanted.contains(addr.as_str()) {
                 continue;
             }
-            let holder = if parse_comment(&comment).is_some() {
+            let holder = if parse_comment(&comment, &self.s.owner).is_some() {
                 if let Some(r) = self.remote.get_mut(&addr) {
                     r.id = Some(id.clone());
                 }
@@ -516,7 +516,7 @@ impl CloudflareEnforcer {
     ) -> Result<Vec<(usize, String)>, CallError> {
         let items: Vec<Value> = chunk
             .iter()
-            .map(|(a, b)| json!({"ip": a, "comment": comment_of(b)}))
+            .map(|(a, b)| json!({"ip": a, "comment": comment_of(b, &self.s.owner)}))
             .collect();
         let path = format!("/accounts/{}/rules/lists/{list}/items", self.account());
         let v = self.api.result("POST", &path, Some(&Value::Array(items)))?;

@@ -13,13 +13,14 @@
 //!   10009) is looked up and adopted.
 //!
 //! What moat holds at Cloudflare is read back at start and every few minutes (list items and
-//! rules whose comment or notes start with `moat`) and converged to the ledger's active bans:
+//! rules whose comment or notes are moat's and name this host's `owner`, or no owner) and converged to the ledger's active bans:
 //! a ban not yet placed (moat was stopped, Cloudflare was down) is placed, an unban not yet
 //! done is done, one that became moot is dropped. The ledger is the outbox; Cloudflare's state
 //! is compared with it, never trusted blindly.
 //!
-//! Nothing moat did not create is touched: an entry whose comment or notes are not moat's
-//! (`parse_comment` is the one place that decides) is someone else's. A list item of theirs
+//! Nothing moat did not create is touched: an entry whose comment or notes are not moat's, or
+//! name another owner (another moat host on the account), is someone else's (`parse_comment`
+//! is the one place that decides). A list item of theirs
 //! for an address moat bans is never overwritten (a POST would replace its comment) nor
 //! deleted at the unban; the ban is held by their item, and status counts such bans. What
 //! the list holds for the addresses a batch changes is looked up first, unless the list was
@@ -143,16 +144,26 @@ fn remote_of(target: &IpNet, ipv6_prefix: u8, mode: Mode) -> Result<String, Stri
     }
 }
 
-/// The comment or notes moat writes: what identifies moat's entries, and the ban they carry.
-fn comment_of(b: &BanOrder) -> String {
+/// The longest jail name a comment carries (the rest is cut): with the owner, the comment
+/// stays under Cloudflare's limits on comments and notes.
+const JAIL_MAX: usize = 64;
+
+/// The comment or notes moat writes: what identifies moat's entries, whose they are
+/// (`owner`), and the ban they carry.
+fn comment_of(b: &BanOrder, owner: &str) -> String {
     // Whole seconds: shorter, and all that ranking by them needs.
     let secs = |t: Timestamp| Timestamp::from_second(t.as_second()).unwrap_or(t);
     let until = b
         .until
         .map_or("forever".to_string(), |u| secs(u).to_string());
+    let jail: String = b
+        .jail
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .take(JAIL_MAX)
+        .collect();
     format!(
-        "moat {} {} since {} until {until}",
-        b.jail,
+        "moat {jail} {} since {} until {until} owner {owner}",
         Target(b.target),
         secs(b.started)
     )
@@ -166,18 +177,26 @@ struct Carried {
 }
 
 /// The one place that reads the comments and notes moat writes: `None` for an entry that is
-/// not moat's.
-fn parse_comment(c: &str) -> Option<Carried> {
+/// not this moat's. An entry is this moat's when its comment is of moat's form and names
+/// `owner`, or names no owner at all (written by a moat before owners: an upgraded host
+/// goes on converging its own old entries). A comment naming another owner, an owner moat
+/// would not write, or more than one owner is someone else's.
+fn parse_comment(c: &str, owner: &str) -> Option<Carried> {
     let mut f = c.strip_prefix("moat ")?.split_whitespace();
     let _jail = f.next()?;
     let target = crate::vocab::parse_target(f.next()?).ok()?;
-    let (mut started, mut until) = (None, None);
+    let (mut started, mut until, mut named) = (None, None, None);
     while let (Some(k), Some(v)) = (f.next(), f.next()) {
         match k {
             "since" => started = v.parse().ok(),
             "until" if v != "forever" => until = v.parse().ok(),
+            "owner" if named.is_some() || !settings::owner_ok(v) => return None,
+            "owner" => named = Some(v),
             _ => {}
         }
+    }
+    if named.is_some_and(|n| n != owner) {
+        return None;
     }
     Some(Carried {
         target,
@@ -268,7 +287,7 @@ impl CloudflareEnforcer {
         let mut fresh: HashMap<String, Remote> = HashMap::new();
         let mut foreign = HashSet::new();
         for (addr, id, comment) in entries {
-            let Some(carried) = parse_comment(&comment) else {
+            let Some(carried) = parse_comment(&comment, &self.s.owner) else {
                 foreign.insert(addr); // not moat's
                 continue;
             };
@@ -522,18 +541,106 @@ mod tests {
             evidence: Default::default(),
             node: None,
         };
-        let c = comment_of(&b);
+        let c = comment_of(&b, "web-1");
         assert!(
             c.starts_with("moat portainer 2001:db8::1 since 2023-11-14T22:13:20Z until 2027-"),
             "{c}"
         );
-        let x = parse_comment(&c).unwrap();
+        assert!(c.ends_with(" owner web-1"), "{c}");
+        let x = parse_comment(&c, "web-1").unwrap();
         assert_eq!(
             (x.target, x.started, x.until),
             (b.target, Some(b.started), b.until)
         );
-        assert!(parse_comment("banned by hand").is_none());
+        assert!(parse_comment("banned by hand", "web-1").is_none());
         let forever = BanOrder { until: None, ..b };
-        assert_eq!(parse_comment(&comment_of(&forever)).unwrap().until, None);
+        assert_eq!(
+            parse_comment(&comment_of(&forever, "web-1"), "web-1")
+                .unwrap()
+                .until,
+            None
+        );
+    }
+
+    fn order(jail: &str) -> BanOrder {
+        BanOrder {
+            target: "203.0.113.9/32".parse().unwrap(),
+            jail: jail.into(),
+            started: Timestamp::from_second(1_700_000_000).unwrap(),
+            until: None,
+            failures: 1,
+            ports: None,
+            evidence: Default::default(),
+            node: None,
+        }
+    }
+
+    #[test]
+    fn an_entry_is_moats_only_when_it_names_this_owner() {
+        let c = comment_of(&order("sshd"), "web-1");
+        // Its own.
+        assert!(parse_comment(&c, "web-1").is_some());
+        // Another host's on the same account: not this moat's.
+        assert!(parse_comment(&c, "web-2").is_none());
+        assert!(parse_comment(&c, "web-10").is_none());
+        assert!(parse_comment(&c, "web").is_none());
+        // Written before owners existed: this host's (an upgrade converges its old items).
+        let legacy = "moat sshd 203.0.113.9 since 2023-11-14T22:13:20Z until forever";
+        let x = parse_comment(legacy, "web-1").unwrap();
+        assert_eq!(x.target, "203.0.113.9/32".parse::<IpNet>().unwrap());
+        assert_eq!(x.until, None);
+    }
+
+    #[test]
+    fn hostile_comments_are_not_taken_as_moats() {
+        let since = "since 2023-11-14T22:13:20Z until forever";
+        for c in [
+            // Two owners, whichever comes first.
+            format!("moat sshd 203.0.113.9 {since} owner web-1 owner web-2"),
+            format!("moat sshd 203.0.113.9 {since} owner web-2 owner web-1"),
+            format!("moat sshd 203.0.113.9 {since} owner web-1 owner web-1"),
+            // An owner moat never writes.
+            format!("moat sshd 203.0.113.9 {since} owner web-1;rm"),
+            format!("moat sshd 203.0.113.9 {since} owner {}", "a".repeat(64)),
+            format!("moat sshd 203.0.113.9 {since} owner <b>web-1</b>"),
+            // Not moat's form at all.
+            format!("Moat sshd 203.0.113.9 {since} owner web-1"),
+            format!(" moat sshd 203.0.113.9 {since} owner web-1"),
+            format!("moat sshd not-an-address {since} owner web-1"),
+            "moat".to_string(),
+            "moat ".to_string(),
+        ] {
+            assert!(parse_comment(&c, "web-1").is_none(), "{c}");
+        }
+        // The owner compares exactly (no case folding, no prefix).
+        let c = comment_of(&order("sshd"), "Web-1");
+        assert!(parse_comment(&c, "web-1").is_none());
+        assert!(parse_comment(&c, "Web-1").is_some());
+    }
+
+    #[test]
+    fn a_long_jail_name_keeps_the_comment_short_and_readable() {
+        let owner = "o".repeat(settings::OWNER_MAX);
+        let mut b = order(&"j".repeat(500));
+        b.target = "2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff/128"
+            .parse()
+            .unwrap();
+        b.until = Some(Timestamp::from_second(1_800_000_000).unwrap());
+        let c = comment_of(&b, &owner);
+        assert!(c.len() <= 255, "{} chars: {c}", c.len());
+        assert!(parse_comment(&c, &owner).is_some(), "{c}");
+        // A jail with a space cannot shift the fields.
+        let c = comment_of(&order("a owner web-2"), "web-1");
+        assert!(parse_comment(&c, "web-1").is_some(), "{c}");
+        assert!(parse_comment(&c, "web-2").is_none(), "{c}");
+    }
+
+    #[test]
+    fn the_owner_is_checked_with_the_settings() {
+        assert!(settings::owner_ok("web-1.example_b"));
+        for bad in ["", "web 1", "web/1", "wéb", &"a".repeat(64)] {
+            assert!(!settings::owner_ok(bad), "{bad:?}");
+        }
+        assert!(settings::owner_ok(&"a".repeat(63)));
     }
 }

@@ -38,7 +38,7 @@ impl CloudflareEnforcer {
             let v = self.api.call("GET", &path, None)?;
             for r in v["result"].as_array().into_iter().flatten() {
                 let notes = r["notes"].as_str().unwrap_or_default();
-                if parse_comment(notes).is_some() {
+                if parse_comment(notes, &self.s.owner).is_some() {
                     out.push((
                         r["configuration"]["value"]
                             .as_str()
@@ -103,7 +103,7 @@ impl CloudflareEnforcer {
         };
         let body = json!({"mode": self.s.action.as_str(),
                           "configuration": {"target": target, "value": addr},
-                          "notes": comment_of(b)});
+                          "notes": comment_of(b, &self.s.owner)});
         let path = self.rules_path();
         let id = match self.api.result("POST", &path, Some(&body)) {
             Ok(v) => v["id"].as_str().map(String::from),
@@ -166,7 +166,10 @@ impl CloudflareEnforcer {
                 .map(|rules| rules.iter().any(|(a, rid, _)| a == &addr && rid == &id))
         } else {
             match self.api.result("GET", &path, None) {
-                Ok(v) => Ok(v["configuration"]["value"] == addr.as_str()),
+                // Still this address, and still this owner's (not rewritten by another).
+                Ok(v) => Ok(v["configuration"]["value"] == addr.as_str()
+                    && parse_comment(v["notes"].as_str().unwrap_or_default(), &self.s.owner)
+                        .is_some()),
                 Err(CallError::Api { status: 404, .. }) => Ok(false),
                 Err(e) => Err(e),
             }

@@ -61,6 +61,39 @@ pub struct CloudflareSettings {
     /// How often what moat holds at Cloudflare is read back and converged.
     #[serde(default = "default_reconcile")]
     pub reconcile: Duration,
+    /// Whose entries these are: written into each item's comment (each rule's notes), and
+    /// only entries of this owner are moat's to change or delete. Other moat hosts on the
+    /// same account take another owner; the nodes of one fleet take the same. Letters,
+    /// digits, `.`, `-`, `_`, at most [`OWNER_MAX`]; the host name by default.
+    #[serde(default = "default_owner")]
+    pub owner: String,
+}
+
+/// The longest `owner` (a DNS label's length).
+pub const OWNER_MAX: usize = 63;
+
+/// Whether `owner` is one moat writes and reads back: letters, digits, `.`, `-`, `_`, at most
+/// [`OWNER_MAX`], not empty.
+pub fn owner_ok(owner: &str) -> bool {
+    !owner.is_empty()
+        && owner.len() <= OWNER_MAX
+        && owner
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
+/// The host name, cut to what `owner` may hold (`moat` when nothing is left).
+fn default_owner() -> String {
+    let host: String = crate::enforce::notify::node_name()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        .take(OWNER_MAX)
+        .collect();
+    if host.is_empty() {
+        "moat".into()
+    } else {
+        host
+    }
 }
 
 fn default_list() -> String {
@@ -221,6 +254,13 @@ impl CloudflareSettings {
                  letters, digits and _, at most 50; hint: \"moat_block\""
             ));
         }
+        if !owner_ok(&self.owner) {
+            return Err(format!(
+                "[enforce.cloudflare] owner {:?}: letters, digits, '.', '-' and '_', at most \
+                 {OWNER_MAX}; hint: the host's name, the same on every node of a fleet",
+                self.owner
+            ));
+        }
         if !(12..=128).contains(&self.ipv6_prefix) {
             return Err(format!(
                 "[enforce.cloudflare] ipv6_prefix {}: between 12 and 128",
@@ -243,5 +283,31 @@ impl CloudflareSettings {
     /// How often the converge runs.
     pub fn reconcile_every(&self) -> std::time::Duration {
         self.reconcile.0.unsigned_abs()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(extra: &str) -> CloudflareSettings {
+        toml::from_str(&format!(
+            "token_file = \"cf.token\"\naccount_id = \"a\"\nzone_id = \"z\"\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_owner_defaults_to_the_host_name_and_is_checked() {
+        let s = settings("");
+        assert!(owner_ok(&s.owner), "{:?}", s.owner);
+        assert_eq!(s.check(), Ok(()));
+        assert_eq!(settings("owner = \"web-1\"").owner, "web-1");
+        for bad in ["", "web 1", "web-1;rm", "wéb"] {
+            let e = settings(&format!("owner = {bad:?}")).check().unwrap_err();
+            assert!(e.contains("owner") && e.contains("at most 63"), "{e}");
+        }
+        let long = "a".repeat(64);
+        assert!(settings(&format!("owner = \"{long}\"")).check().is_err());
     }
 }

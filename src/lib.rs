@@ -27,9 +27,15 @@
 //! | 8 | [`init`] | `moat init`: what it sees on a host and the configuration it writes | |
 //! | 9 | [`cli`] | the subcommands, thin | |
 
+// Every public item says what it is for (clippy runs with -D warnings). config and daemon
+// still have items without one (47 and 128 when this was written): they are exempt until done.
+#![warn(missing_docs)]
+
 pub mod cli;
 pub mod cluster;
+#[allow(missing_docs)]
 pub mod config;
+#[allow(missing_docs)]
 pub mod daemon;
 pub mod detect;
 pub mod enforce;

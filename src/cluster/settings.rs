@@ -2,7 +2,7 @@
 //! default in one place. Checked as the configuration is read; the password file is read
 //! (and refused when others may read it) when the daemon starts.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -164,29 +164,10 @@ impl ClusterSettings {
     pub fn password(&self) -> Result<Option<String>, String> {
         match &self.password_file {
             None => Ok(None),
-            Some(p) => read_secret(p).map(Some),
+            // The one reading of secret files, the notifiers' (the same rules: owner only, not empty).
+            Some(p) => crate::enforce::notify::read_secret(p).map(Some),
         }
     }
-}
-
-/// Reads a secret from `path`, refusing a file its group or others may read.
-fn read_secret(path: &Path) -> Result<String, String> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if meta.mode() & 0o044 != 0 {
-        return Err(format!(
-            "{} is readable by others (mode {:o}); hint: chmod 600 {}",
-            path.display(),
-            meta.mode() & 0o777,
-            path.display()
-        ));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let secret = text.trim().to_string();
-    if secret.is_empty() {
-        return Err(format!("{} is empty", path.display()));
-    }
-    Ok(secret)
 }
 
 #[cfg(test)]

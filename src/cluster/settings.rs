@@ -214,7 +214,10 @@ mod tests {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
         let mut s = parse("redis = \"redis://192.0.2.5\"").unwrap();
         s.password_file = Some(p.clone());
-        assert!(s.password().unwrap_err().contains("readable by others"));
+        assert!(s
+            .password()
+            .unwrap_err()
+            .contains("readable by its group or others"));
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(s.password().unwrap().as_deref(), Some("s3cret"));
     }

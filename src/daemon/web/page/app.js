@@ -257,6 +257,19 @@ function render(s) {
       [e.detail, e.remark].filter(Boolean).join(" · "),
       e.last_error ? `${e.last_error} (${when(e.last_error_at)})` : "-"]));
   fill("ledger", st.ledger);
+  // The fleet, when this node is in one: Redis, this node's counts, each node's heartbeat.
+  const c = st.cluster;
+  for (const id of ["cluster-head", "cluster", "cluster-nodes"]) document.getElementById(id).hidden = !c;
+  if (c) {
+    const state = c.degraded ? `DEGRADED (${c.degraded})`
+      : c.reachable ? `reachable, ${(c.latency_ms || 0).toFixed(1)} ms` : "unreachable";
+    fill("cluster", `node ${c.node} on ${c.redis}: ${state} · published ${c.published}, ` +
+      `received ${c.received}, refused ${c.refused}, queued ${c.queued} · in force here: ` +
+      `${c.own_bans} own, ${c.remote_bans} from other nodes`);
+    table("cluster-nodes", ["node", "state", "last heartbeat", "bans decided", "lag"],
+      c.nodes.map(n => [n.node, n.alive ? "alive" : "SILENT", ago(n.last_heartbeat), n.bans,
+        n.lag_ms === null || n.lag_ms === undefined ? "-" : `${n.lag_ms} ms`]));
+  }
   table("ports", ["container", "kind", "published", "verdict"],
     s.ports.map(p => [p.name, p.kind, `${p.ip || "0.0.0.0"}:${p.published} → ${p.target}/${p.proto}`, p.verdict]));
 }

@@ -22,13 +22,18 @@ pub const DEFAULT_SOCKET: &str = "/run/moat/moat.sock";
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DaemonTable {
+    /// `state_dir`: where the ledger lives (default [`DEFAULT_STATE_DIR`]).
     pub state_dir: Option<PathBuf>,
+    /// `socket`: the control socket's path (default [`DEFAULT_SOCKET`]).
     pub socket: Option<PathBuf>,
+    /// `socket_group`: a group whose members may also use the control socket (mode 0660).
     pub socket_group: Option<String>,
+    /// `follow_from`: where a file seen for the first time is read from (default the end).
     pub follow_from: Option<FollowFrom>,
     /// Where Prometheus metrics are served; a non-loopback address is allowed when written
     /// here (a Prometheus container on a Docker bridge cannot reach loopback) and logged.
     pub metrics: Option<ListenAddr>,
+    /// `checkpoint`: how often windows and cursors are saved together (default 2 seconds).
     pub checkpoint: Option<Duration>,
     /// Where the web dashboard is served (off when absent); a non-loopback address needs the
     /// token file.
@@ -83,6 +88,7 @@ pub struct EscalateTable {
 }
 
 impl EscalateTable {
+    /// Checks the table and builds its [`Escalation`]; the error says which key is wrong.
     pub fn resolve(&self) -> Result<Escalation, String> {
         let steps = match (&self.factor, &self.multipliers) {
             (Some(_), Some(_)) => {

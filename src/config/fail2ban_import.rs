@@ -29,6 +29,7 @@ use crate::detect::fail2ban::reader::{self, ConfigFiles, FilterLocation, ReadErr
 /// The result: the configuration text and what could not be carried over.
 #[derive(Debug, Default)]
 pub struct Imported {
+    /// The moat configuration written, ready to save as a file.
     pub toml: String,
     /// One line per setting not carried over (`jail sshd: action sendmail-whois: ...`).
     pub notes: Vec<String>,

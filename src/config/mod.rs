@@ -37,24 +37,45 @@ use value::{
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct JailTable {
+    /// `enabled`: `false` keeps the jail in the file without running it (default `true`).
     pub enabled: Option<bool>,
+    /// `sources`: where lines come from: paths and globs (relative to the file's directory), as
+    /// written.
     pub sources: Option<Vec<String>>,
+    /// `filter`: a built-in filter or `"fail2ban:NAME[opt=value, ...]"`.
     pub filter: Option<FilterName>,
+    /// `failregex`: patterns with `<HOST>`, added to the filter's; the first that matches decides.
     pub failregex: Option<Vec<PatternText>>,
+    /// `ignoreregex`: a line matching one of these is not a failure; added to the filter's.
     pub ignoreregex: Option<Vec<PatternText>>,
+    /// `prefregex`: a pattern every line must match first; replaces the filter's.
     pub prefregex: Option<PatternText>,
+    /// `time`: how timestamps are written (`auto`, `clf`, `iso8601`, ...); the filter's when
+    /// absent.
     pub time: Option<TimeFormatText>,
+    /// `json`: field conditions for JSON-lines logs, instead of failregexes.
     pub json: Option<JsonSpec>,
+    /// `unwrap`: the JSON field holding the text line (Docker's json-file logs) and its time.
     pub unwrap: Option<UnwrapSpec>,
+    /// `timezone`: the zone of times written without an offset (default `local`).
     pub timezone: Option<Zone>,
+    /// `maxretry`: failures within `findtime` that ban a client (default 5).
     pub maxretry: Option<MaxRetry>,
+    /// `findtime`: the window over which failures are counted (default 10 minutes).
     pub findtime: Option<Duration>,
+    /// `bantime`: how long a ban lasts, or forever (default 1 hour).
     pub bantime: Option<Duration>,
+    /// `ignore`: addresses and networks whose failures are never counted.
     pub ignore: Option<Vec<Net>>,
+    /// `ipv6_prefix`: the prefix length IPv6 clients are counted and banned by (default 64).
     pub ipv6_prefix: Option<PrefixLen>,
+    /// `max_clients`: the most client keys the jail tracks at once (default 50,000).
     pub max_clients: Option<MaxClients>,
+    /// `escalate`: longer bans for repeat offenders.
     pub escalate: Option<EscalateTable>,
+    /// `ports`: the ports the jail's bans cover; every port when absent.
     pub ports: Option<PortsValue>,
+    /// `behind`: what the host sits behind (`"cloudflare"`), which decides where bans go.
     pub behind: Option<Behind>,
     /// Where `filter = "fail2ban:NAME"` finds fail2ban's configuration (`/etc/fail2ban`).
     pub fail2ban_dir: Option<PathBuf>,
@@ -90,13 +111,18 @@ struct ConfigFile {
 /// A jail ready to run: its merged filter and its parameters.
 #[derive(Debug, Clone)]
 pub struct JailConfig {
+    /// The jail's name, the `NAME` of `[jails.NAME]`.
     pub name: String,
     /// Paths and globs, as written.
     pub sources: Vec<String>,
     /// How the filter was named: a built-in name, "inline", or "name + inline".
     pub filter_label: String,
+    /// The merged filter: the named one with the jail's own patterns added.
     pub filter: FilterSpec,
+    /// Counting and banning: `maxretry`, `findtime`, `bantime`, `ignore`, `ipv6_prefix`,
+    /// `max_clients`.
     pub params: JailParams,
+    /// The zone of times written without an offset, as configured.
     pub zone: ZoneSpec,
     /// Longer bans for repeat offenders, when configured.
     pub escalation: Option<Escalation>,
@@ -109,6 +135,7 @@ pub struct JailConfig {
 }
 
 impl JailConfig {
+    /// The zone of times written without an offset, resolved; UTC when it cannot be.
     pub fn time_zone(&self) -> TimeZone {
         self.zone.resolve().unwrap_or(TimeZone::UTC)
     }
@@ -117,15 +144,21 @@ impl JailConfig {
 /// A whole validated configuration.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
+    /// The main file, when loaded from one (`None` for text parsed directly).
     pub path: Option<PathBuf>,
     /// The files read, main file first, then `conf.d/*.toml` in name order.
     pub files: Vec<PathBuf>,
+    /// `[defaults]`, later files' keys over earlier ones'.
     pub defaults: JailTable,
+    /// The enabled jails, merged over the defaults, in name order.
     pub jails: Vec<JailConfig>,
+    /// `[daemon]`, later files' keys over earlier ones'.
     pub daemon: DaemonTable,
+    /// `[enforce]`: which enforcers place the bans and their settings.
     pub enforce: EnforceSettings,
     /// The port policy `[ports]` declares, if any.
     pub ports: Option<crate::ports::PortPolicy>,
+    /// Where the port policy lives in the kernel (`[ports] backend`; `auto` by default).
     pub ports_backend: crate::ports::Backend,
     /// `[cluster]`: the fleet this node shares its bans with, if any.
     pub cluster: Option<crate::cluster::ClusterSettings>,
@@ -134,9 +167,13 @@ pub struct Config {
 /// A configuration problem, located in its file.
 #[derive(Debug)]
 pub struct ConfigError {
+    /// The file the problem is in, as given.
     pub path: String,
+    /// The line, from 1; 0 when the problem is not at a place in the file (it cannot be read).
     pub line: usize,
+    /// The column in characters, from 1; 0 with line 0.
     pub column: usize,
+    /// What is wrong, with a hint when there is one.
     pub message: String,
     /// The offending line of the file, for the report.
     pub source_line: String,
@@ -395,6 +432,7 @@ impl Config {
             .collect()
     }
 
+    /// The jail named `name`, if the configuration has one.
     pub fn jail(&self, name: &str) -> Option<&JailConfig> {
         self.jails.iter().find(|j| j.name == name)
     }

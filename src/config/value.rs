@@ -77,13 +77,17 @@ impl<'de> Deserialize<'de> for TimeFormatText {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Zone(pub ZoneSpec);
 
+/// A time zone as configured, resolved when used.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ZoneSpec {
+    /// `"local"`: the system's zone (UTC when it cannot be read).
     Local,
+    /// `"UTC"` or an IANA name such as `Europe/Berlin`.
     Named(String),
 }
 
 impl ZoneSpec {
+    /// The zone itself, or an error naming the unknown zone with a hint.
     pub fn resolve(&self) -> Result<TimeZone, String> {
         match self {
             ZoneSpec::Local => Ok(TimeZone::try_system().unwrap_or(TimeZone::UTC)),
@@ -131,6 +135,7 @@ impl<'de> Deserialize<'de> for MaxRetry {
 pub struct PrefixLen(pub u8);
 
 impl PrefixLen {
+    /// `v` as a prefix length, or an error when it is outside 32 to 128.
     pub fn new(v: i64) -> Result<PrefixLen, String> {
         if !(i64::from(WIDEST_V6)..=128).contains(&v) {
             return Err(format!(

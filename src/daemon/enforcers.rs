@@ -40,9 +40,12 @@ enum Msg {
 /// Which jails' bans an enforcer takes. Bans by hand (jail `manual`) go everywhere.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Route {
+    /// Every jail's bans (the default).
     #[default]
     All,
+    /// Only these jails' bans: an edge enforcer (Cloudflare) when jails sit behind Cloudflare.
     Only(HashSet<String>),
+    /// Every jail's bans but these: a host enforcer when jails sit behind Cloudflare.
     Except(HashSet<String>),
 }
 
@@ -119,6 +122,8 @@ impl Enforcers {
         });
     }
 
+    /// Applies changes not caused by a line (a ban by hand, an expiry, a reload): no latency to
+    /// record.
     pub fn apply(&self, changes: Vec<Change>) {
         self.apply_read_at(changes, None);
     }
@@ -226,6 +231,7 @@ impl Enforcers {
         self.runners.iter().any(|r| r.drifts)
     }
 
+    /// Each enforcer's [`EnforcerStatus`], in the order they were added.
     pub fn status(&self) -> Vec<EnforcerStatus> {
         self.runners
             .iter()
@@ -243,6 +249,7 @@ impl Enforcers {
             .collect()
     }
 
+    /// The enforcers' names, in the order they were added.
     pub fn names(&self) -> Vec<&'static str> {
         self.runners.iter().map(|r| r.name).collect()
     }

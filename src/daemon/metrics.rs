@@ -23,32 +23,53 @@ use tokio::net::TcpListener;
 
 use super::Shared;
 
+/// The label of a per-source metric.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabel {
+    /// The source's name, as its jail's `sources` writes it.
     pub source: String,
 }
 
+/// The label of a per-jail metric.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct JailLabel {
+    /// The jail's name.
     pub jail: String,
 }
 
+/// The label of a per-enforcer metric.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EnforcerLabel {
+    /// The enforcer's name (`nftables`, `cloudflare`, ...).
     pub enforcer: String,
 }
 
 /// Every metric moat exports.
 pub struct Metrics {
+    /// `moat_lines_read_total`: lines read, per source.
     pub lines: Family<SourceLabel, Counter>,
+    /// `moat_source_lag_bytes`: bytes written to a followed file and not read yet, per source; set
+    /// at scrape time.
     pub lag: Family<SourceLabel, Gauge>,
+    /// `moat_matches_total`: failures counted, per jail.
     pub matches: Family<JailLabel, Counter>,
+    /// `moat_bans_total`: bans decided, per jail.
     pub bans: Family<JailLabel, Counter>,
+    /// `moat_active_bans`: bans in force now.
     pub active_bans: Gauge,
+    /// `moat_enforcer_applied_total`: changes an enforcer applied; grown from its totals at scrape
+    /// time.
     pub enforcer_applied: Family<EnforcerLabel, Counter>,
+    /// `moat_enforcer_errors_total`: changes an enforcer failed to apply, each attempt counted.
     pub enforcer_errors: Family<EnforcerLabel, Counter>,
+    /// `moat_enforcer_queue`: changes waiting for an enforcer, retries included; set at scrape
+    /// time.
     pub enforcer_queue: Family<EnforcerLabel, Gauge>,
+    /// `moat_enforcer_repairs_total`: times an enforcer found its state gone or changed and
+    /// restored it.
     pub enforcer_repairs: Family<EnforcerLabel, Counter>,
+    /// `moat_refused_bans_total`: bans the safety rules refused (own addresses, loopback, too
+    /// wide), per jail.
     pub refused: Family<JailLabel, Counter>,
     /// Times the port policy was found gone or changed and restored.
     pub ports_repairs: Counter,
@@ -66,6 +87,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Every metric at zero, registered under the `moat_` prefix.
     pub fn new() -> Metrics {
         let m = Metrics {
             lines: Family::default(),

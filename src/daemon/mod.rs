@@ -72,9 +72,12 @@ pub enum Warning {
 
 /// What the tasks share for `moat status`.
 pub struct Shared {
+    /// When the daemon started.
     pub started: Timestamp,
+    /// The configuration files read, comma-separated, main file first.
     pub config: String,
     warnings: Mutex<Vec<(Warning, String)>>,
+    /// Each file source and the files it names, updated by the followers.
     pub sources: Mutex<Vec<SourceStatus>>,
     /// Journald and container sources, updated by their readers as they go.
     pub streams: Arc<Mutex<std::collections::BTreeMap<String, Health>>>,
@@ -102,6 +105,8 @@ impl Shared {
         self.warnings.lock().unwrap().retain(|(k, _)| *k != kind);
     }
 
+    /// The [`Status`] reply from the engine's `jails` and `enforcers` and the ledger's location,
+    /// with the warnings and the sources' state shared here.
     pub fn status(
         &self,
         jails: Vec<JailStatus>,

@@ -10,36 +10,49 @@ use crate::ledger::BanRecord;
 /// The longest request the daemon reads.
 pub const MAX_REQUEST: usize = 64 * 1024;
 
+/// A request, by its `cmd` (`{"cmd":"ban","target":"192.0.2.7"}`); unknown fields are refused.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Request {
+    /// Whether the daemon answers (`"pong"`).
     Ping,
+    /// The daemon's [`Status`] (`moat status`).
     Status {
+        /// Only this jail; every jail when absent.
         jail: Option<String>,
     },
+    /// The active bans and, when asked, past ones: [`Bans`] (`moat bans`).
     Bans {
         /// Past bans too, newest first, up to this many.
         #[serde(default)]
         history: Option<u32>,
     },
+    /// Bans a target by hand (`moat ban`); the reply is the [`ActiveBan`].
     Ban {
+        /// The address or network (CIDR) to ban, as typed.
         target: String,
+        /// The jail the ban belongs to; [`MANUAL_JAIL`](super::engine::MANUAL_JAIL) when absent.
         jail: Option<String>,
         /// A duration such as "1h" or "forever"; the jail's bantime when absent.
         duration: Option<String>,
+        /// Why, in the operator's words; empty when absent.
         reason: Option<String>,
         /// Ban a network wider than /16 (IPv4) or /32 (IPv6).
         #[serde(default)]
         force: bool,
     },
+    /// Ends bans (`moat unban`); the reply lists the bans ended.
     Unban {
+        /// The address or network whose bans end; needed unless `all`.
         target: Option<String>,
+        /// Every ban (of `jail`, when given) instead of one target's.
         #[serde(default)]
         all: bool,
         /// Only this jail's bans.
         #[serde(default)]
         jail: Option<String>,
     },
+    /// Reads the configuration again and applies it without a restart (`moat reload`).
     Reload,
     /// One ban in full: its evidence, its jail's rule, the target's earlier bans, which
     /// enforcers hold it (`moat bans show`).
@@ -54,20 +67,35 @@ pub enum Request {
     Dashboard,
 }
 
+/// The reply to a [`Request`]: `{"ok":true,"result":...}` or `{"ok":false,"error":"..."}`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Reply {
-    Ok { ok: bool, result: serde_json::Value },
-    Err { ok: bool, error: String },
+    /// The request was carried out.
+    Ok {
+        /// Always `true`.
+        ok: bool,
+        /// What the request asked for (a [`Status`], a list of bans, `"pong"`, ...).
+        result: serde_json::Value,
+    },
+    /// The request was refused or failed.
+    Err {
+        /// Always `false`.
+        ok: bool,
+        /// Why, for the operator.
+        error: String,
+    },
 }
 
 impl Reply {
+    /// A success carrying `result` as JSON (`null` when it cannot be serialized).
     pub fn ok(result: impl Serialize) -> Reply {
         Reply::Ok {
             ok: true,
             result: serde_json::to_value(result).unwrap_or(serde_json::Value::Null),
         }
     }
+    /// A failure carrying `error`, a message for the operator.
     pub fn err(error: impl Into<String>) -> Reply {
         Reply::Err {
             ok: false,
@@ -79,28 +107,41 @@ impl Reply {
 /// What `moat status` shows.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Status {
+    /// moat's version (the crate's).
     pub version: String,
+    /// The daemon's process id.
     pub pid: u32,
+    /// When the daemon started.
     pub started: Timestamp,
+    /// The configuration files read, comma-separated, main file first.
     pub config: String,
+    /// Where the ledger is (its file).
     pub ledger: String,
     /// Problems the daemon wants an admin to see (unwritable state, unreadable sources...).
     pub warnings: Vec<String>,
+    /// Each enforcer's counts and errors.
     pub enforcers: Vec<EnforcerStatus>,
+    /// Each configured source and the files it names.
     pub sources: Vec<SourceStatus>,
+    /// Each jail's rule and counts, then hand-made bans outside any jail (`manual`).
     pub jails: Vec<JailStatus>,
     /// The fleet, when `[cluster]` is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<crate::cluster::ClusterStatus>,
 }
 
+/// One enforcer's health in [`Status`]: its counts since the daemon started and its last error.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct EnforcerStatus {
+    /// The enforcer's name, as `[enforce] use` names it.
     pub name: String,
+    /// Changes (bans placed or lifted) it applied.
     pub applied: u64,
+    /// Attempts that failed, each retry counted.
     pub failed: u64,
     /// Changes waiting, including those waiting for a retry.
     pub queued: usize,
+    /// Changes dropped: no retry left, or an error a retry cannot fix.
     pub gave_up: u64,
     /// Times its state was found gone or changed (a ruleset flush) and restored.
     #[serde(default)]
@@ -111,26 +152,35 @@ pub struct EnforcerStatus {
     /// What it has to say now (requests sent, bans it could not place).
     #[serde(default)]
     pub remark: Option<String>,
+    /// The last failure: the change and the error.
     pub last_error: Option<String>,
+    /// When the last failure happened.
     pub last_error_at: Option<Timestamp>,
+    /// When the next waiting change is tried again, if any waits.
     pub next_retry: Option<Timestamp>,
 }
 
+/// One configured source in [`Status`].
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SourceStatus {
     /// The source as configured (a path, a glob, `-`).
     pub source: String,
     /// The files it currently names.
     pub files: Vec<FileStatus>,
+    /// Why it cannot be read now (a glob that fails, a file it may not open), if so.
     pub error: Option<String>,
 }
 
+/// One file (or journal, or container log) a source reads.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct FileStatus {
+    /// The file's path, or the stream's name.
     pub path: String,
+    /// How far it has been read, in bytes.
     pub offset: u64,
     /// Bytes written and not yet read.
     pub lag: u64,
+    /// Lines read from it since moat started.
     pub lines: u64,
     /// Lines longer than the cap (1 MiB), skipped and never matched.
     #[serde(default)]
@@ -140,18 +190,28 @@ pub struct FileStatus {
     pub last_line: Option<Timestamp>,
 }
 
+/// One jail in [`Status`]: its rule, its counts, its bans.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JailStatus {
+    /// The jail's name.
     pub name: String,
+    /// How its filter was named (a built-in name, `inline`, `name + inline`).
     pub filter: String,
+    /// Its sources, as written.
     pub sources: Vec<String>,
+    /// Failures within `findtime` that ban a client.
     pub maxretry: u32,
+    /// The window failures are counted over, in seconds.
     pub findtime_secs: i64,
     /// `None`: forever.
     pub bantime_secs: Option<i64>,
+    /// Clients with failures in their window and no ban, now.
     pub currently_failing: usize,
+    /// Failures counted since moat started.
     pub total_failed: u64,
+    /// Its bans in force now.
     pub currently_banned: usize,
+    /// Its bans ever, from the ledger.
     pub total_banned: u64,
     /// Matched lines too old to count when read (catch-up after downtime).
     pub stale: u64,
@@ -163,17 +223,24 @@ pub struct JailStatus {
     /// Bans refused by the safety rules (own addresses, loopback, ...).
     #[serde(default)]
     pub refused: u64,
+    /// Its bans in force, oldest first.
     pub banned: Vec<ActiveBan>,
 }
 
+/// A ban in force, as replies and the dashboard show it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ActiveBan {
+    /// The banned address (as a /32 or /128) or network.
     pub target: IpNet,
+    /// The jail that decided it (`manual` for a ban by hand outside any jail).
     pub jail: String,
+    /// When it started.
     pub started: Timestamp,
     /// `None`: forever.
     pub until: Option<Timestamp>,
+    /// The failures that made it (0 for a ban by hand).
     pub failures: u32,
+    /// Why, in words (empty when a ban by hand gave none).
     pub reason: String,
     /// The fleet node that decided it, when another did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -183,7 +250,9 @@ pub struct ActiveBan {
 /// What `moat bans` shows.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Bans {
+    /// The bans in force, oldest first.
     pub active: Vec<ActiveBan>,
+    /// Past bans, newest first, as many as asked for (none unless asked).
     pub history: Vec<BanRecord>,
 }
 

@@ -25,12 +25,14 @@ pub type Slot = (String, IpNet);
 pub struct Active {
     /// The store's id; `None` while the write is pending.
     pub id: Option<i64>,
+    /// The ban as recorded.
     pub ban: NewBan,
     /// The jail's `ports` when the ban was placed; `None`: every port.
     pub ports: Option<Ports>,
 }
 
 impl Active {
+    /// What an enforcer holds for it: its target and ports.
     pub fn key(&self) -> Key {
         Key {
             target: self.ban.target,
@@ -38,6 +40,7 @@ impl Active {
         }
     }
 
+    /// The ban as an enforcer is given it (without evidence).
     pub fn order(&self) -> BanOrder {
         BanOrder {
             target: self.ban.target,
@@ -67,6 +70,7 @@ pub enum Placed {
 /// The bans that ended, and what the enforcers must lift.
 #[derive(Debug, Default)]
 pub struct Ended {
+    /// The bans that ended.
     pub bans: Vec<Active>,
     /// Keys no other active ban holds.
     pub lifts: Vec<Change>,
@@ -93,6 +97,7 @@ pub struct BanBook {
 }
 
 impl BanBook {
+    /// An empty book over `store`; [`BanBook::load`] reads its bans.
     pub fn new(store: Box<dyn DecisionStore>) -> BanBook {
         BanBook {
             store,
@@ -148,18 +153,22 @@ impl BanBook {
         loaded
     }
 
+    /// The ban in force in `slot`, if any.
     pub fn get(&self, slot: &Slot) -> Option<&Active> {
         self.active.get(slot)
     }
 
+    /// The bans in force, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&Slot, &Active)> {
         self.active.iter()
     }
 
+    /// How many bans are in force.
     pub fn len(&self) -> usize {
         self.active.len()
     }
 
+    /// Whether no ban is in force.
     pub fn is_empty(&self) -> bool {
         self.active.is_empty()
     }
@@ -169,10 +178,12 @@ impl BanBook {
         self.active.values().map(Active::order).collect()
     }
 
+    /// The store behind the book.
     pub fn store(&self) -> &dyn DecisionStore {
         self.store.as_ref()
     }
 
+    /// The store behind the book, to write to.
     pub fn store_mut(&mut self) -> &mut dyn DecisionStore {
         self.store.as_mut()
     }

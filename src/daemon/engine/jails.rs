@@ -20,11 +20,14 @@ const SAMPLE_RING: usize = 256;
 
 /// One jail as the engine runs it.
 pub struct JailRuntime {
+    /// Its configuration.
     pub config: JailConfig,
+    /// Its filter, failure windows and counts.
     pub stage: JailStage,
     /// Recent matched lines with their key, for the samples stored with a ban.
     samples: VecDeque<(ClientKey, Box<[u8]>)>,
     matches: Counter,
+    /// `moat_bans_total` for this jail.
     pub bans: Counter,
 }
 
@@ -68,8 +71,11 @@ fn samples_of(ring: &VecDeque<(ClientKey, Box<[u8]>)>, key: &ClientKey) -> Vec<V
 
 /// A ban a jail decided, with its evidence.
 pub struct Decided {
+    /// The jail, by its index in [`Jails`].
     pub jail: usize,
+    /// Who is banned and why.
     pub decision: BanDecision,
+    /// The client's last matched lines, oldest first, stored with the ban as evidence.
     pub samples: Vec<Vec<u8>>,
 }
 
@@ -118,6 +124,7 @@ impl Sink for Record<'_> {
 }
 
 impl Jails {
+    /// The jails in configuration order, with each source routed to the jails that read it.
     pub fn new(runtimes: Vec<JailRuntime>, metrics: &Metrics, proxies: &Proxies) -> Jails {
         let mut stages = Vec::with_capacity(runtimes.len());
         let mut parts = Vec::with_capacity(runtimes.len());
@@ -175,26 +182,32 @@ impl Jails {
             .collect()
     }
 
+    /// How many jails run.
     pub fn len(&self) -> usize {
         self.runtimes.len()
     }
 
+    /// Whether no jail runs.
     pub fn is_empty(&self) -> bool {
         self.runtimes.is_empty()
     }
 
+    /// The configuration of jail number `jail`.
     pub fn config(&self, jail: usize) -> &JailConfig {
         &self.runtimes[jail].config
     }
 
+    /// The filter, windows and counts of jail number `jail`.
     pub fn stage(&self, jail: usize) -> &JailStage {
         &self.pipeline.jails[jail]
     }
 
+    /// The filter, windows and counts of jail number `jail`, to change.
     pub fn stage_mut(&mut self, jail: usize) -> &mut JailStage {
         &mut self.pipeline.jails[jail]
     }
 
+    /// Every jail's configuration, in order.
     pub fn configs(&self) -> impl Iterator<Item = &JailConfig> {
         self.runtimes.iter().map(|p| &p.config)
     }
@@ -210,10 +223,12 @@ impl Jails {
             .and_then(|j| self.runtimes[j].config.ports.clone())
     }
 
+    /// Counts a ban of jail number `jail` in `moat_bans_total`.
     pub fn count_ban(&self, jail: usize) {
         self.runtimes[jail].bans.inc();
     }
 
+    /// The trusted proxies whose headers are believed for the client's address, replaced.
     pub fn set_proxies(&mut self, proxies: &Proxies) {
         self.pipeline.set_proxies(proxies);
     }

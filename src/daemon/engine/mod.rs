@@ -43,18 +43,28 @@ use recent::Recent;
 /// The jail name of bans made by hand without `--jail`.
 pub const MANUAL_JAIL: &str = "manual";
 
+/// What the engine's channel carries: work from the sources, the clock, the control socket, reloads
+/// and the fleet.
 pub enum EngineMsg {
     /// Complete lines from `source` (as configured), read from `file`; `cursor` is where the
     /// file is read up to after them.
     Lines {
+        /// The source as configured (a path, a glob), which picks the jails.
         source: String,
+        /// The file (or stream) the lines were read from.
         file: String,
+        /// The lines, each ending in `\n`.
         block: Vec<u8>,
+        /// Where `file` is read up to after the block, saved with the next checkpoint; `None` for a
+        /// source that cannot resume (standard input).
         cursor: Option<Cursor>,
         /// When the source read the block.
         read_at: Instant,
     },
+    /// Sent every second: ends expired bans, retries ledger writes, checks for drift and
+    /// checkpoints.
     Tick,
+    /// A control socket [`Request`] and where its [`Reply`] goes.
     Control(Request, oneshot::Sender<Reply>),
     /// A new configuration, already validated; the reply says what changed.
     Reload(Box<Config>, oneshot::Sender<Result<String, String>>),
@@ -67,6 +77,8 @@ pub enum EngineMsg {
     Stop,
 }
 
+/// The engine's state: the jails, the ban book, the enforcers and what it shares for status; run on
+/// its own thread by [`Engine::run`].
 pub struct Engine {
     jails: Jails,
     book: BanBook,

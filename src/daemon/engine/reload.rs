@@ -20,11 +20,15 @@ use crate::vocab::Ports;
 /// What happens to one jail.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Fate {
+    /// Unchanged: it keeps everything (windows, counters, bans).
     Kept,
     /// Changed; `windows`: its windows still mean the same and are kept.
     Changed {
+        /// Whether its windows still mean the same (same `findtime` and `ipv6_prefix`) and are
+        /// kept.
         windows: bool,
     },
+    /// New: it starts afresh (from its last checkpoint, if it ran before).
     Added,
 }
 
@@ -33,6 +37,7 @@ pub enum Fate {
 pub struct Plan {
     /// The new configuration's jails in order, with their fate.
     pub jails: Vec<(String, Fate)>,
+    /// The old configuration's jails the new one lacks: their bans end with them.
     pub removed: Vec<String>,
 }
 

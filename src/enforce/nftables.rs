@@ -23,7 +23,7 @@
 //!
 //! Only this table is ever created, replaced or deleted. Every change is one nft script, one
 //! kernel transaction: all of a batch or nothing. Scripts run through libnftables in process
-//! (about 0.1 ms for a small batch) or the `nft` program (2 to 3 ms); [`super::nft`] says why.
+//! (about 0.1 ms for a small batch) or the `nft` program (2 to 3 ms); [`crate::netfilter::nft`] says why.
 //!
 //! Networks go to interval sets, which refuse overlapping elements: a network inside another
 //! banned one is left out while the wider one holds (the wider ban already drops it).

@@ -36,7 +36,7 @@ const COMMENT_MAX: usize = 1024;
 pub struct AbuseIpdbSettings {
     /// A file holding the API key, readable by its owner only.
     pub key_file: PathBuf,
-    /// The categories of each jail's reports (https://www.abuseipdb.com/categories), e.g.
+    /// The categories of each jail's reports (<https://www.abuseipdb.com/categories>), e.g.
     /// `{ sshd = [18, 22], portainer = [18, 21] }`.
     #[serde(default)]
     pub categories: BTreeMap<String, Vec<u8>>,

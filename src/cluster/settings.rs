@@ -164,8 +164,8 @@ impl ClusterSettings {
     pub fn password(&self) -> Result<Option<String>, String> {
         match &self.password_file {
             None => Ok(None),
-            // The one reading of secret files, the notifiers' (the same rules: owner only, not empty).
-            Some(p) => crate::enforce::notify::read_secret(p).map(Some),
+            // The one reading of secret files, as the enforcers' (owner only, not empty).
+            Some(p) => crate::enforce::read_secret(p).map(Some),
         }
     }
 }

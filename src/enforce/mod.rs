@@ -343,6 +343,27 @@ fn later(a: Option<Timestamp>, b: Option<Timestamp>) -> bool {
     }
 }
 
+/// Reads a secret (an API token or key, a password, a webhook URL) from `path`, refusing a file its group
+/// or others may read, and an empty one.
+pub fn read_secret(path: &std::path::Path) -> Result<String, String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if meta.mode() & 0o044 != 0 {
+        return Err(format!(
+            "{} is readable by its group or others (mode {:o}), and a secret must not be readable by others; hint: chmod 600 {}",
+            path.display(),
+            meta.mode() & 0o777,
+            path.display()
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let secret = text.trim().to_string();
+    if secret.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(secret)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,7 +47,7 @@ use ipnet::IpNet;
 use jiff::Timestamp;
 
 use super::registry::Registered;
-use super::{BanOrder, Change, EnforceError, Enforcer, Failed, Key};
+use super::{read_secret, BanOrder, Change, EnforceError, Enforcer, Failed, Key};
 use crate::vocab::Target;
 use api::{Api, CallError};
 pub use settings::CloudflareSettings;
@@ -314,26 +314,6 @@ impl CloudflareEnforcer {
         self.last_reconcile = Some(Instant::now());
         Ok(())
     }
-}
-
-/// Reads a secret from `path`, refusing a file others may read.
-fn read_secret(path: &std::path::Path) -> Result<String, String> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if meta.mode() & 0o044 != 0 {
-        return Err(format!(
-            "{} is readable by others (mode {:o}); hint: chmod 600 {}",
-            path.display(),
-            meta.mode() & 0o777,
-            path.display()
-        ));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let secret = text.trim().to_string();
-    if secret.is_empty() {
-        return Err(format!("{} is empty", path.display()));
-    }
-    Ok(secret)
 }
 
 /// The credentials `[enforce.cloudflare]` names.

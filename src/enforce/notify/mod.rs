@@ -134,26 +134,7 @@ pub fn node_name() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// Reads a secret (a token, a password, a webhook URL) from `path`, refusing a file its group
-/// or others may read, and an empty one.
-pub fn read_secret(path: &Path) -> Result<String, String> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if meta.mode() & 0o044 != 0 {
-        return Err(format!(
-            "{} is readable by its group or others (mode {:o}); hint: chmod 600 {}",
-            path.display(),
-            meta.mode() & 0o777,
-            path.display()
-        ));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let secret = text.trim().to_string();
-    if secret.is_empty() {
-        return Err(format!("{} is empty", path.display()));
-    }
-    Ok(secret)
-}
+pub use super::read_secret;
 
 /// [`read_secret`] as the configuration is checked: a relative path is resolved against the
 /// configuration file only later, so it is checked when the daemon builds the notifier.

@@ -2,22 +2,11 @@
 //! the target's earlier bans and the escalation they caused, which enforcers hold it; the
 //! same as JSON with the field names of every other command.
 
-use std::io::Write;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 mod support;
-use support::{write_config, Daemon};
-
-fn append(path: &Path, text: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
-}
+use support::{append, write_config, Daemon};
 
 fn failure(ip: &str, agent: &str) -> String {
     format!(

@@ -12,24 +12,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod support;
-use support::{write_config, Daemon};
+use support::{append, clf_now, write_config, Daemon};
 
 const MOAT: &str = env!("CARGO_BIN_EXE_moat");
-
-fn append(path: &Path, text: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
-}
-
-fn clf_now() -> String {
-    jiff::Timestamp::now()
-        .strftime("%d/%b/%Y:%H:%M:%S +0000")
-        .to_string()
-}
 
 /// A Portainer login failure in nginx's combined format.
 fn failure(ip: &str) -> String {

@@ -15,13 +15,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 mod support;
-use support::{write_config, Daemon};
-
-fn clf_now() -> String {
-    jiff::Timestamp::now()
-        .strftime("%d/%b/%Y:%H:%M:%S +0000")
-        .to_string()
-}
+use support::{clf_now, write_config, Daemon};
 
 /// A Portainer login failure whose path and user agent an attacker chose.
 fn failure(ip: &str, path: &str, agent: &str) -> String {

@@ -5,19 +5,7 @@
 
 mod support;
 
-use std::io::Write;
-use std::path::Path;
-
-use support::{write_config, Daemon};
-
-fn append(path: &Path, text: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
-}
+use support::{append, write_config, Daemon};
 
 /// A filter in fail2ban's format, written for this test.
 const GATE: &str = r#"[Definition]

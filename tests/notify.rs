@@ -5,7 +5,6 @@
 //! the JSON strings and out of the mail headers.
 
 use std::collections::VecDeque;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -14,22 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 mod support;
-use support::{eventually, write_config, Daemon};
-
-fn append(path: &Path, text: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
-}
-
-fn clf_now() -> String {
-    jiff::Timestamp::now()
-        .strftime("%d/%b/%Y:%H:%M:%S +0000")
-        .to_string()
-}
+use support::{append, clf_now, eventually, write_config, Daemon};
 
 /// What an attacker can put in a user agent: a quote and a JSON continuation, a CR, HTML,
 /// Markdown, mentions, a code fence, and length.

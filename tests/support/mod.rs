@@ -23,6 +23,24 @@ pub fn is_root() -> bool {
     nix::unistd::Uid::effective().is_root()
 }
 
+/// Appends `text` to the file at `path` (created when missing), as a logging program does.
+pub fn append(path: &Path, text: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// The time now as nginx's access log writes it (UTC).
+pub fn clf_now() -> String {
+    jiff::Timestamp::now()
+        .strftime("%d/%b/%Y:%H:%M:%S +0000")
+        .to_string()
+}
+
 /// Whether `program` is on PATH (or is a path to a file).
 pub fn have(program: &str) -> bool {
     std::env::var_os("PATH")

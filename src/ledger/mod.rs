@@ -221,6 +221,18 @@ pub trait DecisionStore: Send {
     /// Creates the store again, empty, where it was (after [`DecisionStore::is_gone`]).
     fn recreate(&mut self) -> Result<(), LedgerError>;
 
+    /// Starts a batch: the writes until [`DecisionStore::end_batch`] are kept together, in one
+    /// write to disk (a node joining a fleet records 100,000 remote bans at once; one
+    /// transaction each made that 30 s). Nothing else may write in between.
+    fn begin_batch(&mut self) -> Result<(), LedgerError> {
+        Ok(())
+    }
+
+    /// Keeps the batch's writes; on an error, none of them are kept.
+    fn end_batch(&mut self) -> Result<(), LedgerError> {
+        Ok(())
+    }
+
     /// Records a ban and its sample lines. Its id, or `None` when the same ban (jail,
     /// target, start) is already recorded and was not lifted by hand, as after a replay.
     fn record_ban(&mut self, ban: &NewBan, lines: &[Vec<u8>]) -> Result<Option<i64>, LedgerError>;

@@ -94,6 +94,17 @@ pub struct BanBook {
     active: HashMap<Slot, Active>,
     /// Bans whose write failed, retried each tick.
     unsaved: Vec<(NewBan, Vec<Vec<u8>>)>,
+    /// The writes since [`BanBook::begin_batch`], redone one by one should the batch fail.
+    batch: Option<Batch>,
+}
+
+/// What a batch wrote, so that a batch the store could not keep loses no ban.
+#[derive(Default)]
+struct Batch {
+    /// The bans recorded, by their slot in the book (the book holds the ban itself: a copy
+    /// of 100,000 bans here would double the memory a resync takes).
+    recorded: Vec<Slot>,
+    ended: Vec<(Vec<i64>, Timestamp, EndReason)>,
 }
 
 impl BanBook {
@@ -103,7 +114,57 @@ impl BanBook {
             store,
             active: HashMap::new(),
             unsaved: Vec::new(),
+            batch: None,
         }
+    }
+
+    /// From now until [`BanBook::end_batch`], the book's writes go to the store together (a
+    /// resync of 100,000 remote bans is one write to disk, not 100,000).
+    pub fn begin_batch(&mut self) {
+        if self.batch.is_some() {
+            return;
+        }
+        match self.store.begin_batch() {
+            Ok(()) => self.batch = Some(Batch::default()),
+            // Without a batch each write is its own: slower, nothing lost.
+            Err(e) => tracing::warn!("cannot start a batch of ledger writes: {e}"),
+        }
+    }
+
+    /// Keeps the batch's writes. When the store cannot, they are redone one by one: the bans
+    /// wait for [`BanBook::retry_unsaved`], the ends are written again now.
+    pub fn end_batch(&mut self) -> Option<LedgerError> {
+        let batch = self.batch.take()?;
+        let e = self.store.end_batch().err()?;
+        for slot in batch.recorded {
+            // Written again without their evidence lines, which the book does not keep: the
+            // bans are what must not be lost.
+            if let Some(a) = self.active.get_mut(&slot) {
+                a.id = None;
+                self.unsaved.push((a.ban.clone(), Vec::new()));
+            }
+        }
+        for (ids, at, reason) in batch.ended {
+            let _ = self.store.end_bans(&ids, at, reason);
+        }
+        Some(e)
+    }
+
+    /// Ends the bans of `ids` in the store (remembered while a batch is open).
+    fn end_ids(
+        &mut self,
+        ids: Vec<i64>,
+        at: Timestamp,
+        reason: EndReason,
+    ) -> Result<(), LedgerError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let r = self.store.end_bans(&ids, at, reason);
+        if let Some(b) = &mut self.batch {
+            b.ended.push((ids, at, reason));
+        }
+        r
     }
 
     /// Reads the active bans; those that ended by `now` are closed in the store. `ports_of`
@@ -227,7 +288,12 @@ impl BanBook {
         let mut error = None;
         let evidence: Evidence = samples.iter().map(|l| l.as_slice().into()).collect();
         let id = match self.store.record_ban(&ban, &samples) {
-            Ok(Some(id)) => Some(id),
+            Ok(Some(id)) => {
+                if let Some(b) = &mut self.batch {
+                    b.recorded.push((ban.jail.clone(), ban.target));
+                }
+                Some(id)
+            }
             Ok(None) => return (Placed::Replayed, None),
             Err(e) => {
                 self.unsaved.push((ban.clone(), samples));
@@ -237,7 +303,7 @@ impl BanBook {
         };
         if ban.until.is_some_and(|u| u <= now) {
             if let Some(id) = id {
-                let _ = self.store.end_bans(&[id], now, EndReason::Expired);
+                let _ = self.end_ids(vec![id], now, EndReason::Expired);
             }
             return (Placed::AlreadyOver, error);
         }
@@ -248,11 +314,7 @@ impl BanBook {
         });
         let slot = (active.ban.jail.clone(), active.ban.target);
         if let Some(old) = self.active.insert(slot, active) {
-            let _ = self.store.end_bans(
-                &old.id.into_iter().collect::<Vec<_>>(),
-                now,
-                EndReason::Replaced,
-            );
+            let _ = self.end_ids(old.id.into_iter().collect(), now, EndReason::Replaced);
         }
         (Placed::InForce(change), error)
     }
@@ -307,8 +369,9 @@ impl BanBook {
                 ended.bans.push(a);
             }
         }
-        if let Err(e) = self.store.end_bans(&ids, now, reason) {
-            tracing::error!("cannot record the end of {} bans: {e}", ids.len());
+        let count = ids.len();
+        if let Err(e) = self.end_ids(ids, now, reason) {
+            tracing::error!("cannot record the end of {count} bans: {e}");
         }
         // One pass over the active bans, however many ended at once.
         if !lifted.is_empty() {
@@ -386,6 +449,50 @@ mod tests {
 
     fn book() -> BanBook {
         BanBook::new(Box::new(SqliteLedger::open_in_memory().unwrap()))
+    }
+
+    #[test]
+    fn a_batch_that_the_store_cannot_keep_loses_no_ban() {
+        let ledger = SqliteLedger::open_in_memory().unwrap();
+        let mut b = BanBook::new(Box::new(ledger.clone()));
+        b.begin_batch();
+        b.place(ban("ssh", "192.0.2.7/32", 0, 600), vec![], None, t(0));
+        b.place(ban("ssh", "192.0.2.8/32", 0, 600), vec![], None, t(0));
+        // The same slot again: the first is replaced, in the same batch.
+        b.place(ban("ssh", "192.0.2.8/32", 5, 600), vec![], None, t(5));
+        ledger.spoil_batch();
+        assert!(b.end_batch().is_some());
+        assert!(
+            ledger.active().unwrap().is_empty(),
+            "the batch was rolled back"
+        );
+        assert!(b.has_unsaved());
+        assert!(b.retry_unsaved());
+        let mut kept: Vec<_> = ledger
+            .active()
+            .unwrap()
+            .iter()
+            .map(|r| (r.target.to_string(), r.started))
+            .collect();
+        kept.sort();
+        assert_eq!(
+            kept,
+            [
+                ("192.0.2.7/32".to_string(), t(0)),
+                ("192.0.2.8/32".to_string(), t(5))
+            ]
+        );
+        // Their ids are known again: ending them ends them in the store.
+        let ended = b.end(&b.matching(None, None), t(10), EndReason::Unbanned);
+        assert_eq!(ended.bans.len(), 2);
+        assert!(ledger.active().unwrap().is_empty());
+
+        // A batch that is kept: one write, the same result as one at a time.
+        b.begin_batch();
+        b.place(ban("ssh", "192.0.2.9/32", 20, 600), vec![], None, t(20));
+        assert!(b.end_batch().is_none());
+        assert!(!b.has_unsaved());
+        assert_eq!(ledger.active().unwrap().len(), 1);
     }
 
     #[test]

@@ -263,6 +263,22 @@ impl Engine {
 
     /// The other nodes' active bans are exactly `bans`.
     fn resync(&mut self, bans: Vec<FleetBan>, now: Timestamp) {
+        // One write to the ledger for the whole resync: one transaction per ban made a node
+        // joining a fleet of 100,000 bans take 30 s, two thirds of it in SQLite's commits.
+        self.book.begin_batch();
+        self.resync_in_batch(bans, now);
+        if let Some(e) = self.book.end_batch() {
+            tracing::error!(
+                "cannot record the resync's bans (enforcing them anyway, will retry): {e}"
+            );
+            self.shared.warn(
+                crate::daemon::Warning::LedgerWrite,
+                format!("ledger write failed: {e}"),
+            );
+        }
+    }
+
+    fn resync_in_batch(&mut self, bans: Vec<FleetBan>, now: Timestamp) {
         let wanted: HashSet<String> = bans.iter().map(FleetBan::id).collect();
         let gone: Vec<_> = self
             .book
@@ -290,6 +306,10 @@ impl Engine {
         }
         let changes = self.gathered.take().unwrap_or_default();
         if !changes.is_empty() {
+            tracing::info!(
+                count = changes.len(),
+                "resync: the fleet's bans put in force here"
+            );
             self.enforcers.apply(changes);
         }
     }

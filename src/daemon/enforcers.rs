@@ -10,6 +10,7 @@
 //! an edge enforcer takes theirs, a host enforcer everybody else's, an observer all.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -32,8 +33,10 @@ enum Msg {
     /// Changes, and when the line that caused them was read (for the latency histogram).
     Apply(Vec<Change>, Option<Instant>),
     Reconcile(Arc<Vec<BanOrder>>),
-    /// The periodic drift check, with the bans to restore should the state be gone.
-    Check(Arc<Vec<BanOrder>>),
+    /// The periodic drift check. It carries no bans: building 100,000 of them every 2 s to
+    /// use them once in a blue moon cost more than the check; a state found gone is flagged
+    /// (`lost`) and the engine sends the bans to restore.
+    Check,
     Stop,
 }
 
@@ -69,6 +72,8 @@ struct Runner {
     sent: Mutex<HashSet<Key>>,
     tx: mpsc::Sender<Msg>,
     status: Arc<Mutex<EnforcerStatus>>,
+    /// Set by its thread when the drift check found its state gone: it waits for the bans.
+    lost: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -105,10 +110,12 @@ impl Enforcers {
             ..EnforcerStatus::default()
         }));
         let st = status.clone();
+        let lost = Arc::new(AtomicBool::new(false));
+        let flag = lost.clone();
         let latency = self.latency.clone();
         let thread = std::thread::Builder::new()
             .name(format!("enforce-{name}"))
-            .spawn(move || run(enforcer.as_mut(), rx, &st, retry, latency))
+            .spawn(move || run(enforcer.as_mut(), rx, &st, &flag, retry, latency))
             .expect("spawn an enforcer thread");
         self.runners.push(Runner {
             name,
@@ -118,6 +125,7 @@ impl Enforcers {
             sent: Mutex::new(HashSet::new()),
             tx,
             status,
+            lost,
             thread: Some(thread),
         });
     }
@@ -218,11 +226,28 @@ impl Enforcers {
         }
     }
 
-    /// Checks the enforcers whose state can drift (kernel rulesets), restoring `wanted` where
-    /// it was lost; run every few seconds.
-    pub fn check_drifting(&self, wanted: Vec<BanOrder>) {
+    /// Checks the enforcers whose state can drift (kernel rulesets); run every few seconds.
+    /// One that finds its state gone waits for [`Enforcers::restore_lost`].
+    pub fn check_drifting(&self) {
         for r in self.runners.iter().filter(|r| r.drifts) {
-            let _ = r.tx.send(Msg::Check(Enforcers::wanted_by(r, &wanted)));
+            let _ = r.tx.send(Msg::Check);
+        }
+    }
+
+    /// Sends the bans to the enforcers whose drift check found their state gone; `wanted`
+    /// (the active bans) is built only when one did.
+    pub fn restore_lost(&self, wanted: impl FnOnce() -> Vec<BanOrder>) {
+        let lost: Vec<&Runner> = self
+            .runners
+            .iter()
+            .filter(|r| r.lost.swap(false, Ordering::SeqCst))
+            .collect();
+        if lost.is_empty() {
+            return;
+        }
+        let wanted = wanted();
+        for r in lost {
+            let _ = r.tx.send(Msg::Reconcile(Enforcers::wanted_by(r, &wanted)));
         }
     }
 
@@ -278,6 +303,7 @@ fn run(
     enforcer: &mut dyn Enforcer,
     rx: mpsc::Receiver<Msg>,
     status: &Mutex<EnforcerStatus>,
+    lost: &AtomicBool,
     policy: Retry,
     latency: Option<Histogram>,
 ) {
@@ -305,7 +331,7 @@ fn run(
         let mut take = |m: Msg,
                         batch: &mut Vec<(Change, u32)>,
                         stopping: &mut bool,
-                        check: &mut Option<Arc<Vec<BanOrder>>>| match m {
+                        check: &mut bool| match m {
             Msg::Apply(c, read_at) => {
                 if let (Some(h), Some(at)) = (&latency, read_at) {
                     h.observe(at.elapsed().as_secs_f64());
@@ -328,23 +354,26 @@ fn run(
             }
             // Only the latest check of those queued runs: a slow one (a remote API) must not
             // let checks pile up ahead of the changes.
-            Msg::Check(wanted) => *check = Some(wanted),
+            Msg::Check => *check = true,
             Msg::Stop => *stopping = true,
         };
-        let mut check = None;
+        let mut check = false;
         if let Some(m) = first {
             take(m, &mut batch, &mut stopping, &mut check);
         }
         while let Ok(m) = rx.try_recv() {
             take(m, &mut batch, &mut stopping, &mut check);
         }
-        if let Some(wanted) = check {
+        if check {
             match enforcer.intact() {
                 Ok(true) => {}
-                Ok(false) => match enforcer.converge(&wanted) {
-                    Ok(changes) => batch.extend(changes.into_iter().map(|c| (c, 0))),
-                    Err(e) => note_error(status, &e),
-                },
+                Ok(false) => {
+                    tracing::debug!(
+                        enforcer = enforcer.name(),
+                        "state gone: waiting for the bans to restore"
+                    );
+                    lost.store(true, Ordering::SeqCst);
+                }
                 Err(e) => {
                     tracing::warn!(enforcer = enforcer.name(), "drift check failed: {e}");
                     note_error(status, &e);

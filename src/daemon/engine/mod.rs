@@ -353,7 +353,12 @@ impl Engine {
         }
         match placed {
             Placed::InForce(change) => {
-                tracing::info!(ip = %Target(target), %jail, failures, %until, "ban");
+                if self.gathered.is_some() {
+                    // A resync: one line for all of them (see fleet.rs), each here at debug.
+                    tracing::debug!(ip = %Target(target), %jail, failures, %until, "ban");
+                } else {
+                    tracing::info!(ip = %Target(target), %jail, failures, %until, "ban");
+                }
                 match &mut self.gathered {
                     Some(changes) => changes.push(change),
                     None => self.enforcers.apply_read_at(vec![change], read_at),
@@ -381,8 +386,10 @@ impl Engine {
         }
         // Kernel rulesets can be flushed behind moat's back: check every 2 s.
         if self.ticks.is_multiple_of(2) && self.enforcers.any_drifting() {
-            self.enforcers.check_drifting(self.book.wanted());
+            self.enforcers.check_drifting();
         }
+        // Those that found theirs gone get the bans back (at most a tick after the check).
+        self.enforcers.restore_lost(|| self.book.wanted());
         // So can the state directory: writes would go to a deleted file, and the next start
         // would find no bans (and lift them from the kernel).
         if self.ticks.is_multiple_of(2) && self.book.store().is_gone() {

@@ -157,7 +157,8 @@ impl Fleet {
             std::fs::write(
                 dir.join("moat.toml"),
                 format!(
-                    "[daemon]\nstate_dir = \"state\"\nsocket = \"moat.sock\"\ncheckpoint = \"1s\"\n\n\
+                    "[daemon]\nstate_dir = \"state\"\nsocket = \"moat.sock\"\ncheckpoint = \"1s\"\n\
+                     metrics = \"127.0.0.1:9717\"\n\n\
                      [enforce]\nuse = [\"nftables\"]\n\n\
                      [jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\nmaxretry = 2\n\n\
                      [cluster]\nredis = \"redis://{REDIS}:6379/0\"\nusername = \"moat\"\n\
@@ -186,6 +187,14 @@ impl Fleet {
 
     fn has(&self, i: usize, addr: &str) -> bool {
         self.set(i).contains(&format!("{addr} "))
+    }
+
+    /// A metric of node `i`, as its Prometheus endpoint (on the node's loopback) says.
+    fn metric(&self, i: usize, name: &str) -> f64 {
+        let text = ns_run(self.node_ns(i), "curl -sS http://127.0.0.1:9717/metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in node {i}'s metrics:\n{text}"))
     }
 }
 
@@ -329,6 +338,13 @@ fn three_nodes_share_bans_through_redis() {
     for m in [&n1, &n2, &back] {
         m.must(&["status"]);
     }
+    // The same counts in Prometheus: published, received (with their delay), refused.
+    assert!(fleet.metric(0, "moat_cluster_published_total") >= 4.0);
+    assert!(fleet.metric(1, "moat_cluster_received_total") >= 4.0);
+    assert!(fleet.metric(1, "moat_cluster_lag_seconds_count") >= 4.0);
+    assert!(fleet.metric(1, "moat_cluster_refused_total") >= 6.0);
+    assert_eq!(fleet.metric(1, "moat_cluster_reachable"), 1.0);
+    assert!(fleet.metric(1, "moat_cluster_remote_bans") >= 1.0);
     for i in 0..3 {
         let set = fleet.set(i);
         assert!(
@@ -357,6 +373,7 @@ fn three_nodes_share_bans_through_redis() {
     eventually(30, "node 2 says the cluster is degraded", || {
         status(&n2)["cluster"]["degraded"].is_string()
     });
+    assert_eq!(fleet.metric(1, "moat_cluster_reachable"), 0.0);
     n1.must(&["ban", "192.0.2.104", "--for", "1h"]);
     fail_twice(&fleet.dirs[1], ATTACKER);
     eventually(5, "node 2 still bans on its own", || {

@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use prometheus_client::metrics::histogram::Histogram;
 use redis::aio::MultiplexedConnection;
 use redis::{RedisResult, Value};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -53,6 +54,8 @@ pub struct ClusterTask {
     pub outbound: mpsc::UnboundedReceiver<Outbound>,
     /// What `moat status` shows.
     pub status: SharedStatus,
+    /// Where the delay of each decision received is recorded (the metrics' histogram).
+    pub lag: Histogram,
 }
 
 impl ClusterTask {
@@ -125,6 +128,7 @@ impl ClusterTask {
             self.node.clone(),
             self.inbound.clone(),
             self.status.clone(),
+            self.lag.clone(),
             position,
         ));
         let mut beat = tokio::time::interval(HEARTBEAT);
@@ -488,6 +492,7 @@ async fn follow_log(
     node: String,
     inbound: mpsc::Sender<Inbound>,
     status: SharedStatus,
+    lag_seconds: Histogram,
     position: Arc<Mutex<Option<String>>>,
 ) -> Result<(), String> {
     loop {
@@ -528,6 +533,9 @@ async fn follow_log(
                 Ok(ev) if ev.by == node => {}
                 Ok(ev) => {
                     let lag = id_ms(&id).map(|ms| (now - ms).max(0) as u64);
+                    if let Some(ms) = lag {
+                        lag_seconds.observe(ms as f64 / 1000.0);
+                    }
                     {
                         let mut s = status.lock().unwrap();
                         s.received += 1;

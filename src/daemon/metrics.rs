@@ -9,7 +9,7 @@
 //! The HTTP side is written here rather than pulled in as a server framework: it answers one
 //! `GET /metrics` on loopback, reads at most 8 KiB of request with a timeout, and closes.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -22,6 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::Shared;
+use crate::cluster::status::SharedStatus;
 
 /// The label of a per-source metric.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -77,6 +78,25 @@ pub struct Metrics {
     pub ports_blocked: Gauge,
     /// From reading the line that completed a window to the enforcer receiving the ban.
     pub ban_latency: Histogram,
+    /// `moat_cluster_lag_seconds`: from another node's decision entering the shared log to
+    /// this node receiving it.
+    pub cluster_lag: Histogram,
+    /// `moat_cluster_published_total`: decisions this node published to the fleet.
+    cluster_published: Counter,
+    /// `moat_cluster_received_total`: other nodes' decisions received.
+    cluster_received: Counter,
+    /// `moat_cluster_refused_total`: entries of the shared state refused (malformed, hostile,
+    /// or a target the safety rules refuse here).
+    cluster_refused: Counter,
+    /// `moat_cluster_reachable`: 1 while Redis answers.
+    cluster_reachable: Gauge,
+    /// `moat_cluster_queued`: decisions waiting to be published (Redis unreachable).
+    cluster_queued: Gauge,
+    /// `moat_cluster_remote_bans`: other nodes' bans in force here.
+    cluster_remote_bans: Gauge,
+    /// The cluster's status, once this node joined a fleet: the cluster metrics are read
+    /// from it at scrape time (and exported only then).
+    cluster: OnceLock<SharedStatus>,
     registry: Registry,
 }
 
@@ -104,6 +124,15 @@ impl Metrics {
             ports_blocked: Gauge::default(),
             // 50 µs to ~3 s.
             ban_latency: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
+            // 1 ms to ~16 s.
+            cluster_lag: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            cluster_published: Counter::default(),
+            cluster_received: Counter::default(),
+            cluster_refused: Counter::default(),
+            cluster_reachable: Gauge::default(),
+            cluster_queued: Gauge::default(),
+            cluster_remote_bans: Gauge::default(),
+            cluster: OnceLock::new(),
             registry: Registry::with_prefix("moat"),
         };
         let mut r = Registry::with_prefix("moat");
@@ -159,6 +188,47 @@ impl Metrics {
         Metrics { registry: r, ..m }
     }
 
+    /// From now on the cluster's metrics are exported, read from `status` at each scrape.
+    pub fn join_fleet(&mut self, status: SharedStatus) {
+        let r = &mut self.registry;
+        r.register(
+            "cluster_lag_seconds",
+            "From another node's decision entering the shared log to this node receiving it",
+            self.cluster_lag.clone(),
+        );
+        r.register(
+            "cluster_published",
+            "Decisions this node published to the fleet",
+            self.cluster_published.clone(),
+        );
+        r.register(
+            "cluster_received",
+            "Decisions of other nodes received",
+            self.cluster_received.clone(),
+        );
+        r.register(
+            "cluster_refused",
+            "Entries of the shared state refused (malformed, hostile, or refused by the safety rules)",
+            self.cluster_refused.clone(),
+        );
+        r.register(
+            "cluster_reachable",
+            "1 while Redis answers, 0 while the fleet is degraded",
+            self.cluster_reachable.clone(),
+        );
+        r.register(
+            "cluster_queued",
+            "Decisions waiting to be published (Redis unreachable)",
+            self.cluster_queued.clone(),
+        );
+        r.register(
+            "cluster_remote_bans",
+            "Bans of other nodes in force here",
+            self.cluster_remote_bans.clone(),
+        );
+        let _ = self.cluster.set(status);
+    }
+
     /// The text exposition, after refreshing the gauges read from `shared`.
     pub fn render(&self, shared: &Shared, enforcers: &[super::protocol::EnforcerStatus]) -> String {
         for s in shared.sources.lock().unwrap().iter() {
@@ -177,6 +247,15 @@ impl Metrics {
             catch_up(&self.enforcer_errors.get_or_create(&l), e.failed);
             self.enforcer_queue.get_or_create(&l).set(e.queued as i64);
             catch_up(&self.enforcer_repairs.get_or_create(&l), e.repairs);
+        }
+        if let Some(c) = self.cluster.get() {
+            let c = c.lock().unwrap().clone();
+            catch_up(&self.cluster_published, c.published);
+            catch_up(&self.cluster_received, c.received);
+            catch_up(&self.cluster_refused, c.refused);
+            self.cluster_reachable.set(i64::from(c.reachable));
+            self.cluster_queued.set(c.queued as i64);
+            self.cluster_remote_bans.set(c.remote_bans as i64);
         }
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

@@ -287,7 +287,17 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
     }
     let listener = control::bind(&socket, &access).await?;
 
-    let metrics = Arc::new(metrics::Metrics::new());
+    // Made before the metrics, which read it at each scrape.
+    let cluster_status = config
+        .cluster
+        .as_ref()
+        .map(|_| crate::cluster::status::SharedStatus::default());
+    let mut metrics = metrics::Metrics::new();
+    if let Some(status) = &cluster_status {
+        metrics.join_fleet(status.clone());
+    }
+    let metrics = Arc::new(metrics);
+    let cluster_lag = metrics.cluster_lag.clone();
     let enforcers = build_enforcers(&config, &metrics)?;
     let enforcer_status = enforcers.status_handles();
     tracing::info!(enforcers = ?enforcers.names(), jails = config.jails.len(), ledger = %ledger.path().display(), "starting");
@@ -336,9 +346,11 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
         metrics,
     );
     let cursors = engine.saved_cursors();
-    let fleet = match &config.cluster {
-        Some(settings) => Some(join_fleet(&mut engine, settings)?),
-        None => None,
+    let fleet = match (&config.cluster, cluster_status) {
+        (Some(settings), Some(status)) => {
+            Some(join_fleet(&mut engine, settings, status, cluster_lag)?)
+        }
+        _ => None,
     };
     // Small: a block is up to 256 KiB, and a source that reads faster than the engine decides
     // should wait rather than queue megabytes (ingest is as fast with 16 as with 256).
@@ -520,6 +532,8 @@ async fn start_web(
 fn join_fleet(
     engine: &mut Engine,
     settings: &crate::cluster::ClusterSettings,
+    status: crate::cluster::status::SharedStatus,
+    lag: prometheus_client::metrics::histogram::Histogram,
 ) -> anyhow::Result<(
     crate::cluster::run::ClusterTask,
     mpsc::Receiver<crate::cluster::Inbound>,
@@ -528,7 +542,6 @@ fn join_fleet(
         .password()
         .map_err(|e| anyhow::anyhow!("[cluster] password_file: {e}"))?;
     let node = settings.node_name();
-    let status = crate::cluster::status::SharedStatus::default();
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (in_tx, in_rx) = mpsc::channel(1024);
     engine.join_fleet(engine::fleet::Fleet {
@@ -546,6 +559,7 @@ fn join_fleet(
         inbound: in_tx,
         outbound: out_rx,
         status,
+        lag,
     };
     Ok((task, in_rx))
 }

@@ -54,7 +54,9 @@ dir $TMP
 user default off
 user moat on >bench ~moat:* +@all -@dangerous +ping +info +memory
 EOF
-in_ns lan redis-server "$TMP/redis.conf" > "$TMP/redis.log" 2>&1 &
+# Not through in_ns: a function run in the background is a subshell, and its pid is not
+# Redis's (the cleanup would leave Redis running).
+ip netns exec moat-bench-lan redis-server "$TMP/redis.conf" > "$TMP/redis.log" 2>&1 &
 REDIS_PID=$!
 rcli() { in_ns lan redis-cli --no-auth-warning -h 192.0.2.5 --user moat --pass bench "$@"; }
 until [ "$(rcli PING 2>/dev/null)" = PONG ]; do sleep 0.1; done
@@ -134,6 +136,11 @@ key=$(rcli HRANDFIELD moat:bans)
 entry=$(rcli MEMORY USAGE moat:bans)
 echo "Redis: $bans active bans, used_memory $used bytes in all; moat:bans $entry bytes ($((entry / bans)) per ban); moat:log $(rcli MEMORY USAGE moat:log) bytes for $(rcli XLEN moat:log) entries"
 echo "a ban's JSON: $(rcli HGET moat:bans "$key" | wc -c) bytes"
+
+# The monitors are done: left running, they would stamp each of the bulk's 100,000 elements
+# with a `date` process, and the kernel would build a notification for each.
+for p in "${MONITORS[@]}"; do kill -- "-$p" 2>/dev/null || true; done
+MONITORS=()
 
 # 100,000 fleet bans at a node's start: another node's (node9, not running) bans in the active
 # set; node 3 starts with nothing (no state, no table) and takes them from the resync.

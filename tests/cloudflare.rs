@@ -959,24 +959,7 @@ fn seed_behind_cloudflare_nginx_real_ip_and_a_ban_at_the_edge() {
     )
     .unwrap();
     std::fs::write(dir.join("access.log"), "").unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _nginx = Kill(
-        std::process::Command::new("/usr/sbin/nginx")
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .args(["-g", "daemon off;"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _nginx = support::Nginx::start(None, &dir.join("nginx.conf"));
     let login = |visitor: &str, password: &str| -> String {
         let out = std::process::Command::new("curl")
             .args([

@@ -8,22 +8,13 @@
 //! is never banned. And on a host with nothing to protect, init says so and writes nothing.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 mod support;
 use support::{eventually, ns_run, Dockerd, Moat, Netns};
 
 const MOAT: &str = env!("CARGO_BIN_EXE_moat");
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `moat init ...` inside `ns` with `env`; (exit code, stdout, stderr).
 fn init(ns: &str, env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
@@ -127,17 +118,7 @@ fn init_writes_a_configuration_that_bans_the_bot_and_never_the_admin() {
         "127.0.0.1:9000".parse().unwrap(),
         support::answer_portainer_login,
     );
-    let _nginx = Kill(
-        Command::new("ip")
-            .args(["netns", "exec", &h, "nginx", "-c"])
-            .arg(root.join("etc/nginx/nginx.conf"))
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _nginx = support::Nginx::start(Some(&h), &root.join("etc/nginx/nginx.conf"));
     // Containers of known applications (busybox under their images' names), and one unknown.
     for image in ["portainer/portainer-ce:latest", "vaultwarden/server:latest"] {
         docker.must(&["tag", "moat-test/busybox:1", image]);

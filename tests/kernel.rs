@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod support;
@@ -481,26 +481,7 @@ fn seed_scenario_nginx_portainer_and_a_password_guessing_bot() {
     )
     .unwrap();
     std::fs::write(dir.join("access.log"), "").unwrap();
-    struct Kill(Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    // Guarded at once, and without our stdout: a leftover nginx must not keep the test
-    // harness waiting.
-    let _nginx = Kill(
-        Command::new("ip")
-            .args(["netns", "exec", &h, "nginx", "-c"])
-            .arg(dir.join("nginx.conf"))
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _nginx = support::Nginx::start(Some(&h), &dir.join("nginx.conf"));
     let login = |from: &str, password: &str| -> String {
         let out = Command::new("ip")
             .args([

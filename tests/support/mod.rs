@@ -306,6 +306,52 @@ impl Drop for Netns {
     }
 }
 
+/// A real nginx with the configuration `conf` (in namespace `ns`, when given), in the
+/// foreground, stopped when dropped. SIGTERM, not SIGKILL: nginx's master then stops its workers, where a killed
+/// master leaves a worker behind that holds the test's descriptors (and any lock the test
+/// command held) long after the test.
+pub struct Nginx(Child);
+
+impl Nginx {
+    pub fn start(ns: Option<&str>, conf: &Path) -> Nginx {
+        let mut cmd = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "nginx"]);
+                c
+            }
+            None => Command::new("/usr/sbin/nginx"),
+        };
+        Nginx(
+            cmd.arg("-c")
+                .arg(conf)
+                .args(["-g", "daemon off;"])
+                // Without our stdout: a leftover nginx must not keep the harness waiting.
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Listens on `addr` inside `ns` and hands each connection to `handle` on a thread of its own;
 /// returns once listening, runs until the namespace goes.
 pub fn serve_in_netns(ns: &str, addr: std::net::SocketAddr, handle: fn(std::net::TcpStream)) {

@@ -32,6 +32,10 @@
 //!
 //! IPv6 targets go to Cloudflare as their /64 (configurable): a client rotating through its
 //! /64 is one entry. Ports do not exist at Cloudflare's edge; a ban covers the site.
+//!
+//! In a fleet, one node at a time writes: [`lease::Gate`] says whether this node holds the
+//! lease (it writes), another does (no calls at all), or Redis is away (bans only, unbans
+//! wait). A node that gains the lease converges at its next periodic check.
 
 pub mod api;
 pub mod lease;
@@ -458,6 +462,8 @@ impl Enforcer for CloudflareEnforcer {
     fn apply(&mut self, batch: &[Change]) -> Vec<Failed> {
         let role = self.role();
         if !role.calls() {
+            // Another node writes meanwhile: what this one read is stale from now on.
+            self.known = false;
             return Vec::new();
         }
         let apply = |cf: &mut Self, b: &[Change]| match cf.s.mode {
@@ -475,6 +481,9 @@ impl Enforcer for CloudflareEnforcer {
                 skipped = batch.len() - bans.len(),
                 "Cloudflare: unbans wait for the lease (Redis unreachable)"
             );
+        }
+        if bans.is_empty() {
+            return Vec::new();
         }
         let only: Vec<Change> = bans.iter().map(|&i| batch[i].clone()).collect();
         let mut failed = apply(self, &only);
@@ -524,6 +533,7 @@ impl Enforcer for CloudflareEnforcer {
         let changed = self.seen.as_ref() != Some(&role);
         self.seen = Some(role.clone());
         if !role.calls() {
+            self.known = false;
             return Ok(true);
         }
         let due = (changed && self.gate.is_some())
@@ -713,6 +723,40 @@ mod tests {
         let c = comment_of(&order("a owner web-2"), "web-1");
         assert!(parse_comment(&c, "web-1").is_some(), "{c}");
         assert!(parse_comment(&c, "web-2").is_none(), "{c}");
+    }
+
+    #[test]
+    fn a_standby_calls_nothing_and_a_node_alone_lifts_nothing() {
+        // Nothing listens there: any call would be counted, and fail.
+        let s: CloudflareSettings = toml::from_str(
+            "token_env = \"X\"\naccount_id = \"a1\"\nzone_id = \"z1\"\n\
+             api = \"http://127.0.0.1:9/client/v4\"",
+        )
+        .unwrap();
+        let budget = api::Budget::new(50.0, 1000, Duration::from_secs(300));
+        let api = Api::new(&s.api, api::Auth::Token("t".into()), budget);
+        let gate = lease::Gate::new();
+        let mut cf = CloudflareEnforcer::new(api, s).with_gate(gate.clone());
+        let ban = Change::Ban(order("sshd"));
+        let unban = Change::Unban(order("sshd").key());
+        for role in [
+            lease::Role::Pending,
+            lease::Role::Standby {
+                holder: "node1".into(),
+            },
+        ] {
+            gate.set(role);
+            assert!(cf.apply(&[ban.clone(), unban.clone()]).is_empty());
+            assert_eq!(cf.intact(), Ok(true));
+            assert!(cf.converge(&[order("sshd")]).unwrap().is_empty());
+        }
+        gate.set(lease::Role::Alone);
+        assert!(cf.apply(&[unban]).is_empty());
+        assert_eq!(cf.requests(), 0);
+        assert!(cf
+            .remark()
+            .unwrap()
+            .starts_with("Redis unreachable: adding bans only"));
     }
 
     #[test]

@@ -961,8 +961,14 @@ fn seed_behind_cloudflare_nginx_real_ip_and_a_ban_at_the_edge() {
     std::fs::write(dir.join("access.log"), "").unwrap();
     struct Kill(std::process::Child);
     impl Drop for Kill {
+        // SIGTERM, not SIGKILL: nginx's master then stops its worker, which a SIGKILL would
+        // leave running with the test's inherited descriptors (a `flock` around cargo stayed
+        // held by it).
         fn drop(&mut self) {
-            let _ = self.0.kill();
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
             let _ = self.0.wait();
         }
     }

@@ -20,7 +20,7 @@
 //! | 4 | [`netfilter`] | nftables and iptables plumbing, shared by the bans and the port policy | [`netfilter::nft::Nft`] |
 //! | 5 | [`enforce`] | where a ban takes effect, one file and one registration per enforcer | [`enforce::Enforcer`], [`enforce::registry`] |
 //! | 5 | [`ports`] | the port policy: model, compiler, apply/confirm/rollback | [`ports::PortPolicy`] |
-//! | 6 | [`cluster`] | what a fleet of nodes shares through Redis: the decisions, the active bans, heartbeats | [`cluster::ClusterSettings`], [`cluster::wire::FleetBan`], [`cluster::run::ClusterTask`] |
+//! | 6 | [`cluster`] | what a fleet of nodes shares through Redis: the decisions, the active bans, heartbeats, the Cloudflare lease | [`cluster::ClusterSettings`], [`cluster::wire::FleetBan`], [`cluster::run::ClusterTask`] |
 //! | 7 | [`config`] | the TOML schema and validation; builds each part's settings | [`config::Config`] |
 //! | 8 | [`daemon`] | `moat run`: tasks, channels, the engine, the control socket | [`daemon::engine::Engine`] |
 //! | 8 | [`scan`] | `moat scan`: the pipeline offline and its report | [`scan::ScanReport`] |

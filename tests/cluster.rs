@@ -20,28 +20,49 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-/// redis-server in the `lan` namespace, no persistence, the default user off and one user
-/// `moat` limited to moat's keys.
+/// The ACL rule docs/cluster.md gives each node's user (after its password), so that the
+/// tests run with exactly what users are told to configure.
+fn documented_acl() -> String {
+    let doc = include_str!("../docs/cluster.md");
+    let line = doc
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("user moat-node1 on >PASSWORD1 "))
+        .expect("docs/cluster.md has the ACL line of moat-node1");
+    line["user moat-node1 on >PASSWORD1 ".len()..].to_string()
+}
+
+/// redis-server (in a namespace, or on loopback), no persistence, the default user off and
+/// one user `moat` with the rule docs/cluster.md gives.
 struct Redis {
-    ns: String,
+    ns: Option<String>,
+    host: String,
+    port: u16,
     dir: PathBuf,
     child: Option<Child>,
 }
 
 impl Redis {
     fn start(ns: &str, dir: &Path) -> Redis {
+        Redis::start_at(Some(ns), REDIS, 6379, dir)
+    }
+
+    fn start_at(ns: Option<&str>, host: &str, port: u16, dir: &Path) -> Redis {
         let conf = dir.join("redis.conf");
         std::fs::write(
             &conf,
             format!(
-                "bind {REDIS}\nport 6379\nsave \"\"\nappendonly no\ndir {}\n\
-                 user default off\nuser moat on >s3cret ~moat:* +@all -@dangerous +ping +info\n",
-                dir.display()
+                "bind {host}\nport {port}\nsave \"\"\nappendonly no\ndir {}\n\
+                 user default off\nuser moat on >s3cret {}\n",
+                dir.display(),
+                documented_acl()
             ),
         )
         .unwrap();
         let mut r = Redis {
-            ns: ns.into(),
+            ns: ns.map(String::from),
+            host: host.into(),
+            port,
             dir: dir.into(),
             child: None,
         };
@@ -49,12 +70,23 @@ impl Redis {
         r
     }
 
+    /// `program` run in the namespace, if any.
+    fn command(&self, program: &str) -> Command {
+        match &self.ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, program]);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
     fn restart(&mut self) {
         self.kill();
         let log = std::fs::File::create(self.dir.join("redis.log")).unwrap();
         self.child = Some(
-            Command::new("ip")
-                .args(["netns", "exec", &self.ns, "redis-server"])
+            self.command("redis-server")
                 .arg(self.dir.join("redis.conf"))
                 .stdout(log)
                 .stderr(Stdio::null())
@@ -72,9 +104,11 @@ impl Redis {
     }
 
     fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.ns, "redis-cli", "--no-auth-warning"])
-            .args(["-h", REDIS, "--user", "moat", "--pass", "s3cret"])
+        let out = self
+            .command("redis-cli")
+            .arg("--no-auth-warning")
+            .args(["-h", &self.host, "-p", &self.port.to_string()])
+            .args(["--user", "moat", "--pass", "s3cret"])
             .args(args)
             .output()
             .unwrap();
@@ -398,4 +432,241 @@ fn three_nodes_share_bans_through_redis() {
     assert_eq!(n101, 1, "{active:?}");
     drop(n2);
     drop(n1);
+}
+
+/// One node of the Cloudflare fleet below: its own directory, its own token (so that the
+/// fake can tell who wrote), the same account, list and (default) owner as the others.
+fn cloudflare_node(
+    tmp: &Path,
+    name: &str,
+    token: &str,
+    fake: &support::cloudflare::Fake,
+    redis_port: u16,
+) -> PathBuf {
+    let dir = tmp.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (file, secret) in [("cf.token", token), ("redis.pass", "s3cret")] {
+        std::fs::write(dir.join(file), format!("{secret}\n")).unwrap();
+        std::fs::set_permissions(dir.join(file), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    std::fs::write(dir.join("access.log"), "").unwrap();
+    support::write_config(
+        &dir,
+        &format!(
+            "[enforce]\nuse = [\"cloudflare\"]\n\n\
+             [enforce.cloudflare]\ntoken_file = \"cf.token\"\naccount_id = \"{}\"\n\
+             zone_id = \"{}\"\napi = \"{}\"\n\n\
+             [jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\n\n\
+             [cluster]\nredis = \"redis://127.0.0.1:{redis_port}/0\"\nusername = \"moat\"\n\
+             password_file = \"redis.pass\"\nnode = \"{name}\"\n",
+            fake.account(),
+            fake.zone(),
+            fake.url
+        ),
+    );
+    dir
+}
+
+/// The Cloudflare enforcer's remark in `moat status --json`.
+fn cf_remark(d: &support::Daemon) -> String {
+    d.json(&["status", "--json"])["enforcers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "cloudflare")
+        .and_then(|e| e["remark"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The fake list's items for `ip`: (id, comment) each.
+fn cf_items(fake: &support::cloudflare::Fake, ip: &str) -> Vec<(String, String)> {
+    let st = fake.state.lock().unwrap();
+    st.lists
+        .values()
+        .flat_map(|l| l.items.values())
+        .filter(|i| i.ip == ip)
+        .map(|i| (i.id.clone(), i.comment.clone()))
+        .collect()
+}
+
+fn wait(secs: u64, what: &str, nodes: &[&support::Daemon], f: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        if std::time::Instant::now() >= deadline {
+            let logs: Vec<String> = nodes.iter().map(|d| d.log()).collect();
+            panic!("not within {secs}s: {what}\n{}", logs.join("\n-----\n"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn one_node_writes_cloudflare_for_the_fleet_and_another_takes_over() {
+    use support::cloudflare::{Fake, Item, Options, LISTS_EDIT, WAF_EDIT};
+    let test = "one_node_writes_cloudflare_for_the_fleet_and_another_takes_over";
+    if !support::have("redis-server") || !support::have("redis-cli") {
+        support::skip(
+            test,
+            "redis-server is not installed (apt-get install redis-server)",
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let rdir = tmp.path().join("redis");
+    std::fs::create_dir_all(&rdir).unwrap();
+    let mut redis = Redis::start_at(None, "127.0.0.1", port, &rdir);
+    let fake = Fake::start(Options::default());
+    fake.token("token-a", &[LISTS_EDIT, WAF_EDIT]);
+    fake.token("token-b", &[LISTS_EDIT, WAF_EDIT]);
+    let key = format!("moat:lease:cloudflare:{}:moat_block", fake.account());
+    let dir_a = cloudflare_node(tmp.path(), "node-a", "token-a", &fake, port);
+    let dir_b = cloudflare_node(tmp.path(), "node-b", "token-b", &fake, port);
+
+    // Node A first: it takes the lease and creates the list.
+    let a = support::Daemon::start(&dir_a);
+    wait(15, "node A holds the lease", &[&a], || {
+        cf_remark(&a).starts_with("writing for the fleet (holds the lease)")
+    });
+    assert_eq!(redis.cli(&["GET", &key]).trim(), "node-a");
+    wait(10, "node A created the list", &[&a], || {
+        !fake.state.lock().unwrap().lists.is_empty()
+    });
+    // The admin's own item, in the list throughout.
+    let admin = Item {
+        id: "0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a".into(),
+        ip: "198.51.100.50".into(),
+        comment: "office VPN, added by hand".into(),
+    };
+    {
+        let mut st = fake.state.lock().unwrap();
+        let list = st.lists.values_mut().next().unwrap();
+        list.items.insert(admin.id.clone(), admin.clone());
+    }
+    let admins_item_stays = || {
+        let items = cf_items(&fake, &admin.ip);
+        assert_eq!(
+            items,
+            vec![(admin.id.clone(), admin.comment.clone())],
+            "the admin's item is never changed or deleted"
+        );
+    };
+
+    let b = support::Daemon::start(&dir_b);
+    wait(15, "node B is standby", &[&a, &b], || {
+        cf_remark(&b).starts_with("standby: node node-a writes to Cloudflare")
+    });
+    let lease = b.json(&["status", "--json"])["cluster"]["cloudflare_lease"].clone();
+    assert_eq!(lease, format!("{key}: held by node-a"), "{lease}");
+
+    // 1. A ban decided on B is placed once, by A; B makes no request at all.
+    b.json(&["ban", "203.0.113.10", "--for", "1h", "--json"]);
+    wait(10, "the ban of B is in the list", &[&a, &b], || {
+        !cf_items(&fake, "203.0.113.10").is_empty()
+    });
+    // And the ones that stay (1 h), and one that ends while nobody writes (6 s), by A.
+    a.json(&["ban", "203.0.113.20", "--for", "1h", "--json"]);
+    a.json(&["ban", "203.0.113.30", "--for", "6s", "--json"]);
+    wait(10, "A's bans are in the list", &[&a, &b], || {
+        !cf_items(&fake, "203.0.113.20").is_empty() && !cf_items(&fake, "203.0.113.30").is_empty()
+    });
+    let stay: Vec<(String, String)> = ["203.0.113.10", "203.0.113.20"]
+        .iter()
+        .map(|ip| {
+            let items = cf_items(&fake, ip);
+            assert_eq!(items.len(), 1, "{ip} placed exactly once: {items:?}");
+            assert!(items[0].1.ends_with(" owner fleet"), "{items:?}");
+            items[0].clone()
+        })
+        .collect();
+    assert!(
+        fake.calls_by("token-b").is_empty(),
+        "the standby made no Cloudflare request: {:?}",
+        fake.calls_by("token-b")
+    );
+    let writes_a = fake.writes_by("token-a");
+    assert!(
+        writes_a
+            .iter()
+            .any(|w| w.starts_with("POST ") && w.contains("/items")),
+        "{writes_a:?}"
+    );
+    admins_item_stays();
+
+    // 2./3. The holder killed: B takes the lease within the TTL and a few seconds.
+    let killed = std::time::Instant::now();
+    a.kill9();
+    wait(25, "node B takes over", &[&b], || {
+        cf_remark(&b).starts_with("writing for the fleet (holds the lease)")
+    });
+    let took = killed.elapsed();
+    eprintln!("node B took the lease {took:?} after node A was killed");
+    assert!(took <= Duration::from_secs(16), "{took:?}");
+    assert_eq!(redis.cli(&["GET", &key]).trim(), "node-b");
+    b.json(&["ban", "203.0.113.40", "--for", "1h", "--json"]);
+    wait(10, "the new writer places a new ban", &[&b], || {
+        !cf_items(&fake, "203.0.113.40").is_empty()
+    });
+    wait(15, "the dead node's ended ban is lifted", &[&b], || {
+        cf_items(&fake, "203.0.113.30").is_empty()
+    });
+    let writes_b = fake.writes_by("token-b");
+    assert!(
+        writes_b.iter().any(|w| w.starts_with("DELETE ")),
+        "B lifted it: {writes_b:?}"
+    );
+    for (ip, item) in ["203.0.113.10", "203.0.113.20"].iter().zip(&stay) {
+        assert_eq!(
+            cf_items(&fake, ip),
+            vec![item.clone()],
+            "{ip} stays, never deleted and placed again"
+        );
+    }
+    admins_item_stays();
+
+    // 4. Redis gone: after the TTL, B adds bans but lifts none.
+    redis.kill();
+    wait(25, "B is alone", &[&b], || {
+        cf_remark(&b).starts_with("Redis unreachable: adding bans only")
+    });
+    let lease = b.json(&["status", "--json"])["cluster"]["cloudflare_lease"].clone();
+    assert!(
+        lease.as_str().unwrap().contains("Redis unreachable"),
+        "{lease}"
+    );
+    b.json(&["ban", "203.0.113.60", "--for", "1h", "--json"]);
+    wait(10, "a ban is placed without Redis", &[&b], || {
+        !cf_items(&fake, "203.0.113.60").is_empty()
+    });
+    b.json(&["unban", "203.0.113.40", "--json"]);
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        cf_items(&fake, "203.0.113.40").len(),
+        1,
+        "no unban without the lease"
+    );
+    // Redis back (empty): B takes the lease again and does the unban.
+    redis.restart();
+    wait(20, "B holds the lease again", &[&b], || {
+        cf_remark(&b).starts_with("writing for the fleet (holds the lease)")
+    });
+    wait(10, "the unban is done", &[&b], || {
+        cf_items(&fake, "203.0.113.40").is_empty()
+    });
+    // B's own bans stay. (Redis came back empty: the dead node A's bans are gone from the
+    // fleet's active set, as after any empty restart with their node away, so the resync
+    // lifts 203.0.113.20 everywhere; that is the cluster's rule, not the lease's.)
+    for ip in ["203.0.113.10", "203.0.113.60"] {
+        assert_eq!(cf_items(&fake, ip).len(), 1, "{ip} stays");
+    }
+    admins_item_stays();
+
+    // A clean stop hands the lease over at once.
+    b.stop();
+    assert_eq!(redis.cli(&["GET", &key]).trim(), "", "released");
 }

@@ -256,6 +256,9 @@ fn print_cluster(c: &crate::cluster::ClusterStatus, now: Timestamp) {
     if let Some(r) = &c.last_refused {
         println!("  last refused: {}", visible(r));
     }
+    if let Some(l) = &c.cloudflare_lease {
+        println!("  Cloudflare lease {}", visible(l));
+    }
     for n in &c.nodes {
         let ago = (now.as_millisecond() - n.last_heartbeat).max(0) as f64 / 1000.0;
         println!(

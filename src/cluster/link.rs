@@ -117,6 +117,22 @@ impl Link {
     }
 }
 
+impl Link {
+    /// One connection, checked with a `PING` (the Cloudflare lease's, apart from the
+    /// session's so that a session's failure and the lease's are each their own).
+    pub async fn connect_one(&self) -> RedisResult<MultiplexedConnection> {
+        let client = self.client().await?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        ping(&mut conn).await?;
+        Ok(conn)
+    }
+}
+
 /// A round trip to Redis, timed.
 pub async fn ping(conn: &mut impl ConnectionLike) -> RedisResult<Duration> {
     let start = std::time::Instant::now();

@@ -6,8 +6,9 @@
 //! decisions ([`Outbound`], from the engine), follows the stream with a blocking read and
 //! hands what other nodes decided to the engine ([`Inbound`]), which applies it through the
 //! same safety rules and enforcers as its own. [`status`] is what `moat status` shows;
-//! [`settings`] is the `[cluster]` table. `docs/cluster.md` tells the story for users.
+//! [`settings`] is the `[cluster]` table. [`lease`] decides which node writes to Cloudflare. `docs/cluster.md` tells the story for users.
 
+pub mod lease;
 pub mod link;
 pub mod run;
 pub mod settings;

@@ -36,6 +36,9 @@ pub struct ClusterStatus {
     pub own_bans: u64,
     /// Bans of other nodes in force here.
     pub remote_bans: u64,
+    /// The Cloudflare lease: its key and who holds it (`None`: no Cloudflare enforcer).
+    #[serde(default)]
+    pub cloudflare_lease: Option<String>,
 }
 
 /// A node, as its heartbeat says.

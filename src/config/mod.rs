@@ -364,6 +364,10 @@ impl Config {
                 entry.2 = span;
             }
         }
+        // The nodes of a fleet must share the owner: its default there is one name for all.
+        enforce.cloudflare = enforce
+            .cloudflare
+            .map(|cf| cf.with_default_owner(cluster.is_some()));
         let (last_path, last_text) = &texts[texts.len() - 1];
         enforce
             .check()

@@ -186,15 +186,31 @@ fn sources_of(config: &Config) -> Vec<String> {
     all
 }
 
-fn build_enforcers(config: &Config, metrics: &metrics::Metrics) -> anyhow::Result<Enforcers> {
+/// In a fleet with the Cloudflare enforcer: the gate that the lease sets and the enforcer
+/// reads, so that one node at a time writes to Cloudflare.
+fn cloudflare_gate(config: &Config) -> Option<crate::enforce::cloudflare::lease::Gate> {
+    let uses = config
+        .enforce
+        .names()
+        .contains(&crate::enforce::registry::EnforcerName::Cloudflare);
+    (config.cluster.is_some() && uses).then(crate::enforce::cloudflare::lease::Gate::new)
+}
+
+fn build_enforcers(
+    config: &Config,
+    metrics: &metrics::Metrics,
+    gate: Option<&crate::enforce::cloudflare::lease::Gate>,
+) -> anyhow::Result<Enforcers> {
+    use crate::enforce::registry::EnforcerName;
     let mut e = Enforcers::with_latency(metrics.ban_latency.clone());
     for name in config.enforce.names() {
-        e.add(
-            config
-                .enforce
-                .build(name)
-                .map_err(|err| anyhow::anyhow!("{err}"))?,
-        );
+        let built = match (name, gate, &config.enforce.cloudflare) {
+            (EnforcerName::Cloudflare, Some(gate), Some(s)) => {
+                crate::enforce::cloudflare::build_with_gate(s, gate.clone())
+            }
+            _ => config.enforce.build(name),
+        };
+        e.add(built.map_err(|err| anyhow::anyhow!("{err}"))?);
     }
     let behind = config.behind_cloudflare();
     e.route_behind_cloudflare(&behind);
@@ -298,7 +314,8 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
     }
     let metrics = Arc::new(metrics);
     let cluster_lag = metrics.cluster_lag.clone();
-    let enforcers = build_enforcers(&config, &metrics)?;
+    let gate = cloudflare_gate(&config);
+    let enforcers = build_enforcers(&config, &metrics, gate.as_ref())?;
     let enforcer_status = enforcers.status_handles();
     tracing::info!(enforcers = ?enforcers.names(), jails = config.jails.len(), ledger = %ledger.path().display(), "starting");
     let metrics_task = match config.daemon.metrics {
@@ -347,9 +364,14 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
     );
     let cursors = engine.saved_cursors();
     let fleet = match (&config.cluster, cluster_status) {
-        (Some(settings), Some(status)) => {
-            Some(join_fleet(&mut engine, settings, status, cluster_lag)?)
-        }
+        (Some(settings), Some(status)) => Some(join_fleet(
+            &mut engine,
+            settings,
+            &config,
+            gate,
+            status,
+            cluster_lag,
+        )?),
         _ => None,
     };
     // Small: a block is up to 256 KiB, and a source that reads faster than the engine decides
@@ -373,7 +395,7 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
         Some(addr) => start_web(&config, &state_dir, addr, &engine_tx, &shared).await?,
         None => None,
     };
-    let cluster_task = fleet.map(|(task, mut inbound)| {
+    let cluster_task = fleet.map(|(task, mut inbound, lease)| {
         let engine = engine_tx.clone();
         let forward = tokio::spawn(async move {
             while let Some(m) = inbound.recv().await {
@@ -382,7 +404,8 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
                 }
             }
         });
-        (tokio::spawn(task.run(shutdown_rx.clone())), forward)
+        let lease = lease.map(|l| tokio::spawn(l.run(shutdown_rx.clone())));
+        (tokio::spawn(task.run(shutdown_rx.clone())), forward, lease)
     });
 
     let (daemon_tx, mut daemon_rx) = mpsc::channel::<DaemonRequest>(4);
@@ -461,9 +484,13 @@ async fn serve(config_path: &Path, config: Config) -> anyhow::Result<()> {
     if let Some(r) = ranges_task {
         r.abort();
     }
-    if let Some((task, forward)) = cluster_task {
+    if let Some((task, forward, lease)) = cluster_task {
         let _ = task.await;
         forward.abort();
+        // Released before the enforcers stop: nothing is written after it.
+        if let Some(lease) = lease {
+            let _ = lease.await;
+        }
     }
     let _ = engine_tx.send(EngineMsg::Stop).await;
     drop(engine_tx);
@@ -528,15 +555,19 @@ async fn start_web(
 }
 
 /// Joins the fleet `[cluster]` names: the engine hands its decisions to the cluster task,
-/// which hands back the other nodes' (through the returned receiver).
+/// which hands back the other nodes' (through the returned receiver). With the Cloudflare
+/// enforcer's `gate`, also the task that holds the Cloudflare lease.
 fn join_fleet(
     engine: &mut Engine,
     settings: &crate::cluster::ClusterSettings,
+    config: &Config,
+    gate: Option<crate::enforce::cloudflare::lease::Gate>,
     status: crate::cluster::status::SharedStatus,
     lag: prometheus_client::metrics::histogram::Histogram,
 ) -> anyhow::Result<(
     crate::cluster::run::ClusterTask,
     mpsc::Receiver<crate::cluster::Inbound>,
+    Option<crate::cluster::lease::LeaseTask>,
 )> {
     let password = settings
         .password()
@@ -551,6 +582,15 @@ fn join_fleet(
         status: status.clone(),
     });
     tracing::info!(%node, redis = %settings.redis, "joining the fleet");
+    let lease = gate
+        .zip(config.enforce.cloudflare.as_ref())
+        .map(|(gate, cf)| crate::cluster::lease::LeaseTask {
+            link: crate::cluster::link::Link::new(settings.clone(), password.clone()),
+            node: node.clone(),
+            key: crate::enforce::cloudflare::lease::lease_key(cf),
+            gate,
+            status: status.clone(),
+        });
     let task = crate::cluster::run::ClusterTask {
         link: crate::cluster::link::Link::new(settings.clone(), password),
         settings: settings.clone(),
@@ -561,7 +601,7 @@ fn join_fleet(
         status,
         lag,
     };
-    Ok((task, in_rx))
+    Ok((task, in_rx, lease))
 }
 
 fn log_reload(r: &Result<String, String>) {

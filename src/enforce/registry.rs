@@ -58,6 +58,23 @@ pub struct Built {
     pub detail: Option<String>,
 }
 
+impl Built {
+    /// An enforcer built by its own code rather than [`Registered::build`] (the Cloudflare
+    /// enforcer of a fleet's node, which shares the lease's gate with the cluster task).
+    pub fn of<E: Registered>(
+        enforcer: E,
+        settings: Option<&E::Settings>,
+        detail: Option<String>,
+    ) -> Built {
+        Built {
+            enforcer: Box::new(enforcer),
+            kind: E::KIND,
+            retry: E::retry(settings),
+            detail,
+        }
+    }
+}
+
 fn build<E: Registered>(settings: Option<&E::Settings>) -> Result<Built, EnforceError> {
     let (enforcer, detail) = E::build(settings).map_err(|e| EnforceError {
         message: format!("the {} enforcer cannot work here: {}", E::NAME, e.message),

@@ -144,6 +144,9 @@ pub struct State {
     pub outage: Option<Outage>,
     /// Every request: "METHOD /path?query".
     pub requests: Vec<String>,
+    /// Every authenticated request with who made it: ("token:TOKEN" or "key:EMAIL",
+    /// "METHOD /path?query"), so that a test can tell which host wrote.
+    pub calls: Vec<(String, String)>,
     /// Requests answered 429.
     pub limited: usize,
     next: u64,
@@ -314,6 +317,27 @@ impl Fake {
 
     pub fn requests(&self) -> usize {
         self.state.lock().unwrap().requests.len()
+    }
+
+    /// The requests made with `token`.
+    pub fn calls_by(&self, token: &str) -> Vec<String> {
+        let who = format!("token:{token}");
+        self.state
+            .lock()
+            .unwrap()
+            .calls
+            .iter()
+            .filter(|(w, _)| *w == who)
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
+    /// The writes (anything but a GET) made with `token`.
+    pub fn writes_by(&self, token: &str) -> Vec<String> {
+        self.calls_by(token)
+            .into_iter()
+            .filter(|r| !r.starts_with("GET "))
+            .collect()
     }
 }
 
@@ -488,6 +512,7 @@ fn handle(
         Ok(a) => a,
         Err(e) => return e,
     };
+    st.calls.push((who.clone(), format!("{method} {url}")));
     let headers = match rate_limit(st, &who) {
         Ok(h) => h,
         Err(e) => return e,

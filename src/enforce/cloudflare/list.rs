@@ -248,7 +248,7 @@ impl CloudflareEnforcer {
             if !wanted.contains(addr.as_str()) {
                 continue;
             }
-            let holder = if parse_comment(&comment, &self.s.owner).is_some() {
+            let holder = if parse_comment(&comment, &self.owner).is_some() {
                 if let Some(r) = self.remote.get_mut(&addr) {
                     r.id = Some(id.clone());
                 }
@@ -312,6 +312,12 @@ impl CloudflareEnforcer {
                 (_, None) => std::cmp::Ordering::Greater,
                 (Some(x), Some(y)) => y.cmp(&x),
             }),
+        }
+        if !self.may_delete() {
+            // Without the lease (Redis unreachable) nothing is deleted, evictions neither:
+            // what the list holds stays ahead of every newcomer (a stable sort keeps the
+            // order among each).
+            all.sort_by_key(|a| !a.0);
         }
         let losers = &all[cap.min(all.len())..];
         let evict: Vec<String> = losers.iter().filter(|l| l.0).map(|l| l.1.clone()).collect();
@@ -516,7 +522,7 @@ impl CloudflareEnforcer {
     ) -> Result<Vec<(usize, String)>, CallError> {
         let items: Vec<Value> = chunk
             .iter()
-            .map(|(a, b)| json!({"ip": a, "comment": comment_of(b, &self.s.owner)}))
+            .map(|(a, b)| json!({"ip": a, "comment": comment_of(b, &self.owner)}))
             .collect();
         let path = format!("/accounts/{}/rules/lists/{list}/items", self.account());
         let v = self.api.result("POST", &path, Some(&Value::Array(items)))?;

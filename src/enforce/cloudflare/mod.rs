@@ -32,8 +32,13 @@
 //!
 //! IPv6 targets go to Cloudflare as their /64 (configurable): a client rotating through its
 //! /64 is one entry. Ports do not exist at Cloudflare's edge; a ban covers the site.
+//!
+//! In a fleet, one node at a time writes: [`lease::Gate`] says whether this node holds the
+//! lease (it writes), another does (no calls at all), or Redis is away (bans only, unbans
+//! wait). A node that gains the lease converges at its next periodic check.
 
 pub mod api;
+pub mod lease;
 mod list;
 pub mod ranges;
 mod rules;
@@ -46,7 +51,7 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use jiff::Timestamp;
 
-use super::registry::Registered;
+use super::registry::{Built, Registered};
 use super::{read_secret, BanOrder, Change, EnforceError, Enforcer, Failed, Key};
 use crate::vocab::Target;
 use api::{Api, CallError};
@@ -86,6 +91,13 @@ struct Remote {
 pub struct CloudflareEnforcer {
     api: Api,
     pub(crate) s: CloudflareSettings,
+    /// Whose entries are moat's: `s.owner()`, resolved once.
+    owner: String,
+    /// In a fleet: whether this node holds the lease (`None`: no fleet, it always writes).
+    gate: Option<lease::Gate>,
+    /// The role the last periodic check saw: gaining the lease (or coming back from
+    /// [`lease::Role::Alone`]) converges at once.
+    seen: Option<lease::Role>,
     /// List mode: the list's id once found or created, and the zone rule checked.
     list_id: Option<String>,
     /// List mode: the list and its rule were in place since start, so finding one gone means
@@ -244,7 +256,10 @@ impl CloudflareEnforcer {
     pub fn new(api: Api, s: CloudflareSettings) -> CloudflareEnforcer {
         CloudflareEnforcer {
             api,
+            owner: s.owner(),
             s,
+            gate: None,
+            seen: None,
             list_id: None,
             in_place: false,
             rule_disabled: false,
@@ -258,6 +273,24 @@ impl CloudflareEnforcer {
             reconciles: 0,
             refused: HashSet::new(),
         }
+    }
+
+    /// In a fleet: writes only as `gate` says (the lease's holder writes, the others wait).
+    pub fn with_gate(mut self, gate: lease::Gate) -> CloudflareEnforcer {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// The lease's role now; `Writer` without a fleet.
+    fn role(&self) -> lease::Role {
+        self.gate
+            .as_ref()
+            .map_or(lease::Role::Writer, lease::Gate::role)
+    }
+
+    /// Whether unbans and evictions are done now (without a fleet, or holding the lease).
+    fn may_delete(&self) -> bool {
+        self.role().deletes()
     }
 
     /// Requests sent so far.
@@ -287,7 +320,7 @@ impl CloudflareEnforcer {
         let mut fresh: HashMap<String, Remote> = HashMap::new();
         let mut foreign = HashSet::new();
         for (addr, id, comment) in entries {
-            let Some(carried) = parse_comment(&comment, &self.s.owner) else {
+            let Some(carried) = parse_comment(&comment, &self.owner) else {
                 foreign.insert(addr); // not moat's
                 continue;
             };
@@ -349,6 +382,20 @@ pub fn from_settings(t: &CloudflareSettings) -> Result<CloudflareEnforcer, Strin
     Ok(CloudflareEnforcer::new(api, t.clone()))
 }
 
+/// The enforcer of a fleet's node, writing as the lease's `gate` says.
+pub fn build_with_gate(s: &CloudflareSettings, gate: lease::Gate) -> Result<Built, EnforceError> {
+    let cf = from_settings(s)
+        .map_err(|e| {
+            EnforceError::never(format!(
+                "the {} enforcer cannot work here: {e}",
+                CloudflareEnforcer::NAME
+            ))
+        })?
+        .with_gate(gate);
+    let detail = cf.detail();
+    Ok(Built::of(cf, Some(s), Some(detail)))
+}
+
 impl CloudflareEnforcer {
     /// What status shows of how it works.
     pub fn detail(&self) -> String {
@@ -387,20 +434,10 @@ impl super::registry::Registered for CloudflareEnforcer {
     }
 }
 
-impl Enforcer for CloudflareEnforcer {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-
-    fn apply(&mut self, batch: &[Change]) -> Vec<Failed> {
-        match self.s.mode {
-            Mode::List => self.apply_list(batch),
-            Mode::AccessRules => self.apply_rules(batch),
-        }
-    }
-
-    /// The changes from a fresh read; they are applied right away, on what that read found.
-    fn converge(&mut self, wanted: &[BanOrder]) -> Result<Vec<Change>, EnforceError> {
+impl CloudflareEnforcer {
+    /// The changes that bring what moat holds at Cloudflare to exactly `wanted`, from a
+    /// fresh read.
+    fn converge_all(&mut self, wanted: &[BanOrder]) -> Result<Vec<Change>, EnforceError> {
         let held = self.held()?;
         let wanted_keys: HashSet<Key> = wanted.iter().map(BanOrder::key).collect();
         for keys in self.held_by_others.values_mut() {
@@ -410,6 +447,64 @@ impl Enforcer for CloudflareEnforcer {
         let changes = super::reconcile(wanted, &held);
         // Without changes there is no apply now, and the next batch must look for itself.
         self.list_fresh &= !changes.is_empty();
+        Ok(changes)
+    }
+}
+
+impl Enforcer for CloudflareEnforcer {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    /// In a fleet, only the lease's holder writes: a standby sends nothing (and fails
+    /// nothing: the holder places the fleet's bans), and a node without Redis places bans
+    /// but leaves unbans to whoever holds the lease next (its converge lifts them).
+    fn apply(&mut self, batch: &[Change]) -> Vec<Failed> {
+        let role = self.role();
+        if !role.calls() {
+            // Another node writes meanwhile: what this one read is stale from now on.
+            self.known = false;
+            return Vec::new();
+        }
+        let apply = |cf: &mut Self, b: &[Change]| match cf.s.mode {
+            Mode::List => cf.apply_list(b),
+            Mode::AccessRules => cf.apply_rules(b),
+        };
+        if role.deletes() {
+            return apply(self, batch);
+        }
+        let bans: Vec<usize> = (0..batch.len())
+            .filter(|&i| matches!(batch[i], Change::Ban(_)))
+            .collect();
+        if bans.len() < batch.len() {
+            tracing::info!(
+                skipped = batch.len() - bans.len(),
+                "Cloudflare: unbans wait for the lease (Redis unreachable)"
+            );
+        }
+        if bans.is_empty() {
+            return Vec::new();
+        }
+        let only: Vec<Change> = bans.iter().map(|&i| batch[i].clone()).collect();
+        let mut failed = apply(self, &only);
+        for f in &mut failed {
+            f.index = bans[f.index];
+        }
+        failed
+    }
+
+    /// The changes from a fresh read; they are applied right away, on what that read found.
+    /// A standby reads nothing and changes nothing; without Redis, only the bans missing.
+    fn converge(&mut self, wanted: &[BanOrder]) -> Result<Vec<Change>, EnforceError> {
+        let role = self.role();
+        if !role.calls() {
+            return Ok(Vec::new());
+        }
+        let mut changes = self.converge_all(wanted)?;
+        if !role.deletes() {
+            changes.retain(|c| matches!(c, Change::Ban(_)));
+            self.list_fresh &= !changes.is_empty();
+        }
         Ok(changes)
     }
 
@@ -430,10 +525,21 @@ impl Enforcer for CloudflareEnforcer {
         true
     }
 
+    /// In a fleet, a standby checks nothing (no calls); a node that just gained the lease,
+    /// or lost Redis, converges at once: it may find bans that ended while nobody wrote (a
+    /// dead holder's) and bans nobody placed.
     fn intact(&mut self) -> Result<bool, EnforceError> {
-        let due = self
-            .last_reconcile
-            .is_none_or(|t| t.elapsed() >= self.s.reconcile_every());
+        let role = self.role();
+        let changed = self.seen.as_ref() != Some(&role);
+        self.seen = Some(role.clone());
+        if !role.calls() {
+            self.known = false;
+            return Ok(true);
+        }
+        let due = (changed && self.gate.is_some())
+            || self
+                .last_reconcile
+                .is_none_or(|t| t.elapsed() >= self.s.reconcile_every());
         if !due {
             return Ok(true);
         }
@@ -455,8 +561,12 @@ impl Enforcer for CloudflareEnforcer {
     }
 
     fn remark(&self) -> Option<String> {
+        let lease = match &self.gate {
+            Some(g) => format!("{}; ", g.role().describe()),
+            None => String::new(),
+        };
         let mut r = format!(
-            "{} requests, {} entries at Cloudflare",
+            "{lease}{} requests, {} entries at Cloudflare",
             self.api.counters.requests,
             self.remote.len()
         );
@@ -613,6 +723,40 @@ mod tests {
         let c = comment_of(&order("a owner web-2"), "web-1");
         assert!(parse_comment(&c, "web-1").is_some(), "{c}");
         assert!(parse_comment(&c, "web-2").is_none(), "{c}");
+    }
+
+    #[test]
+    fn a_standby_calls_nothing_and_a_node_alone_lifts_nothing() {
+        // Nothing listens there: any call would be counted, and fail.
+        let s: CloudflareSettings = toml::from_str(
+            "token_env = \"X\"\naccount_id = \"a1\"\nzone_id = \"z1\"\n\
+             api = \"http://127.0.0.1:9/client/v4\"",
+        )
+        .unwrap();
+        let budget = api::Budget::new(50.0, 1000, Duration::from_secs(300));
+        let api = Api::new(&s.api, api::Auth::Token("t".into()), budget);
+        let gate = lease::Gate::new();
+        let mut cf = CloudflareEnforcer::new(api, s).with_gate(gate.clone());
+        let ban = Change::Ban(order("sshd"));
+        let unban = Change::Unban(order("sshd").key());
+        for role in [
+            lease::Role::Pending,
+            lease::Role::Standby {
+                holder: "node1".into(),
+            },
+        ] {
+            gate.set(role);
+            assert!(cf.apply(&[ban.clone(), unban.clone()]).is_empty());
+            assert_eq!(cf.intact(), Ok(true));
+            assert!(cf.converge(&[order("sshd")]).unwrap().is_empty());
+        }
+        gate.set(lease::Role::Alone);
+        assert!(cf.apply(&[unban]).is_empty());
+        assert_eq!(cf.requests(), 0);
+        assert!(cf
+            .remark()
+            .unwrap()
+            .starts_with("Redis unreachable: adding bans only"));
     }
 
     #[test]

@@ -38,7 +38,7 @@ impl CloudflareEnforcer {
             let v = self.api.call("GET", &path, None)?;
             for r in v["result"].as_array().into_iter().flatten() {
                 let notes = r["notes"].as_str().unwrap_or_default();
-                if parse_comment(notes, &self.s.owner).is_some() {
+                if parse_comment(notes, &self.owner).is_some() {
                     out.push((
                         r["configuration"]["value"]
                             .as_str()
@@ -103,7 +103,7 @@ impl CloudflareEnforcer {
         };
         let body = json!({"mode": self.s.action.as_str(),
                           "configuration": {"target": target, "value": addr},
-                          "notes": comment_of(b, &self.s.owner)});
+                          "notes": comment_of(b, &self.owner)});
         let path = self.rules_path();
         let id = match self.api.result("POST", &path, Some(&body)) {
             Ok(v) => v["id"].as_str().map(String::from),
@@ -168,7 +168,7 @@ impl CloudflareEnforcer {
             match self.api.result("GET", &path, None) {
                 // Still this address, and still this owner's (not rewritten by another).
                 Ok(v) => Ok(v["configuration"]["value"] == addr.as_str()
-                    && parse_comment(v["notes"].as_str().unwrap_or_default(), &self.s.owner)
+                    && parse_comment(v["notes"].as_str().unwrap_or_default(), &self.owner)
                         .is_some()),
                 Err(CallError::Api { status: 404, .. }) => Ok(false),
                 Err(e) => Err(e),

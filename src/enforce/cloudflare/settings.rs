@@ -64,10 +64,16 @@ pub struct CloudflareSettings {
     /// Whose entries these are: written into each item's comment (each rule's notes), and
     /// only entries of this owner are moat's to change or delete. Other moat hosts on the
     /// same account take another owner; the nodes of one fleet take the same. Letters,
-    /// digits, `.`, `-`, `_`, at most [`OWNER_MAX`]; the host name by default.
-    #[serde(default = "default_owner")]
-    pub owner: String,
+    /// digits, `.`, `-`, `_`, at most [`OWNER_MAX`]. When not written: [`FLEET_OWNER`] in a
+    /// fleet (`[cluster]`), the host name otherwise ([`CloudflareSettings::owner`]).
+    pub owner: Option<String>,
 }
+
+/// The owner of a fleet's entries when `owner` is not written: every node of a fleet must
+/// write and recognise the same owner (the lease passes the writing from node to node, and
+/// the new writer must take the old one's entries as its own), so the host name, which
+/// differs from node to node, cannot be the default there.
+pub const FLEET_OWNER: &str = "fleet";
 
 /// The longest `owner` (a DNS label's length).
 pub const OWNER_MAX: usize = 63;
@@ -83,7 +89,7 @@ pub fn owner_ok(owner: &str) -> bool {
 }
 
 /// The host name, cut to what `owner` may hold (`moat` when nothing is left).
-fn default_owner() -> String {
+pub fn host_owner() -> String {
     let host: String = crate::enforce::notify::node_name()
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
@@ -204,7 +210,33 @@ pub enum Keep {
     Longest,
 }
 
+/// Whether `id` can be an account's or a zone's id: letters and digits (Cloudflare's are 32
+/// hex digits), at most 64. It goes into URLs and into the lease's key in Redis, so a `/`,
+/// `:`, `*` or space must never reach either.
+pub fn id_ok(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric())
+}
+
 impl CloudflareSettings {
+    /// Whose entries these are: `owner` as written, else the host name (a fleet's
+    /// configuration fills in [`FLEET_OWNER`] as it is read).
+    pub fn owner(&self) -> String {
+        self.owner.clone().unwrap_or_else(host_owner)
+    }
+
+    /// `owner` filled in when not written: [`FLEET_OWNER`] when `in_fleet`, else the host
+    /// name.
+    pub fn with_default_owner(mut self, in_fleet: bool) -> CloudflareSettings {
+        if self.owner.is_none() {
+            self.owner = Some(if in_fleet {
+                FLEET_OWNER.to_string()
+            } else {
+                host_owner()
+            });
+        }
+        self
+    }
+
     /// What is missing or contradictory, in words.
     pub fn check(&self) -> Result<(), String> {
         let credentials = [
@@ -242,6 +274,14 @@ impl CloudflareSettings {
                     .into(),
             );
         }
+        for (key, id) in [("account_id", &self.account_id), ("zone_id", &self.zone_id)] {
+            if let Some(id) = id.as_deref().filter(|id| !id_ok(id)) {
+                return Err(format!(
+                    "[enforce.cloudflare] {key} {id:?}: letters and digits only, at most 64; \
+                     hint: the 32 hex digits on the zone's overview page"
+                ));
+            }
+        }
         let name = &self.list;
         let list_ok = !name.is_empty()
             && name.len() <= 50
@@ -254,11 +294,10 @@ impl CloudflareSettings {
                  letters, digits and _, at most 50; hint: \"moat_block\""
             ));
         }
-        if !owner_ok(&self.owner) {
+        if let Some(owner) = self.owner.as_deref().filter(|o| !owner_ok(o)) {
             return Err(format!(
-                "[enforce.cloudflare] owner {:?}: letters, digits, '.', '-' and '_', at most \
-                 {OWNER_MAX}; hint: the host's name, the same on every node of a fleet",
-                self.owner
+                "[enforce.cloudflare] owner {owner:?}: letters, digits, '.', '-' and '_', at \
+                 most {OWNER_MAX}; hint: the host's name, the same on every node of a fleet"
             ));
         }
         if !(12..=128).contains(&self.ipv6_prefix) {
@@ -300,14 +339,36 @@ mod tests {
     #[test]
     fn the_owner_defaults_to_the_host_name_and_is_checked() {
         let s = settings("");
-        assert!(owner_ok(&s.owner), "{:?}", s.owner);
+        assert!(owner_ok(&s.owner()), "{:?}", s.owner());
         assert_eq!(s.check(), Ok(()));
-        assert_eq!(settings("owner = \"web-1\"").owner, "web-1");
+        assert_eq!(settings("owner = \"web-1\"").owner(), "web-1");
+        // In a fleet the default is one owner for every node, not each host's name.
+        assert_eq!(settings("").with_default_owner(true).owner(), FLEET_OWNER);
+        assert_eq!(settings("").with_default_owner(false).owner(), host_owner());
+        assert_eq!(
+            settings("owner = \"web-1\"")
+                .with_default_owner(true)
+                .owner(),
+            "web-1"
+        );
         for bad in ["", "web 1", "web-1;rm", "wéb"] {
             let e = settings(&format!("owner = {bad:?}")).check().unwrap_err();
             assert!(e.contains("owner") && e.contains("at most 63"), "{e}");
         }
         let long = "a".repeat(64);
         assert!(settings(&format!("owner = \"{long}\"")).check().is_err());
+    }
+
+    #[test]
+    fn ids_cannot_carry_what_breaks_a_url_or_a_redis_key() {
+        for bad in ["a:b", "a/b", "a*", "a b", "", &"a".repeat(65)] {
+            let mut s = settings("");
+            s.account_id = Some(bad.to_string());
+            assert!(s.check().unwrap_err().contains("account_id"), "{bad:?}");
+            let mut s = settings("");
+            s.zone_id = Some(bad.to_string());
+            assert!(s.check().unwrap_err().contains("zone_id"), "{bad:?}");
+        }
+        assert!(id_ok("023e105f4ecef8ad9ca31a8372d0c353"));
     }
 }

@@ -33,6 +33,13 @@ pub struct Connections {
     pub follow: MultiplexedConnection,
 }
 
+/// Every connection's timeouts.
+fn connection_config() -> AsyncConnectionConfig {
+    AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+}
+
 impl Link {
     /// A link with `settings` and the password read from its file.
     pub fn new(settings: ClusterSettings, password: Option<String>) -> Link {
@@ -103,9 +110,7 @@ impl Link {
     /// Opens a session's two connections and checks that Redis answers.
     pub async fn connect(&self) -> RedisResult<Connections> {
         let client = self.client().await?;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let config = connection_config();
         let mut commands = client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
@@ -115,18 +120,13 @@ impl Link {
         ping(&mut commands).await?;
         Ok(Connections { commands, follow })
     }
-}
 
-impl Link {
     /// One connection, checked with a `PING` (the Cloudflare lease's, apart from the
     /// session's so that a session's failure and the lease's are each their own).
     pub async fn connect_one(&self) -> RedisResult<MultiplexedConnection> {
         let client = self.client().await?;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT));
         let mut conn = client
-            .get_multiplexed_async_connection_with_config(&config)
+            .get_multiplexed_async_connection_with_config(&connection_config())
             .await?;
         ping(&mut conn).await?;
         Ok(conn)

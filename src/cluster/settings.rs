@@ -63,11 +63,7 @@ pub const NODE_NAME_MAX: usize = 64;
 /// Whether `name` can name a node or a jail in the fleet: 1 to 64 ASCII letters, digits,
 /// `-`, `_` or `.` (nothing a terminal, a Redis key pattern or a shell would read).
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= NODE_NAME_MAX
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    crate::vocab::names::is_plain_name(name, NODE_NAME_MAX)
 }
 
 impl ClusterSettings {
@@ -138,16 +134,7 @@ impl ClusterSettings {
         }
         // The kernel's host name (of the UTS namespace moat runs in).
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        let cleaned: String = host
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            .take(NODE_NAME_MAX)
-            .collect();
-        if cleaned.is_empty() {
-            "node".into()
-        } else {
-            cleaned
-        }
+        crate::vocab::names::plain_name_of(&host, NODE_NAME_MAX, "node")
     }
 
     /// Whether bans of `jail` are published (`manual`: whether the ban was made by hand).

@@ -7,11 +7,13 @@
 //! - [`ports`]: [`Ports`], the ports a ban covers;
 //! - [`cursor`]: [`Cursor`], where a source was read up to;
 //! - [`time`]: times and durations written for people;
-//! - [`terminal`]: text an attacker wrote, made safe to print.
+//! - [`terminal`]: text an attacker wrote, made safe to print;
+//! - [`names`]: the one shape of the names moat writes into shared places.
 
 pub mod client;
 pub mod cursor;
 pub mod lines;
+pub mod names;
 pub mod ports;
 pub mod target;
 pub mod terminal;

@@ -81,25 +81,12 @@ pub const OWNER_MAX: usize = 63;
 /// Whether `owner` is one moat writes and reads back: letters, digits, `.`, `-`, `_`, at most
 /// [`OWNER_MAX`], not empty.
 pub fn owner_ok(owner: &str) -> bool {
-    !owner.is_empty()
-        && owner.len() <= OWNER_MAX
-        && owner
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    crate::vocab::names::is_plain_name(owner, OWNER_MAX)
 }
 
 /// The host name, cut to what `owner` may hold (`moat` when nothing is left).
 pub fn host_owner() -> String {
-    let host: String = crate::enforce::notify::node_name()
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-        .take(OWNER_MAX)
-        .collect();
-    if host.is_empty() {
-        "moat".into()
-    } else {
-        host
-    }
+    crate::vocab::names::plain_name_of(&crate::enforce::notify::node_name(), OWNER_MAX, "moat")
 }
 
 fn default_list() -> String {

@@ -188,13 +188,20 @@ impl Fleet {
                 std::fs::Permissions::from_mode(0o600),
             )
             .unwrap();
+            // Node 2 counts the earlier bans the other nodes decided when it escalates.
+            let escalate = if i == 1 {
+                "escalate = { factor = 3, across_nodes = true }\n"
+            } else {
+                ""
+            };
             std::fs::write(
                 dir.join("moat.toml"),
                 format!(
                     "[daemon]\nstate_dir = \"state\"\nsocket = \"moat.sock\"\ncheckpoint = \"1s\"\n\
                      metrics = \"127.0.0.1:9717\"\n\n\
                      [enforce]\nuse = [\"nftables\"]\n\n\
-                     [jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\nmaxretry = 2\n\n\
+                     [jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\nmaxretry = 2\n\
+                     bantime = \"10m\"\n{escalate}\n\
                      [cluster]\nredis = \"redis://{REDIS}:6379/0\"\nusername = \"moat\"\n\
                      password_file = \"redis.pass\"\nnode = \"node{}\"\n",
                     i + 1
@@ -414,6 +421,21 @@ fn three_nodes_share_bans_through_redis() {
         !fleet.reaches(ATTACKER, 1)
     });
     assert!(fleet.has(1, "192.0.2.101"), "last-known remote bans stay");
+    // Node 1's earlier ban of the attacker counts on node 2 (`across_nodes`): 3 × 10 min.
+    let bans: serde_json::Value = serde_json::from_str(&n2.must(&["bans", "--json"])).unwrap();
+    let ban = bans["active"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["target"] == format!("{ATTACKER}/32"))
+        .cloned()
+        .unwrap_or_else(|| panic!("node 2's ban of the attacker: {bans}"));
+    let at = |k: &str| ban[k].as_str().unwrap().parse::<jiff::Timestamp>().unwrap();
+    assert_eq!(
+        at("until").duration_since(at("started")).as_secs(),
+        30 * 60,
+        "escalated across nodes: {ban}"
+    );
     ns_run(fleet.node_ns(1), "nft delete table inet cut");
     eventually(30, "everything converges", || {
         fleet.has(1, "192.0.2.104") && fleet.has(0, ATTACKER) && fleet.has(2, ATTACKER)

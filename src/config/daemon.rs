@@ -83,6 +83,9 @@ pub struct EscalateTable {
     /// Count earlier bans of the client in every jail, not only this one.
     #[serde(default)]
     pub across_jails: bool,
+    /// Count the earlier bans other nodes of the fleet decided, not only this node's.
+    #[serde(default)]
+    pub across_nodes: bool,
     /// Earlier bans count when they started within this long.
     pub within: Option<Duration>,
 }
@@ -114,6 +117,7 @@ impl EscalateTable {
             steps,
             max: self.max.map_or(SignedDuration::MAX, |d| d.0),
             across_jails: self.across_jails,
+            across_nodes: self.across_nodes,
             within: self
                 .within
                 .map_or(SignedDuration::from_hours(30 * 24), |d| d.0),

@@ -12,6 +12,9 @@ pub struct Escalation {
     pub max: SignedDuration,
     /// Whether earlier bans in every jail count, not only those of the jail banning now.
     pub across_jails: bool,
+    /// Whether the earlier bans other nodes of a fleet decided (and this node received) count,
+    /// not only this node's.
+    pub across_nodes: bool,
     /// How far back an earlier ban may have started and still count.
     pub within: SignedDuration,
 }
@@ -57,6 +60,7 @@ mod tests {
             steps: Steps::Factor(2.0),
             max: SignedDuration::from_hours(24),
             across_jails: false,
+            across_nodes: false,
             within: h,
         };
         assert_eq!(f.bantime(h, 0), h);

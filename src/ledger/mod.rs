@@ -154,6 +154,15 @@ pub struct NewBan {
     pub node: Option<String>,
 }
 
+/// Whose earlier bans count for escalation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deciders {
+    /// Only the bans this node decided.
+    ThisNode,
+    /// Also those other nodes of a fleet decided and this node received.
+    AnyNode,
+}
+
 /// A recorded ban.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BanRecord {
@@ -251,11 +260,13 @@ pub trait DecisionStore: Send {
     /// The newest `limit` bans, active or not, newest first.
     fn recent(&self, limit: u32) -> Result<Vec<BanRecord>, LedgerError>;
 
-    /// How many bans of `target` started in `[since, before)`, in `jail` or in any jail.
+    /// How many bans of `target` started in `[since, before)`, in `jail` or in any jail,
+    /// decided by this node or by any node of the fleet.
     fn earlier_bans(
         &self,
         target: IpNet,
         jail: Option<&str>,
+        deciders: Deciders,
         since: Timestamp,
         before: Timestamp,
     ) -> Result<u32, LedgerError>;

@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    BanRecord, DecisionStore, EndReason, JailCheckpoint, LedgerError, NewBan, Origin, Progress,
-    SAMPLE_LINES, SAMPLE_LINE_MAX,
+    BanRecord, Deciders, DecisionStore, EndReason, JailCheckpoint, LedgerError, NewBan, Origin,
+    Progress, SAMPLE_LINES, SAMPLE_LINE_MAX,
 };
 use crate::vocab::{Cursor, FileCursor};
 
@@ -371,20 +371,23 @@ impl DecisionStore for SqliteLedger {
         self.select("ORDER BY started DESC, id DESC LIMIT ?1", [limit])
     }
 
-    /// How many bans of `target` started in `[since, before)`, in `jail` or in any jail.
+    /// How many bans of `target` started in `[since, before)`, in `jail` or in any jail,
+    /// decided here (`node IS NULL`) or anywhere.
     fn earlier_bans(
         &self,
         target: IpNet,
         jail: Option<&str>,
+        deciders: Deciders,
         since: Timestamp,
         before: Timestamp,
     ) -> Result<u32, LedgerError> {
+        let any_node = deciders == Deciders::AnyNode;
         self.inner()
             .conn
             .query_row(
                 "SELECT count(*) FROM bans WHERE target = ?1 AND started >= ?2 AND started < ?3
-                 AND (?4 IS NULL OR jail = ?4)",
-                params![target.to_string(), ms(since), ms(before), jail],
+                 AND (?4 IS NULL OR jail = ?4) AND (?5 OR node IS NULL)",
+                params![target.to_string(), ms(since), ms(before), jail, any_node],
                 |r| r.get(0),
             )
             .map_err(|e| self.err(e))
@@ -627,6 +630,26 @@ mod tests {
     }
 
     #[test]
+    fn earlier_bans_of_other_nodes_count_only_when_asked() {
+        let mut l = SqliteLedger::open_in_memory().unwrap();
+        l.record_ban(&ban("ssh", "192.0.2.1/32", 1000), &[])
+            .unwrap();
+        let remote = NewBan {
+            node: Some("node2".into()),
+            ..ban("ssh", "192.0.2.1/32", 2000)
+        };
+        l.record_ban(&remote, &[]).unwrap();
+        let t = |s| Timestamp::from_second(s).unwrap();
+        let target = "192.0.2.1/32".parse().unwrap();
+        let count = |deciders| {
+            l.earlier_bans(target, Some("ssh"), deciders, t(0), t(5000))
+                .unwrap()
+        };
+        assert_eq!(count(Deciders::ThisNode), 1);
+        assert_eq!(count(Deciders::AnyNode), 2);
+    }
+
+    #[test]
     fn bans_are_recorded_once_and_ended() {
         let dir = tempfile::tempdir().unwrap();
         let (mut l, moved) = SqliteLedger::open(dir.path()).unwrap();
@@ -646,12 +669,13 @@ mod tests {
             .unwrap();
         let t = |s| Timestamp::from_second(s).unwrap();
         let target = "192.0.2.1/32".parse().unwrap();
-        assert_eq!(
-            l.earlier_bans(target, Some("ssh"), t(0), t(5000)).unwrap(),
-            1
-        );
-        assert_eq!(l.earlier_bans(target, None, t(0), t(5000)).unwrap(), 2);
-        assert_eq!(l.earlier_bans(target, None, t(0), t(2000)).unwrap(), 1);
+        let count = |l: &SqliteLedger, jail, deciders, before| {
+            l.earlier_bans(target, jail, deciders, t(0), t(before))
+                .unwrap()
+        };
+        assert_eq!(count(&l, Some("ssh"), Deciders::ThisNode, 5000), 1);
+        assert_eq!(count(&l, None, Deciders::ThisNode, 5000), 2);
+        assert_eq!(count(&l, None, Deciders::ThisNode, 2000), 1);
         assert_eq!(l.ban_lines(id).unwrap()[1].len(), SAMPLE_LINE_MAX);
         assert_eq!(l.active().unwrap().len(), 2);
         l.end_bans(&[id], t(1200), EndReason::Expired).unwrap();

@@ -14,7 +14,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::enforce::{BanOrder, Change, Evidence, Key};
 use crate::jail::escalate::Escalation;
-use crate::ledger::{BanRecord, DecisionStore, EndReason, LedgerError, NewBan};
+use crate::ledger::{BanRecord, Deciders, DecisionStore, EndReason, LedgerError, NewBan};
 use crate::vocab::{Ports, Target};
 
 /// A ban's place in the book: its jail and target.
@@ -265,10 +265,15 @@ impl BanBook {
         at: Timestamp,
     ) -> (SignedDuration, u32) {
         let scope = (!escalation.across_jails).then_some(jail);
+        let deciders = if escalation.across_nodes {
+            Deciders::AnyNode
+        } else {
+            Deciders::ThisNode
+        };
         let since = at.checked_sub(escalation.within).unwrap_or(Timestamp::MIN);
         let earlier = self
             .store
-            .earlier_bans(target, scope, since, at)
+            .earlier_bans(target, scope, deciders, since, at)
             .unwrap_or_else(|e| {
                 tracing::warn!("cannot count earlier bans for escalation: {e}");
                 0
@@ -558,6 +563,7 @@ mod tests {
             steps: Steps::Factor(2.0),
             max: SignedDuration::from_hours(24),
             across_jails: false,
+            across_nodes: false,
             within: SignedDuration::from_hours(1),
         };
         let h = SignedDuration::from_hours(1);
@@ -570,5 +576,17 @@ mod tests {
         assert_eq!(b.escalated(&across, "ssh", target, h, t(3000)), (h * 8, 3));
         // Older than `within`: forgotten.
         assert_eq!(b.escalated(&across, "ssh", target, h, t(5000)).1, 1);
+        // A ban another node of the fleet decided counts only `across_nodes`.
+        let remote = NewBan {
+            node: Some("node2".into()),
+            ..ban("ssh", "192.0.2.12/32", 2500, 10)
+        };
+        b.place(remote, vec![], None, t(2500));
+        assert_eq!(b.escalated(&esc, "ssh", target, h, t(3000)).1, 2);
+        let fleet = Escalation {
+            across_nodes: true,
+            ..esc.clone()
+        };
+        assert_eq!(b.escalated(&fleet, "ssh", target, h, t(3000)).1, 3);
     }
 }

@@ -48,12 +48,17 @@ impl Redis {
     }
 
     fn start_at(ns: Option<&str>, host: &str, port: u16, dir: &Path) -> Redis {
+        Redis::start_with(ns, host, port, dir, "")
+    }
+
+    /// With `extra` lines of configuration (replication, more users).
+    fn start_with(ns: Option<&str>, host: &str, port: u16, dir: &Path, extra: &str) -> Redis {
         let conf = dir.join("redis.conf");
         std::fs::write(
             &conf,
             format!(
                 "bind {host}\nport {port}\nsave \"\"\nappendonly no\ndir {}\n\
-                 user default off\nuser moat on >s3cret {}\n",
+                 user default off\nuser moat on >s3cret {}\n{extra}",
                 dir.display(),
                 documented_acl()
             ),
@@ -138,7 +143,8 @@ impl Fleet {
         &self.ns.0[2 + i]
     }
 
-    fn build(tmp: &Path) -> Fleet {
+    /// Three nodes whose `[cluster]` reaches Redis with `connection` (the rest is the same).
+    fn build(tmp: &Path, connection: &str) -> Fleet {
         let ns = Netns::new(&["cl-lan", "cl-att", "cl-n1", "cl-n2", "cl-n3"]);
         let lan = ns.0[0].clone();
         ns_run(
@@ -202,7 +208,7 @@ impl Fleet {
                      [enforce]\nuse = [\"nftables\"]\n\n\
                      [jails.portainer]\nfilter = \"portainer\"\nsources = [\"access.log\"]\nmaxretry = 2\n\
                      bantime = \"10m\"\n{escalate}\n\
-                     [cluster]\nredis = \"redis://{REDIS}:6379/0\"\nusername = \"moat\"\n\
+                     [cluster]\n{connection}\nusername = \"moat\"\n\
                      password_file = \"redis.pass\"\nnode = \"node{}\"\n",
                     i + 1
                 ),
@@ -276,7 +282,7 @@ fn three_nodes_share_bans_through_redis() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let fleet = Fleet::build(tmp.path());
+    let fleet = Fleet::build(tmp.path(), &format!("redis = \"redis://{REDIS}:6379/0\""));
     let rdir = tmp.path().join("redis");
     std::fs::create_dir_all(&rdir).unwrap();
     let mut redis = Redis::start(fleet.lan(), &rdir);
@@ -454,6 +460,212 @@ fn three_nodes_share_bans_through_redis() {
     assert_eq!(n101, 1, "{active:?}");
     drop(n2);
     drop(n1);
+}
+
+/// A `redis-sentinel` of the test: its own configuration file (Sentinel rewrites it), killed
+/// when dropped.
+struct Sentinel {
+    ns: String,
+    port: u16,
+    child: Child,
+}
+
+impl Sentinel {
+    /// A sentinel on `port` watching the master `moat` at `REDIS:6379`, quick to call it down.
+    fn start(ns: &str, port: u16, dir: &Path) -> Sentinel {
+        let conf = dir.join(format!("sentinel-{port}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "bind {REDIS}\nport {port}\ndir {}\n\
+                 sentinel monitor moat {REDIS} 6379 2\n\
+                 sentinel down-after-milliseconds moat 1000\n\
+                 sentinel failover-timeout moat 10000\n\
+                 sentinel auth-user moat sentinel\nsentinel auth-pass moat sentinel-pass\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join(format!("sentinel-{port}.log"))).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "redis-sentinel"])
+            .arg(&conf)
+            .stdout(log)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let s = Sentinel {
+            ns: ns.into(),
+            port,
+            child,
+        };
+        eventually(10, "the sentinel answers", || {
+            s.cli(&["PING"]).trim() == "PONG"
+        });
+        s
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "redis-cli"])
+            .args(["-h", REDIS, "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The port of the master the sentinel names now.
+    fn master_port(&self) -> String {
+        let out = self.cli(&["SENTINEL", "get-master-addr-by-name", "moat"]);
+        out.lines().nth(1).unwrap_or_default().trim().to_string()
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Shows every node's log when `f` does not come true in time.
+fn converge(secs: u64, what: &str, nodes: &[&Moat], f: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        if std::time::Instant::now() >= deadline {
+            let logs: Vec<String> = nodes.iter().map(|m| m.log()).collect();
+            panic!("not within {secs}s: {what}\n{}", logs.join("\n-----\n"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_fleet_follows_a_sentinel_failover() {
+    let test = "the_fleet_follows_a_sentinel_failover";
+    if !support::can_use_netfilter(test) {
+        return;
+    }
+    if Command::new("redis-sentinel")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        support::skip(
+            test,
+            "redis-sentinel is not installed (apt-get install redis-sentinel)",
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = Fleet::build(
+        tmp.path(),
+        &format!(
+            "redis = \"redis://sentinel-chosen/0\"\nmaster_name = \"moat\"\n\
+             sentinels = [\"{REDIS}:26379\", \"{REDIS}:26380\", \"{REDIS}:26381\"]"
+        ),
+    );
+    // A master and its replica, with the users Redis's documentation gives replication and
+    // Sentinel, and the documented moat user.
+    let users = "user repl on >repl-pass +psync +replconf +ping\n\
+                 user sentinel on >sentinel-pass allchannels +multi +slaveof +ping +exec \
+                 +subscribe +config|rewrite +role +publish +info +client|setname +client|kill \
+                 +script|kill\n\
+                 masteruser repl\nmasterauth repl-pass\n";
+    let dirs: Vec<PathBuf> = ["master", "replica", "sentinels"]
+        .iter()
+        .map(|d| tmp.path().join(d))
+        .collect();
+    for d in &dirs {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let mut master = Redis::start_with(Some(fleet.lan()), REDIS, 6379, &dirs[0], users);
+    let replica = Redis::start_with(
+        Some(fleet.lan()),
+        REDIS,
+        6380,
+        &dirs[1],
+        &format!("{users}replicaof {REDIS} 6379\n"),
+    );
+    eventually(10, "the replica is in sync", || {
+        replica
+            .cli(&["INFO", "replication"])
+            .contains("master_link_status:up")
+    });
+    let sentinels: Vec<Sentinel> = [26379, 26380, 26381]
+        .iter()
+        .map(|p| Sentinel::start(fleet.lan(), *p, &dirs[2]))
+        .collect();
+    eventually(20, "the sentinels know each other and the replica", || {
+        let s = &sentinels[0];
+        s.cli(&["SENTINEL", "sentinels", "moat"])
+            .matches("runid")
+            .count()
+            == 2
+            && s.cli(&["SENTINEL", "replicas", "moat"]).contains("6380")
+    });
+
+    let n1 = fleet.start(0);
+    let n2 = fleet.start(1);
+    converge(10, "the nodes see each other", &[&n1, &n2], || {
+        status(&n1)["cluster"]["nodes"]
+            .as_array()
+            .is_some_and(|n| n.len() == 2)
+    });
+    n1.must(&["ban", "192.0.2.101", "--for", "1h"]);
+    converge(5, "node 2 has node 1's ban", &[&n1, &n2], || {
+        fleet.has(1, "192.0.2.101")
+    });
+
+    // The master dies; the sentinels promote the replica; the fleet follows it.
+    master.kill();
+    let killed = std::time::Instant::now();
+    eventually(30, "the sentinels promote the replica", || {
+        sentinels.iter().all(|s| s.master_port() == "6380")
+    });
+    n1.must(&["ban", "192.0.2.102", "--for", "1h"]);
+    converge(
+        30,
+        "a ban after the failover reaches node 2",
+        &[&n1, &n2],
+        || fleet.has(1, "192.0.2.102"),
+    );
+    eprintln!(
+        "{test}: from the master's death to a new ban in force on node 2: {:.1} s",
+        killed.elapsed().as_secs_f64()
+    );
+    assert!(
+        !fleet.reaches("192.0.2.102", 1),
+        "node 2 drops the new ban's traffic"
+    );
+    assert!(
+        replica.cli(&["HKEYS", "moat:bans"]).contains("192.0.2.102"),
+        "the ban is in the new master"
+    );
+    n2.must(&["unban", "192.0.2.101"]);
+    converge(
+        10,
+        "an unban after the failover lifts it on node 1",
+        &[&n1, &n2],
+        || !fleet.has(0, "192.0.2.101"),
+    );
+    for n in [&n1, &n2] {
+        let st = status(n);
+        assert!(
+            st["cluster"]["degraded"].is_null(),
+            "the cluster is whole again: {st}"
+        );
+    }
+    // Each ban once: the failover replayed nothing twice.
+    let bans: serde_json::Value = serde_json::from_str(&n2.must(&["bans", "--json"])).unwrap();
+    let n102 = bans["active"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["target"] == "192.0.2.102/32")
+        .count();
+    assert_eq!(n102, 1, "{bans}");
 }
 
 /// One node of the Cloudflare fleet below: its own directory, its own token (so that the

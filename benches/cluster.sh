@@ -11,6 +11,8 @@
 #   sudo benches/cluster.sh [N]           (N defaults to 1000; MOAT=path/to/moat, default the
 #                                          release build)
 #
+# WRAP="heaptrack -o /tmp/node3" (or a perf command) runs node 3's second start under it.
+#
 # Root (network namespaces), redis-server, nftables, python3. Everything it makes is under a
 # temporary directory and in namespaces named moat-bench-*, removed at the end.
 set -euo pipefail
@@ -168,7 +170,7 @@ rm -rf "$TMP/node3/state"
 in_ns n3 nft delete table inet moat 2>/dev/null || true
 in_ns lan redis-cli --no-auth-warning -h 192.0.2.5 --user moat --pass bench --pipe < "$TMP/bulk.resp" > /dev/null
 t0=$(date +%s%N)
-in_ns n3 env MOAT_LOG=info,moat::enforce::nftables=debug "$MOAT" run -c "$TMP/node3/moat.toml" 2> "$TMP/node3/daemon.log" &
+in_ns n3 env MOAT_LOG=info,moat::enforce::nftables=debug ${WRAP:-} "$MOAT" run -c "$TMP/node3/moat.toml" 2> "$TMP/node3/daemon.log" &
 # Sum the changes of node 3's nft batches until they hold the bulk and the N bans above.
 deadline=$(($(date +%s) + 300))
 python3 - "$TMP/node3/daemon.log" "$t0" "$((BULK + N))" "$deadline" <<'PY'

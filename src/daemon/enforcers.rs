@@ -27,7 +27,7 @@ use crate::enforce::registry::Built;
 use crate::enforce::{BanOrder, Change, EnforceError, Enforcer, Key, Kind, Retry, RetryHint};
 
 /// A batch this large (the active bans at start-up) leaves megabytes freed behind it.
-const BIG_BATCH: usize = 10_000;
+pub(crate) const BIG_BATCH: usize = 10_000;
 
 enum Msg {
     /// Changes, and when the line that caused them was read (for the latency histogram).
@@ -37,6 +37,9 @@ enum Msg {
     /// use them once in a blue moon cost more than the check; a state found gone is flagged
     /// (`lost`) and the engine sends the bans to restore.
     Check,
+    /// A burst of changes is over (a fleet's resync): give the memory it freed back to the
+    /// system once what was queued before is applied.
+    GiveBack,
     Stop,
 }
 
@@ -68,7 +71,8 @@ struct Runner {
     kind: Kind,
     drifts: bool,
     route: Route,
-    /// The bans it was sent and not yet lifted, so that an unban goes where its ban went.
+    /// The bans it was sent and not yet lifted, so that an unban goes where its ban went
+    /// (kept only for a routed enforcer).
     sent: Mutex<HashSet<Key>>,
     tx: mpsc::Sender<Msg>,
     status: Arc<Mutex<EnforcerStatus>>,
@@ -144,15 +148,19 @@ impl Enforcers {
                 changes
                     .iter()
                     .filter(|c| match c {
+                        // Remembered only for a routed enforcer: one that takes every ban
+                        // holds every active one (100,000 keys not kept twice).
                         Change::Ban(b) => {
                             r.route.takes(&b.jail) && {
-                                sent.insert(b.key());
+                                if r.route != Route::All {
+                                    sent.insert(b.key());
+                                }
                                 true
                             }
                         }
                         // Routed: only where the ban went. Unrouted: everywhere, as an
                         // unban of something not held is a no-op.
-                        Change::Unban(k) => sent.remove(k) || r.route == Route::All,
+                        Change::Unban(k) => r.route == Route::All || sent.remove(k),
                     })
                     .cloned()
                     .collect()
@@ -190,7 +198,10 @@ impl Enforcers {
             .filter(|b| r.route.takes(&b.jail))
             .cloned()
             .collect();
-        *r.sent.lock().unwrap() = mine.iter().map(BanOrder::key).collect();
+        *r.sent.lock().unwrap() = match r.route {
+            Route::All => HashSet::new(),
+            Route::Only(_) | Route::Except(_) => mine.iter().map(BanOrder::key).collect(),
+        };
         Arc::new(mine)
     }
 
@@ -223,6 +234,13 @@ impl Enforcers {
             let mine: Vec<Change> = keys.into_iter().cloned().map(Change::Unban).collect();
             r.status.lock().unwrap().queued += mine.len();
             let _ = r.tx.send(Msg::Apply(mine, None));
+        }
+    }
+
+    /// Asks every enforcer to give back the memory a burst freed once it has applied it.
+    pub fn give_back_after_burst(&self) {
+        for r in &self.runners {
+            let _ = r.tx.send(Msg::GiveBack);
         }
     }
 
@@ -264,12 +282,12 @@ impl Enforcers {
             .collect()
     }
 
-    /// The enforcers a ban with `key` was sent to and not lifted from, each with whether it
-    /// has changes waiting (the ban may not be in place yet).
+    /// The enforcers the active ban with `key` was sent to, each with whether it has changes
+    /// waiting (the ban may not be in place yet).
     pub fn holders(&self, key: &Key) -> Vec<(&'static str, bool)> {
         self.runners
             .iter()
-            .filter(|r| r.sent.lock().unwrap().contains(key))
+            .filter(|r| r.route == Route::All || r.sent.lock().unwrap().contains(key))
             .map(|r| (r.name, r.status.lock().unwrap().queued > 0))
             .collect()
     }
@@ -331,7 +349,8 @@ fn run(
         let mut take = |m: Msg,
                         batch: &mut Vec<(Change, u32)>,
                         stopping: &mut bool,
-                        check: &mut bool| match m {
+                        check: &mut bool,
+                        give_back: &mut bool| match m {
             Msg::Apply(c, read_at) => {
                 if let (Some(h), Some(at)) = (&latency, read_at) {
                     h.observe(at.elapsed().as_secs_f64());
@@ -355,14 +374,15 @@ fn run(
             // Only the latest check of those queued runs: a slow one (a remote API) must not
             // let checks pile up ahead of the changes.
             Msg::Check => *check = true,
+            Msg::GiveBack => *give_back = true,
             Msg::Stop => *stopping = true,
         };
-        let mut check = false;
+        let (mut check, mut give_back) = (false, false);
         if let Some(m) = first {
-            take(m, &mut batch, &mut stopping, &mut check);
+            take(m, &mut batch, &mut stopping, &mut check, &mut give_back);
         }
         while let Ok(m) = rx.try_recv() {
-            take(m, &mut batch, &mut stopping, &mut check);
+            take(m, &mut batch, &mut stopping, &mut check, &mut give_back);
         }
         if check {
             match enforcer.intact() {
@@ -386,15 +406,14 @@ fn run(
             batch.push((r.change, r.attempts));
         }
         if !batch.is_empty() {
-            let changes: Vec<Change> = batch.iter().map(|(c, _)| c.clone()).collect();
+            // Moved out, not copied: a copy of a start-up's 100,000 orders would double what
+            // the batch holds.
+            let (changes, attempts): (Vec<Change>, Vec<u32>) = batch.drain(..).unzip();
             let failed = enforcer.apply(&changes);
-            if changes.len() >= BIG_BATCH {
-                give_back_freed_memory();
-            }
             let mut st = status.lock().unwrap();
             st.applied += (changes.len() - failed.len()) as u64;
             for f in &failed {
-                let (change, tried) = &batch[f.index];
+                let (change, tried) = (&changes[f.index], attempts[f.index]);
                 let tried = tried + 1;
                 st.failed += 1;
                 st.last_error = Some(format!("{change}: {}", f.error));
@@ -418,6 +437,13 @@ fn run(
                 }
             }
             drop(st);
+            give_back |= changes.len() >= BIG_BATCH;
+            // Given back once the batch itself is freed too.
+            drop(changes);
+            batch = Vec::new();
+        }
+        if give_back {
+            give_back_freed_memory();
         }
         retries.make_contiguous().sort_by_key(|r| r.at);
         let mut st = status.lock().unwrap();
@@ -438,8 +464,10 @@ fn run(
 
 /// Returns memory freed after a big batch to the system. glibc keeps freed memory in each
 /// thread's arena: after loading 100,000 bans at start-up (the ledger's rows, the orders, the
-/// nft script), moat held 134 MB resident of which 55 MB were free; trimmed, 79 MB.
-fn give_back_freed_memory() {
+/// nft script), moat held 134 MB resident of which 55 MB were free; trimmed, 79 MB. Called
+/// by the thread that finished its part of a batch (an enforcer, the engine after a fleet's
+/// resync): whichever is last gives back what the others freed too.
+pub(crate) fn give_back_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory; it takes the allocator's locks itself.
     unsafe {

@@ -224,6 +224,12 @@ impl BanBook {
         self.active.iter()
     }
 
+    /// Makes room for `more` bans at once (a fleet's resync): one allocation of the table,
+    /// not a doubling after each part, whose freed tables would stay in the heap.
+    pub fn reserve(&mut self, more: usize) {
+        self.active.reserve(more);
+    }
+
     /// How many bans are in force.
     pub fn len(&self) -> usize {
         self.active.len()

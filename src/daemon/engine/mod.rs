@@ -43,6 +43,9 @@ use recent::Recent;
 /// The jail name of bans made by hand without `--jail`.
 pub const MANUAL_JAIL: &str = "manual";
 
+/// How many bans of a resync go to the enforcers at once.
+const HAND_OVER: usize = 20_000;
+
 /// What the engine's channel carries: work from the sources, the clock, the control socket, reloads
 /// and the fleet.
 pub enum EngineMsg {
@@ -102,7 +105,8 @@ pub struct Engine {
     /// The last 7 days' bans and the failures since start, for the dashboard.
     recent: Recent,
     /// While a batch of decisions is placed (a fleet resync of many bans), the changes
-    /// gathered for one hand-over to the enforcers: one kernel transaction, not one per ban.
+    /// gathered for the enforcers: one kernel transaction per [`HAND_OVER`] bans, not one per
+    /// ban.
     gathered: Option<Vec<crate::enforce::Change>>,
     /// The fleet this node belongs to (`[cluster]`).
     fleet: Option<fleet::Fleet>,
@@ -360,7 +364,16 @@ impl Engine {
                     tracing::info!(ip = %Target(target), %jail, failures, %until, "ban");
                 }
                 match &mut self.gathered {
-                    Some(changes) => changes.push(change),
+                    Some(changes) => {
+                        changes.push(change);
+                        // Handed over in parts: the enforcers put the first part in the kernel
+                        // while this thread records the rest (of 100,000 bans at a node's
+                        // start, the ledger's part and the kernel's each take about half a
+                        // second).
+                        if changes.len() >= HAND_OVER {
+                            self.enforcers.apply(std::mem::take(changes));
+                        }
+                    }
                     None => self.enforcers.apply_read_at(vec![change], read_at),
                 }
                 self.recent.ban(started, &jail, target);

@@ -401,10 +401,25 @@ fn three_nodes_share_bans_through_redis() {
     }
     assert!(!fleet.has(1, NODES[1]), "node 2 never bans its own address");
 
-    // Redis killed and restarted empty: the nodes write their bans again.
+    // Redis killed and restarted empty, node 1 cut off from it meanwhile: node 2 resyncs
+    // from an active set that lacks node 1's bans, and keeps them (Redis lost them, they were
+    // not lifted); node 1 back, it writes its bans again.
+    let cut = format!(
+        "nft add table inet cut; nft add chain inet cut out '{{ type filter hook output priority 0; }}'; nft add rule inet cut out ip daddr {REDIS} drop"
+    );
+    ns_run(fleet.node_ns(0), &cut);
     redis.restart();
     assert_eq!(redis.cli(&["HLEN", "moat:bans"]).trim(), "0");
-    eventually(20, "the active set is refilled", || {
+    eventually(20, "node 2 is back on the restarted Redis", || {
+        n2.log().contains("Redis restarted?") && status(&n2)["cluster"]["degraded"].is_null()
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        fleet.has(1, "192.0.2.101"),
+        "node 2 keeps node 1's ban that Redis lost"
+    );
+    ns_run(fleet.node_ns(0), "nft delete table inet cut");
+    eventually(30, "the active set is refilled", || {
         redis.cli(&["HKEYS", "moat:bans"]).contains("192.0.2.101")
     });
     n1.must(&["ban", "192.0.2.103", "--for", "1h"]);
@@ -413,10 +428,7 @@ fn three_nodes_share_bans_through_redis() {
     });
 
     // Redis unreachable from node 2: it keeps enforcing and deciding; then it converges.
-    ns_run(
-        fleet.node_ns(1),
-        &format!("nft add table inet cut; nft add chain inet cut out '{{ type filter hook output priority 0; }}'; nft add rule inet cut out ip daddr {REDIS} drop"),
-    );
+    ns_run(fleet.node_ns(1), &cut);
     eventually(30, "node 2 says the cluster is degraded", || {
         status(&n2)["cluster"]["degraded"].is_string()
     });

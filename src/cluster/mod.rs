@@ -35,15 +35,35 @@ pub enum Inbound {
         stream_id: String,
     },
     /// Every active ban of the other nodes, as the hash holds them: the stream was trimmed
-    /// past this node's position (or Redis lost it), so the remote bans become exactly these.
+    /// past this node's position (or Redis lost it), so the remote bans become these (those
+    /// missing end as `lift` says).
     Resync {
         /// The other nodes' active bans.
         bans: Vec<FleetBan>,
-        /// The stream's last id when the hash was read: the position to resume from.
-        stream_id: String,
+        /// The stream's last id when the hash was read: the position to resume from (`None`:
+        /// unchanged, the log is being read on).
+        stream_id: Option<String>,
+        /// Which remote bans missing from `bans` end.
+        lift: Lift,
     },
     /// Asks for this node's shared active bans, to write again what Redis lost.
     OwnBans(oneshot::Sender<Vec<FleetBan>>),
+}
+
+/// Which of the remote bans a resync does not name end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lift {
+    /// All of them: the active set is whole (the log was trimmed past this node, or this is
+    /// its first start).
+    Missing,
+    /// None: Redis lost its state (restarted empty, or a failover to a replica behind), and
+    /// the other nodes may not have written their bans again yet. Dropping them now would
+    /// leave them unenforced here until those nodes do: a second look follows.
+    Nothing,
+    /// Those that started before this time (ms since the epoch): the second look, once the
+    /// other nodes have had time to write their bans again. A ban still missing then was
+    /// lifted, or its node is gone with it.
+    MissingBefore(i64),
 }
 
 /// What the engine hands the cluster task.

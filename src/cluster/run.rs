@@ -25,7 +25,7 @@ use super::wire::{
     self, id_key, id_ms, Event, FleetBan, Heartbeat, Kind, BANS_KEY, LOG_KEY, NODES_KEY,
     NODE_KEY_PREFIX,
 };
-use super::{Inbound, Outbound};
+use super::{Inbound, Lift, Outbound};
 
 /// How long a blocking read waits for a new entry before it asks again.
 const BLOCK_MS: u64 = 2000;
@@ -35,6 +35,10 @@ const READ_COUNT: usize = 1000;
 const BATCH: usize = 1000;
 /// How often a node says it is alive.
 const HEARTBEAT: Duration = Duration::from_secs(2);
+/// How long after Redis lost its state a node looks at the active set again: time for every
+/// other node to notice (its marker is checked at each heartbeat) and write its bans again,
+/// also one that was between connection attempts (at most 10 s apart).
+const SECOND_LOOK: Duration = Duration::from_secs(30);
 /// How long its marker lives without a heartbeat.
 const MARKER_TTL_MS: u64 = 15_000;
 
@@ -126,7 +130,8 @@ impl ClusterTask {
         // (3) The active set agrees with this node's own bans.
         self.refill(&mut commands, &held).await?;
         // (4) Where to read from.
-        let from = self.start_position(&position, (first, last), held).await?;
+        let (from, lost_at) = self.start_position(&position, (first, last), held).await?;
+        let mut second_look = lost_at.map(|at| (tokio::time::Instant::now() + SECOND_LOOK, at));
         *position.lock().unwrap() = Some(from.clone());
         {
             let mut s = self.status.lock().unwrap();
@@ -170,6 +175,14 @@ impl ClusterTask {
                     beats += 1;
                     if let Err(err) = self.heartbeat(&mut commands, beats).await {
                         break Err(err);
+                    }
+                    if let Some((due, lost_at)) = second_look {
+                        if tokio::time::Instant::now() >= due {
+                            second_look = None;
+                            if let Err(err) = self.look_again(&mut commands, lost_at).await {
+                                break Err(err);
+                            }
+                        }
                     }
                 }
             }
@@ -329,47 +342,83 @@ impl ClusterTask {
     /// Where to read the log from, given its first and last ids: the saved position when the
     /// log still holds what follows it; otherwise (first start, trimmed past it, Redis lost
     /// it) the active set `held` (read after those ids) is handed to the engine as a resync
-    /// and reading starts from the log's end.
+    /// and reading starts from the log's end. When Redis lost its state, also the time of
+    /// that resync, for the second look.
     async fn start_position(
         &mut self,
         position: &Arc<Mutex<Option<String>>>,
         (first, last): (Option<String>, Option<String>),
         held: HashMap<String, FleetBan>,
-    ) -> Result<String, String> {
+    ) -> Result<(String, Option<i64>), String> {
         let saved = position.lock().unwrap().clone();
-        let why = match (&saved, &first, &last) {
-            (None, _, _) => Some("first start"),
-            (Some(s), None, _) if s != "0-0" => Some("the log is empty (Redis restarted?)"),
-            (Some(s), Some(f), _) if id_key(f) > id_key(s) => {
-                Some("the log was trimmed past this node's position")
+        let (why, lift) = match (&saved, &first, &last) {
+            (None, _, _) => ("first start", Lift::Missing),
+            (Some(s), None, _) if s != "0-0" => {
+                ("the log is empty (Redis restarted?)", Lift::Nothing)
             }
-            (Some(s), _, Some(l)) if id_key(l) < id_key(s) => {
-                Some("the log is behind this node's position (Redis restarted?)")
-            }
-            _ => None,
-        };
-        let Some(why) = why else {
-            return Ok(saved.expect("checked"));
+            (Some(s), Some(f), _) if id_key(f) > id_key(s) => (
+                "the log was trimmed past this node's position",
+                Lift::Missing,
+            ),
+            (Some(s), _, Some(l)) if id_key(l) < id_key(s) => (
+                "the log is behind this node's position (Redis restarted?)",
+                Lift::Nothing,
+            ),
+            _ => return Ok((saved.expect("matched above"), None)),
         };
         let from = last.unwrap_or_else(|| "0-0".into());
         let now = jiff::Timestamp::now().as_millisecond();
-        let bans: Vec<FleetBan> = held
-            .into_values()
-            .filter(|b| b.node != self.node && b.until.is_none_or(|u| u > now))
-            .collect();
+        let bans = self.others_active(held, now);
         tracing::info!(
             reason = why,
             bans = bans.len(),
             "cluster: resync from the active set"
         );
+        self.send_resync(bans, Some(from.clone()), lift).await?;
+        Ok((from, (lift == Lift::Nothing).then_some(now)))
+    }
+
+    /// The second look after Redis lost its state: the remote bans that started before then
+    /// and that no node has written again since end.
+    async fn look_again(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        lost_at: i64,
+    ) -> Result<(), String> {
+        let held = read_active(conn, &self.status)
+            .await
+            .map_err(|e| e.to_string())?;
+        let now = jiff::Timestamp::now().as_millisecond();
+        let bans = self.others_active(held, now);
+        tracing::info!(
+            bans = bans.len(),
+            "cluster: second look at the active set after Redis lost its state"
+        );
+        self.send_resync(bans, None, Lift::MissingBefore(lost_at))
+            .await
+    }
+
+    /// The other nodes' bans of `held` not yet run out.
+    fn others_active(&self, held: HashMap<String, FleetBan>, now: i64) -> Vec<FleetBan> {
+        held.into_values()
+            .filter(|b| b.node != self.node && b.until.is_none_or(|u| u > now))
+            .collect()
+    }
+
+    async fn send_resync(
+        &mut self,
+        bans: Vec<FleetBan>,
+        stream_id: Option<String>,
+        lift: Lift,
+    ) -> Result<(), String> {
         self.inbound
             .send(Inbound::Resync {
                 bans,
-                stream_id: from.clone(),
+                stream_id,
+                lift,
             })
             .await
-            .map_err(|_| "the engine stopped".to_string())?;
-        Ok(from)
+            .map_err(|_| "the engine stopped".to_string())
     }
 
     async fn heartbeat(

@@ -16,7 +16,7 @@ use super::book::Active;
 use super::Engine;
 use crate::cluster::status::SharedStatus;
 use crate::cluster::wire::{fleet_id, FleetBan};
-use crate::cluster::{ClusterSettings, Event, Inbound, Kind, Outbound, CURSOR_KEY};
+use crate::cluster::{ClusterSettings, Event, Inbound, Kind, Lift, Outbound, CURSOR_KEY};
 use crate::ledger::{EndReason, NewBan, Origin};
 use crate::vocab::{Cursor, Target};
 
@@ -141,9 +141,15 @@ impl Engine {
                 self.remote_event(event, now);
                 self.fleet_position(stream_id);
             }
-            Inbound::Resync { bans, stream_id } => {
-                self.resync(bans, now);
-                self.fleet_position(stream_id);
+            Inbound::Resync {
+                bans,
+                stream_id,
+                lift,
+            } => {
+                self.resync(bans, lift, now);
+                if let Some(id) = stream_id {
+                    self.fleet_position(id);
+                }
             }
             Inbound::OwnBans(reply) => {
                 let own = match &self.fleet {
@@ -261,13 +267,13 @@ impl Engine {
         self.place(ban, lines, now, None);
     }
 
-    /// The other nodes' active bans are exactly `bans`.
-    fn resync(&mut self, bans: Vec<FleetBan>, now: Timestamp) {
+    /// The other nodes' active bans are `bans`; those missing end as `lift` says.
+    fn resync(&mut self, bans: Vec<FleetBan>, lift: Lift, now: Timestamp) {
         // One write to the ledger for the whole resync: one transaction per ban made a node
         // joining a fleet of 100,000 bans take 30 s, two thirds of it in SQLite's commits.
         let big = bans.len() >= crate::daemon::enforcers::BIG_BATCH;
         self.book.begin_batch();
-        self.resync_in_batch(bans, now);
+        self.resync_in_batch(bans, lift, now);
         let failed = self.book.end_batch();
         if big {
             crate::daemon::enforcers::give_back_freed_memory();
@@ -284,13 +290,21 @@ impl Engine {
         }
     }
 
-    fn resync_in_batch(&mut self, bans: Vec<FleetBan>, now: Timestamp) {
+    fn resync_in_batch(&mut self, bans: Vec<FleetBan>, lift: Lift, now: Timestamp) {
         let wanted: HashSet<String> = bans.iter().map(FleetBan::id).collect();
+        let ends = |started: Timestamp| match lift {
+            Lift::Missing => true,
+            Lift::Nothing => false,
+            Lift::MissingBefore(at) => started.as_millisecond() < at,
+        };
         let gone: Vec<_> = self
             .book
             .iter()
             .filter_map(|(slot, a)| {
                 let node = a.ban.node.as_ref()?;
+                if !ends(a.ban.started) {
+                    return None;
+                }
                 let id = fleet_id(
                     node,
                     &a.ban.jail,

@@ -13,6 +13,12 @@
 #
 # WRAP="heaptrack -o /tmp/node3" (or a perf command) runs node 3's second start under it.
 #
+# Then, when Debian's crowdsec and crowdsec-firewall-bouncer are installed (CS_N, default 20,
+# 0 to skip), the same measure for CrowdSec: its local API and its nftables bouncer (defaults:
+# update_frequency 10s) in a namespace of their own, and CS_N decisions added with `cscli
+# decisions add`, each timed from before that command to its element in the bouncer's set.
+# That is CrowdSec's best case: its bouncers on other hosts poll the same way.
+#
 # Root (network namespaces), redis-server, nftables, python3. Everything it makes is under a
 # temporary directory and in namespaces named moat-bench-*, removed at the end.
 set -euo pipefail
@@ -21,12 +27,13 @@ BULK=${BULK:-100000}
 MOAT=${MOAT:-$(dirname "$0")/../target/release/moat}
 MOAT=$(readlink -f "$MOAT")
 TMP=$(mktemp -d)
-NS=(lan n1 n2 n3)
+NS=(lan n1 n2 n3 cs)
 MONITORS=()
 cleanup() {
   # The daemons by their configuration's path, Redis by its pid (it renames itself).
   pkill -f "run -c $TMP/" 2>/dev/null || true
   [ -n "${REDIS_PID:-}" ] && kill "$REDIS_PID" 2>/dev/null || true
+  for p in ${CS_PIDS:-}; do kill "$p" 2>/dev/null || true; done
   for p in "${MONITORS[@]}"; do kill -- "-$p" 2>/dev/null || true; done
   for p in $(jobs -p); do kill "$p" 2>/dev/null || true; done
   for n in "${NS[@]}"; do ip netns del "moat-bench-$n" 2>/dev/null || true; done
@@ -202,3 +209,66 @@ echo "node 3 holding them: RSS $(awk '/^VmRSS/ {print $2 / 1024 " MB"}' "/proc/$
 $(in_ns n3 nft list set inet moat ban6 | grep -o '2001:db8:8::' | wc -l) of them in its ban6 set"
 bans=$(rcli HLEN moat:bans)
 echo "Redis with $bans active bans: moat:bans $(rcli MEMORY USAGE moat:bans) bytes ($(($(rcli MEMORY USAGE moat:bans) / bans)) per ban)"
+
+# CrowdSec beside it: decision → kernel through its bouncer's polling.
+CS_N=${CS_N:-20}
+if [ "$CS_N" -gt 0 ] && command -v crowdsec >/dev/null && command -v crowdsec-firewall-bouncer >/dev/null; then
+  CS=$TMP/crowdsec
+  mkdir -p "$CS/data"
+  # Debian's configuration, with this run's paths, no Central API (no network here), no
+  # Prometheus, in the foreground.
+  python3 - "$CS" <<'PY'
+import sys
+cs = sys.argv[1]
+s = open("/etc/crowdsec/config.yaml").read()
+for a, b in [("daemonize: true", "daemonize: false"), ("log_media: file", "log_media: stdout"),
+             ("/var/lib/crowdsec/data/", cs + "/data/"), ("pid_dir: /var/run/", f"pid_dir: {cs}/"),
+             ("/etc/crowdsec/local_api_credentials.yaml", cs + "/local_api_credentials.yaml"),
+             ("prometheus:\n  enabled: true", "prometheus:\n  enabled: false")]:
+    s = s.replace(a, b)
+lines = s.split("\n")
+out, skip = [], False
+for l in lines:
+    if l.strip().startswith("online_client:"):
+        skip = True
+        continue
+    if skip and l.startswith("      "):
+        continue
+    skip = False
+    out.append(l)
+open(cs + "/config.yaml", "w").write("\n".join(out))
+PY
+  csc() { in_ns cs cscli -c "$CS/config.yaml" "$@" 2>/dev/null; }
+  : > "$CS/local_api_credentials.yaml"
+  csc machines add bench --auto -f "$CS/local_api_credentials.yaml" > /dev/null
+  ip netns exec moat-bench-cs crowdsec -c "$CS/config.yaml" -no-cs > "$CS/lapi.log" 2>&1 &
+  CS_PIDS=$!
+  for _ in $(seq 50); do csc decisions list > /dev/null && break; sleep 0.1; done
+  key=$(csc bouncers add bench-fw -o raw | tail -1)
+  sed -e 's|${BACKEND}|nftables|' -e "s|\${API_KEY}|$key|" -e 's|daemonize: true|daemonize: false|' \
+      -e 's|log_mode: file|log_mode: stdout|' -e "s|pid_dir: /var/run/|pid_dir: $CS/|" \
+      /etc/crowdsec/bouncers/crowdsec-firewall-bouncer.yaml \
+    | python3 -c 'import sys; print(sys.stdin.read().replace("prometheus:\n  enabled: true", "prometheus:\n  enabled: false"))' \
+    > "$CS/bouncer.yaml"
+  ip netns exec moat-bench-cs crowdsec-firewall-bouncer -c "$CS/bouncer.yaml" > "$CS/bouncer.log" 2>&1 &
+  CS_PIDS="$CS_PIDS $!"
+  for _ in $(seq 50); do in_ns cs nft list set ip crowdsec crowdsec-blacklists > /dev/null 2>&1 && break; sleep 0.1; done
+  : > "$CS/lat"
+  for k in $(seq "$CS_N"); do
+    ip="198.51.100.$k"
+    t0=$(date +%s%N)
+    csc decisions add -i "$ip" -d 1h > /dev/null
+    while ! in_ns cs nft list set ip crowdsec crowdsec-blacklists | grep -q "$ip[ ,]"; do sleep 0.02; done
+    echo $(( ($(date +%s%N) - t0) / 1000 )) >> "$CS/lat"
+    # The next decision at a moment unrelated to the bouncer's period (0-10 s later): one
+    # made just after a poll would wait the whole period every time.
+    sleep "$((RANDOM % 10)).$((RANDOM % 10))"
+  done
+  python3 - "$CS/lat" <<'PY'
+import sys
+lat = sorted(int(l) / 1000 for l in open(sys.argv[1]))
+pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]
+print(f"crowdsec 1.4.6 + firewall bouncer 0.0.25 (nftables, update_frequency 10s), {len(lat)} decisions: "
+      f"p50 {pick(0.5):.0f} ms, p99 {pick(0.99):.0f} ms, max {lat[-1]:.0f} ms (from before `cscli decisions add`)")
+PY
+fi

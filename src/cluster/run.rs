@@ -22,7 +22,7 @@ use super::link::{ping, Backoff, Connections, Link};
 use super::settings::ClusterSettings;
 use super::status::{NodeStatus, SharedStatus};
 use super::wire::{
-    self, id_key, id_ms, Event, FleetBan, Heartbeat, Kind, BANS_KEY, LOG_KEY, NODES_KEY,
+    self, id_key, id_ms, Event, FleetBan, Heartbeat, Kind, BANS_KEY, EPOCH_KEY, LOG_KEY, NODES_KEY,
     NODE_KEY_PREFIX,
 };
 use super::{Inbound, Lift, Outbound};
@@ -60,6 +60,10 @@ pub struct ClusterTask {
     pub status: SharedStatus,
     /// Where the delay of each decision received is recorded (the metrics' histogram).
     pub lag: Histogram,
+    /// Redis's epoch as this node last saw it (none before its first session).
+    pub epoch: Option<String>,
+    /// When to look at the active set again after Redis lost its state, and when it was.
+    pub second_look: Option<(tokio::time::Instant, i64)>,
 }
 
 impl ClusterTask {
@@ -113,9 +117,14 @@ impl ClusterTask {
             follow,
         } = conns;
         let e = |e: redis::RedisError| e.to_string();
-        // (1) What was decided while Redis was away.
+        // (1) Whether Redis lost its state since this node last saw it: its epoch changed.
+        // The log cannot say so once another node has written to it again.
+        let epoch = self.epoch(&mut commands).await.map_err(e)?;
+        let lost = self.epoch.as_ref().is_some_and(|seen| *seen != epoch);
+        self.epoch = Some(epoch);
+        // (2) What was decided while Redis was away.
         self.publish_pending(&mut commands).await.map_err(e)?;
-        // (2) Where the log begins and ends, then the active set, in this order: a decision
+        // (3) Where the log begins and ends, then the active set, in this order: a decision
         // published in between is in the set and after the end, read twice but never missed
         // (a ban and its log entry are written in one transaction). The set is read once for
         // the refill and a resync (which takes only other nodes' bans, which the refill
@@ -127,18 +136,23 @@ impl ClusterTask {
             .await
             .map_err(e)?;
         let held = read_active(&mut commands, &self.status).await.map_err(e)?;
-        // (3) The active set agrees with this node's own bans.
+        // (4) The active set agrees with this node's own bans.
         self.refill(&mut commands, &held).await?;
-        // (4) Where to read from.
-        let (from, lost_at) = self.start_position(&position, (first, last), held).await?;
-        let mut second_look = lost_at.map(|at| (tokio::time::Instant::now() + SECOND_LOOK, at));
+        // (5) Where to read from.
+        let (from, lost_at) = self
+            .start_position(&position, (first, last), held, lost)
+            .await?;
+        if let Some(at) = lost_at {
+            // Kept across sessions: a session that fails before it is due leaves it pending.
+            self.second_look = Some((tokio::time::Instant::now() + SECOND_LOOK, at));
+        }
         *position.lock().unwrap() = Some(from.clone());
         {
             let mut s = self.status.lock().unwrap();
             s.reachable = true;
             s.degraded = None;
         }
-        // (5) Follow, publish, beat.
+        // (6) Follow, publish, beat.
         let mut reader = tokio::spawn(follow_log(
             follow,
             from,
@@ -176,12 +190,12 @@ impl ClusterTask {
                     if let Err(err) = self.heartbeat(&mut commands, beats).await {
                         break Err(err);
                     }
-                    if let Some((due, lost_at)) = second_look {
+                    if let Some((due, lost_at)) = self.second_look {
                         if tokio::time::Instant::now() >= due {
-                            second_look = None;
                             if let Err(err) = self.look_again(&mut commands, lost_at).await {
                                 break Err(err);
                             }
+                            self.second_look = None;
                         }
                     }
                 }
@@ -349,9 +363,11 @@ impl ClusterTask {
         position: &Arc<Mutex<Option<String>>>,
         (first, last): (Option<String>, Option<String>),
         held: HashMap<String, FleetBan>,
+        lost: bool,
     ) -> Result<(String, Option<i64>), String> {
         let saved = position.lock().unwrap().clone();
         let (why, lift) = match (&saved, &first, &last) {
+            _ if lost => ("Redis lost its state (a new epoch)", Lift::Nothing),
             (None, _, _) => ("first start", Lift::Missing),
             (Some(s), None, _) if s != "0-0" => {
                 ("the log is empty (Redis restarted?)", Lift::Nothing)
@@ -376,6 +392,19 @@ impl ClusterTask {
         );
         self.send_resync(bans, Some(from.clone()), lift).await?;
         Ok((from, (lift == Lift::Nothing).then_some(now)))
+    }
+
+    /// Redis's epoch, written now if Redis has none (it is empty).
+    async fn epoch(&self, conn: &mut MultiplexedConnection) -> RedisResult<String> {
+        let mine = format!("{}/{}", self.node, jiff::Timestamp::now().as_nanosecond());
+        let _: Value = redis::cmd("SET")
+            .arg(EPOCH_KEY)
+            .arg(&mine)
+            .arg("NX")
+            .query_async(conn)
+            .await?;
+        let now: Option<String> = redis::cmd("GET").arg(EPOCH_KEY).query_async(conn).await?;
+        Ok(now.unwrap_or(mine))
     }
 
     /// The second look after Redis lost its state: the remote bans that started before then

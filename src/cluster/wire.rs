@@ -26,6 +26,9 @@ pub const NODES_KEY: &str = "moat:nodes";
 /// A node's marker, `moat:node:<node>`, with a time to live: gone means Redis lost what the
 /// node wrote (restarted empty), and the node writes its active bans again.
 pub const NODE_KEY_PREFIX: &str = "moat:node:";
+/// A value the first node to reach an empty Redis writes (`SET NX`): when it changes under a
+/// running node, Redis lost its state (restarted empty), whatever the log looks like since.
+pub const EPOCH_KEY: &str = "moat:epoch";
 /// The largest entry read (the JSON of one ban with its evidence lines fits in about 6 KiB).
 pub const ENTRY_MAX: usize = 16 * 1024;
 /// The longest reason carried.

@@ -580,6 +580,7 @@ fn join_fleet(
         settings: settings.clone(),
         out: out_tx,
         status: status.clone(),
+        refreshed: None,
     });
     tracing::info!(%node, redis = %settings.redis, "joining the fleet");
     let lease = gate
@@ -600,6 +601,8 @@ fn join_fleet(
         outbound: out_rx,
         status,
         lag,
+        epoch: None,
+        second_look: None,
     };
     Ok((task, in_rx, lease))
 }

@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use jiff::Timestamp;
 use tokio::sync::mpsc;
 
-use super::book::Active;
+use super::book::{Active, Slot};
 use super::Engine;
 use crate::cluster::status::SharedStatus;
 use crate::cluster::wire::{fleet_id, FleetBan};
@@ -30,6 +30,10 @@ pub struct Fleet {
     pub out: mpsc::UnboundedSender<Outbound>,
     /// What `moat status` shows.
     pub status: SharedStatus,
+    /// Since Redis lost its state and until the second look: the slots of the remote bans
+    /// the log brought again (the second look keeps them, whatever its read of the active
+    /// set missed).
+    pub refreshed: Option<HashSet<Slot>>,
 }
 
 impl Fleet {
@@ -200,6 +204,9 @@ impl Engine {
                     // Redis says this node decided it: only this node's ledger knows.
                     return;
                 }
+                if let Some(seen) = self.fleet.as_mut().and_then(|f| f.refreshed.as_mut()) {
+                    seen.insert((ev.ban.jail.clone(), ev.ban.target));
+                }
                 self.remote_ban(ev.ban, now);
             }
             Kind::Unban => {
@@ -292,17 +299,31 @@ impl Engine {
 
     fn resync_in_batch(&mut self, bans: Vec<FleetBan>, lift: Lift, now: Timestamp) {
         let wanted: HashSet<String> = bans.iter().map(FleetBan::id).collect();
-        let ends = |started: Timestamp| match lift {
+        let refreshed = match lift {
+            // From now until the second look, the bans the log brings again are noted.
+            Lift::Nothing => {
+                if let Some(f) = &mut self.fleet {
+                    f.refreshed = Some(HashSet::new());
+                }
+                HashSet::new()
+            }
+            _ => self
+                .fleet
+                .as_mut()
+                .and_then(|f| f.refreshed.take())
+                .unwrap_or_default(),
+        };
+        let ends = |slot: &Slot, started: Timestamp| match lift {
             Lift::Missing => true,
             Lift::Nothing => false,
-            Lift::MissingBefore(at) => started.as_millisecond() < at,
+            Lift::MissingBefore(at) => started.as_millisecond() < at && !refreshed.contains(slot),
         };
         let gone: Vec<_> = self
             .book
             .iter()
             .filter_map(|(slot, a)| {
                 let node = a.ban.node.as_ref()?;
-                if !ends(a.ban.started) {
+                if !ends(slot, a.ban.started) {
                     return None;
                 }
                 let id = fleet_id(
@@ -320,8 +341,16 @@ impl Engine {
         }
         // Placed together and handed to the enforcers at once: a node joining a fleet of
         // 100,000 bans makes one kernel transaction of them, not 100,000.
+        if matches!(lift, Lift::MissingBefore(_)) {
+            // The second look only ends bans: one it read and the log lifted since would be
+            // put back, and every ban written again since came through the log anyway.
+            return;
+        }
         self.gathered = Some(Vec::new());
-        self.book.reserve(bans.len());
+        // Room for the bans the book does not hold yet (a resync on a full book must not
+        // double its table).
+        self.book
+            .reserve(bans.len().saturating_sub(self.book.len()));
         let before = self.book.len();
         for b in bans {
             self.remote_ban(b, now);

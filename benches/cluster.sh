@@ -203,7 +203,11 @@ while True:
     time.sleep(0.05)
 PY
 sleep 5
-pid=$(pgrep -f "run -c $TMP/node3/moat.toml" | head -1)
+# moat itself, not a WRAP program around it.
+pid=''
+for p in $(pgrep -f "run -c $TMP/node3/moat.toml"); do
+  [ "$(cat "/proc/$p/comm" 2>/dev/null)" = moat ] && pid=$p
+done
 if [ -n "${KEEP_LOG:-}" ]; then cp "$TMP/node3/daemon.log" "$KEEP_LOG"; fi
 echo "node 3 holding them: RSS $(awk '/^VmRSS/ {print $2 / 1024 " MB"}' "/proc/$pid/status"), \
 $(in_ns n3 nft list set inet moat ban6 | grep -o '2001:db8:8::' | wc -l) of them in its ban6 set"
@@ -258,7 +262,11 @@ PY
     ip="198.51.100.$k"
     t0=$(date +%s%N)
     csc decisions add -i "$ip" -d 1h > /dev/null
-    while ! in_ns cs nft list set ip crowdsec crowdsec-blacklists | grep -q "$ip[ ,]"; do sleep 0.02; done
+    deadline=$(($(date +%s) + 60))
+    while ! in_ns cs nft list set ip crowdsec crowdsec-blacklists | grep -q "$ip[ ,]"; do
+      [ "$(date +%s)" -lt "$deadline" ] || { echo "crowdsec: $ip not in the bouncer's set after 60 s" >&2; exit 1; }
+      sleep 0.02
+    done
     echo $(( ($(date +%s%N) - t0) / 1000 )) >> "$CS/lat"
     # The next decision at a moment unrelated to the bouncer's period (0-10 s later): one
     # made just after a poll would wait the whole period every time.

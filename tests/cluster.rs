@@ -270,11 +270,7 @@ fn three_nodes_share_bans_through_redis() {
     if !support::can_use_netfilter(test) {
         return;
     }
-    if Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
+    if !support::have("redis-server") {
         support::skip(
             test,
             "redis-server is not installed (apt-get install redis-server)",
@@ -550,12 +546,29 @@ impl Drop for Sentinel {
     }
 }
 
-/// Shows every node's log when `f` does not come true in time.
-fn converge(secs: u64, what: &str, nodes: &[&Moat], f: impl Fn() -> bool) {
+/// A daemon whose log a failed wait shows.
+trait Logged {
+    fn log(&self) -> String;
+}
+
+impl Logged for Moat {
+    fn log(&self) -> String {
+        Moat::log(self)
+    }
+}
+
+impl Logged for support::Daemon {
+    fn log(&self) -> String {
+        support::Daemon::log(self)
+    }
+}
+
+/// Waits until `f` holds, up to `secs`; shows every node's log when it does not.
+fn wait(secs: u64, what: &str, nodes: &[&dyn Logged], f: impl Fn() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
     while !f() {
         if std::time::Instant::now() >= deadline {
-            let logs: Vec<String> = nodes.iter().map(|m| m.log()).collect();
+            let logs: Vec<String> = nodes.iter().map(|d| d.log()).collect();
             panic!("not within {secs}s: {what}\n{}", logs.join("\n-----\n"));
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -568,11 +581,7 @@ fn the_fleet_follows_a_sentinel_failover() {
     if !support::can_use_netfilter(test) {
         return;
     }
-    if Command::new("redis-sentinel")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
+    if !support::have("redis-sentinel") {
         support::skip(
             test,
             "redis-sentinel is not installed (apt-get install redis-sentinel)",
@@ -629,13 +638,13 @@ fn the_fleet_follows_a_sentinel_failover() {
 
     let n1 = fleet.start(0);
     let n2 = fleet.start(1);
-    converge(10, "the nodes see each other", &[&n1, &n2], || {
+    wait(10, "the nodes see each other", &[&n1, &n2], || {
         status(&n1)["cluster"]["nodes"]
             .as_array()
             .is_some_and(|n| n.len() == 2)
     });
     n1.must(&["ban", "192.0.2.101", "--for", "1h"]);
-    converge(5, "node 2 has node 1's ban", &[&n1, &n2], || {
+    wait(5, "node 2 has node 1's ban", &[&n1, &n2], || {
         fleet.has(1, "192.0.2.101")
     });
 
@@ -646,7 +655,7 @@ fn the_fleet_follows_a_sentinel_failover() {
         sentinels.iter().all(|s| s.master_port() == "6380")
     });
     n1.must(&["ban", "192.0.2.102", "--for", "1h"]);
-    converge(
+    wait(
         30,
         "a ban after the failover reaches node 2",
         &[&n1, &n2],
@@ -665,7 +674,7 @@ fn the_fleet_follows_a_sentinel_failover() {
         "the ban is in the new master"
     );
     n2.must(&["unban", "192.0.2.101"]);
-    converge(
+    wait(
         10,
         "an unban after the failover lifts it on node 1",
         &[&n1, &n2],
@@ -742,17 +751,6 @@ fn cf_items(fake: &support::cloudflare::Fake, ip: &str) -> Vec<(String, String)>
         .filter(|i| i.ip == ip)
         .map(|i| (i.id.clone(), i.comment.clone()))
         .collect()
-}
-
-fn wait(secs: u64, what: &str, nodes: &[&support::Daemon], f: impl Fn() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        if std::time::Instant::now() >= deadline {
-            let logs: Vec<String> = nodes.iter().map(|d| d.log()).collect();
-            panic!("not within {secs}s: {what}\n{}", logs.join("\n-----\n"));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

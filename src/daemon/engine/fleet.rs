@@ -339,13 +339,13 @@ impl Engine {
             tracing::info!(count = gone.len(), "resync: remote bans no longer in force");
             self.end_from_fleet(&gone, now);
         }
-        // Placed together and handed to the enforcers at once: a node joining a fleet of
-        // 100,000 bans makes one kernel transaction of them, not 100,000.
         if matches!(lift, Lift::MissingBefore(_)) {
             // The second look only ends bans: one it read and the log lifted since would be
             // put back, and every ban written again since came through the log anyway.
             return;
         }
+        // Placed together and handed to the enforcers in parts: a node joining a fleet of
+        // 100,000 bans makes a few kernel transactions of them, not 100,000.
         self.gathered = Some(Vec::new());
         // Room for the bans the book does not hold yet (a resync on a full book must not
         // double its table).
